@@ -1,0 +1,21 @@
+"""bayesmlm: Bayesian multilevel models, from level equations to plots.
+
+Examples
+--------
+>>> import bayesmlm
+>>> data = bayesmlm.datasets.load("sleepstudy")
+>>> model = bayesmlm.MLM("Reaction ~ Days + (Days | Subject)", data)
+>>> fit = model.fit(draws=500, seed=1)          # doctest: +SKIP
+>>> fit.fixef()                                 # doctest: +SKIP
+"""
+
+from . import datasets
+from ._errors import ConvergenceWarning, DataError, RowsDroppedWarning, SpecError
+from .model import MLM
+from .priors import Prior
+from .results import Fit
+from .store import load
+
+__all__ = ["MLM", "Fit", "Prior", "load", "datasets", "SpecError", "DataError", "ConvergenceWarning",
+           "RowsDroppedWarning"]
+__version__ = "0.1.0"

@@ -1,0 +1,158 @@
+"""MLM: the public model object. It only composes the pipeline's stages:
+spec -> design -> priors -> build -> sample -> results (STYLE: lmer() is only
+the composition of lFormula, mkLmerDevfun, optimizeLmer and mkMerMod).
+"""
+
+from __future__ import annotations
+
+import time
+
+import pandas as pd
+
+from .design import Design, build_design
+from .equations import Equations, model_equations
+from .priors import Prior, priors_table, resolve_priors
+from .results import Fit, FitRecord
+from .sample import SamplerSettings, check_convergence, diagnose, sample_model
+from .spec import ModelSpec, parse_formula, spec_from_levels
+
+__all__ = ["MLM"]
+
+METHODS = ("auto", "full", "collapsed")
+
+
+class MLM:
+    """A two-level (or multilevel) model: a spec, its data and its priors.
+
+    Parameters
+    ----------
+    formula : str
+        lme4 syntax, e.g. ``"tech ~ 1 + smu + (1 + smu | country)"``.
+    data : DataFrame
+    family : str
+        ``"gaussian"`` (default), ``"bernoulli"``, ``"binomial"`` or ``"poisson"``.
+    priors : dict, optional
+        Overrides of the default priors by name (see :meth:`priors`), as
+        :class:`~bayesmlm.Prior` objects or strings like ``"normal(0, 1)"``.
+    trials, offset : str, optional
+        Columns with binomial trials, and an offset on the link scale.
+
+    Examples
+    --------
+    >>> import bayesmlm
+    >>> m = bayesmlm.MLM("Reaction ~ Days + (Days | Subject)", bayesmlm.datasets.load("sleepstudy"))
+    >>> m.formula
+    'Reaction ~ 1 + Days + (1 + Days | Subject)'
+    """
+
+    def __init__(self, formula: str, data: pd.DataFrame, family: str = "gaussian", priors: dict | None = None, *,
+                 trials: str | None = None, offset: str | None = None):
+        self._init(parse_formula(formula, family), data, priors, trials, offset)
+
+    def _init(self, spec: ModelSpec, data, priors, trials, offset) -> None:
+        self.spec: ModelSpec = spec
+        self.design: Design = build_design(spec, data, trials=trials, offset=offset)
+        self.prior_dict: dict[str, Prior] = resolve_priors(self.design, priors)
+        self._options = {"trials": trials, "offset": offset}
+
+    @classmethod
+    def from_levels(cls, level1: str, level2: dict | None = None, *, group: str, data: pd.DataFrame, fixed=(),
+                    family: str = "gaussian", priors: dict | None = None, trials: str | None = None,
+                    offset: str | None = None) -> "MLM":
+        """A model from level-1 and level-2 equations.
+
+        Each level-1 term gets a random effect by ``group`` unless it is
+        named in ``fixed``. See :func:`bayesmlm.spec.spec_from_levels`.
+
+        Examples
+        --------
+        >>> import bayesmlm
+        >>> m = bayesmlm.MLM.from_levels("mAch ~ 1 + cses", {"1": "~ 1 + meanses", "cses": "~ 1 + meanses"},
+        ...                              group="school", data=bayesmlm.datasets.load("hsb82"))
+        >>> m.formula
+        'mAch ~ 1 + meanses + cses + cses:meanses + (1 + cses | school)'
+        """
+        self = cls.__new__(cls)
+        self._init(spec_from_levels(level1, level2, group, fixed=fixed, family=family), data, priors, trials, offset)
+        return self
+
+    @property
+    def formula(self) -> str:
+        """The combined mixed formula (lme4 syntax)."""
+        return self.spec.formula
+
+    def equations(self) -> Equations:
+        """Level-1, level-2 and combined equations (LaTeX and text; renders in a notebook).
+
+        Examples
+        --------
+        >>> print(m.equations())  # doctest: +SKIP
+        """
+        return model_equations(self.design)
+
+    def priors(self) -> pd.DataFrame:
+        """Every prior the fit will use, with its class and whether it is a default.
+
+        Examples
+        --------
+        >>> m.priors().loc["sigma", "prior"]  # doctest: +SKIP
+        'exponential(lam=0.01773)'
+        """
+        return priors_table(self.prior_dict, self.design)
+
+    def build(self):
+        """The full (non-centred) PyMC model.
+
+        Examples
+        --------
+        >>> m.build().free_RVs  # doctest: +SKIP
+        """
+        from .build import build_full_model
+
+        return build_full_model(self.design, self.prior_dict)
+
+    def fit(self, draws: int = 1000, tune: int = 1000, chains: int = 4, seed: int | None = None, sampler: str = "nutpie",
+            target_accept: float = 0.9, progressbar: bool = True, method: str = "auto") -> Fit:
+        """Sample the posterior with NUTS and return a :class:`~bayesmlm.Fit`.
+
+        Parameters
+        ----------
+        draws, tune, chains : int
+            Draws kept per chain, tuning steps per chain, chains.
+        seed : int, optional
+            The same seed gives the same draws. Without one, a seed is drawn
+            and recorded in ``fit.record.settings.seed``.
+        sampler : str
+            ``"nutpie"`` (default), ``"pymc"``, ``"numpyro"`` or ``"blackjax"``.
+        target_accept : float
+            NUTS's target acceptance rate; raise it if there are divergences.
+        progressbar : bool
+        method : str
+            ``"auto"``, ``"full"`` or ``"collapsed"``.
+
+        Examples
+        --------
+        >>> fit = m.fit(draws=500, tune=500, seed=1)  # doctest: +SKIP
+        """
+        if method not in METHODS:
+            raise ValueError(f"Unknown method '{method}'. Valid methods: {', '.join(METHODS)}.")
+        if method == "collapsed":
+            raise ValueError("method='collapsed' is not available yet; use method='full'.")
+        settings = SamplerSettings(draws, tune, chains, seed, sampler, target_accept, progressbar).resolved()
+        start = time.perf_counter()
+        pmodel = self.build()
+        seconds_build = time.perf_counter() - start
+        idata, seconds_sample = sample_model(pmodel, settings)
+        diag = diagnose(idata, _reported_vars(idata))
+        check_convergence(diag, settings)
+        record = FitRecord(settings, "full", diag, seconds_build, seconds_sample, self.design.n_obs, self.design.rows_dropped)
+        return Fit(self.design, self.prior_dict, idata, record)
+
+    def __repr__(self) -> str:
+        return f"<bayesmlm.MLM {self.formula} | {self.spec.family.name}, {self.design.n_obs} obs>"
+
+
+def _reported_vars(idata) -> list[str]:
+    """The posterior variables that diagnostics cover: every parameter users read."""
+    names = list(idata["posterior"].data_vars)
+    return [v for v in names if v in ("fixef", "sigma") or v.split("_", 1)[0] in ("sd", "cor", "u")]
