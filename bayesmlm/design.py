@@ -73,6 +73,8 @@ class Design:
     X : ndarray (N, p)
     fixed_terms : tuple of str
         lme4 names of X's columns, e.g. ``"(Intercept)"``, ``"sectorPublic"``.
+    fixed_labels : tuple of str
+        The same columns as formulae labels them, e.g. ``"sector[Public]"``.
     blocks : tuple of BlockDesign
     factors : dict of str to GroupingFactor
     level2 : dict of str to frozenset
@@ -93,6 +95,7 @@ class Design:
     y: np.ndarray
     X: np.ndarray
     fixed_terms: tuple[str, ...]
+    fixed_labels: tuple[str, ...]
     blocks: tuple[BlockDesign, ...]
     factors: dict
     level2: dict
@@ -173,7 +176,7 @@ def _drop_missing(data: pd.DataFrame, cols: list[str]) -> tuple[pd.DataFrame, in
         counts = data.loc[~complete, cols].isna().sum()
         detail = ", ".join(f"{c}: {n}" for c, n in counts.items() if n)
         warnings.warn(f"Dropped {dropped} of {len(data)} rows with missing values ({detail}), as lme4's na.omit does.",
-                      RowsDroppedWarning, stacklevel=4)
+                      RowsDroppedWarning, stacklevel=5)
     return data.loc[complete, cols].reset_index(drop=True), dropped
 
 
@@ -207,7 +210,7 @@ def _fixed_matrix(rhs: str, data: pd.DataFrame, what: str):
     if dm.common is None:
         return None, np.empty((len(data), 0)), ()
     frame = dm.common.as_dataframe()
-    return dm.common, frame.to_numpy(dtype=float), tuple(lme4_name(c) for c in frame.columns)
+    return dm.common, frame.to_numpy(dtype=float), tuple(frame.columns)
 
 
 def _check_columns_of(M: np.ndarray, names: tuple[str, ...], what: str) -> None:
@@ -278,12 +281,14 @@ def build_design(spec: ModelSpec, data: pd.DataFrame, *, trials: str | None = No
     clean, dropped = _drop_missing(data, cols)
     _check_finite(clean)
     y, n_trials = _response(spec, clean, trials)
-    fixed_matrix, X, fixed_terms = _fixed_matrix(spec.fixed, clean, "fixed part")
+    fixed_matrix, X, fixed_labels = _fixed_matrix(spec.fixed, clean, "fixed part")
+    fixed_terms = tuple(lme4_name(c) for c in fixed_labels)
     _check_columns_of(X, fixed_terms, "fixed")
     factors = {g: _factor(clean, g) for g in spec.groups}
     blocks, seen = [], {}
     for b in spec.random:
-        _, Z, names = _fixed_matrix(b.expr, clean, f"random term {b.text()}")
+        _, Z, labels = _fixed_matrix(b.expr, clean, f"random term {b.text()}")
+        names = tuple(lme4_name(c) for c in labels)
         if not names:
             raise SpecError(f"The random term {b.text()} has no columns.")
         _check_columns_of(Z, names, f"random ({b.group})")
@@ -297,7 +302,7 @@ def build_design(spec: ModelSpec, data: pd.DataFrame, *, trials: str | None = No
         if dup:
             raise SpecError(f"The random term(s) {sorted(dup)} appear in more than one block for '{g}'. Give each term once.")
     off = clean[offset].to_numpy(dtype=float) if offset is not None else None
-    return Design(spec=spec, data=clean, y=y, X=X, fixed_terms=fixed_terms, blocks=tuple(blocks), factors=factors,
+    return Design(spec=spec, data=clean, y=y, X=X, fixed_terms=fixed_terms, fixed_labels=fixed_labels, blocks=tuple(blocks), factors=factors,
                   level2={g: _level2_columns(clean, f) for g, f in factors.items()}, rows_dropped=dropped,
                   trials=n_trials, offset=off, options=extra, fixed_matrix=fixed_matrix)
 

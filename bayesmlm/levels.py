@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ._errors import SpecError
-from .design import Design
+from .design import Design, lme4_name
 
 __all__ = ["LevelStructure", "level_structure"]
 
@@ -89,16 +89,16 @@ def level_structure(design: Design, factor: str | None = None) -> LevelStructure
     columns = set(design.data.columns)
     random_terms = design.random_terms(factor)
     l1_of, l2_of = [], []
-    for name in design.fixed_terms:
-        if name == "(Intercept)":
-            l1_of.append(name)
+    for label in design.fixed_labels:
+        if label == "Intercept":
+            l1_of.append("(Intercept)")
             l2_of.append("1")
             continue
-        parts = _split(name)
+        parts = _split(label)
         l1 = [p for p in parts if not _is_level2(p, columns, level2)]
         l2 = [p for p in parts if _is_level2(p, columns, level2)]
-        l1_of.append(":".join(l1) if l1 else "(Intercept)")
-        l2_of.append(":".join(l2) if l2 else "1")
+        l1_of.append(lme4_name(":".join(l1)) if l1 else "(Intercept)")
+        l2_of.append(lme4_name(":".join(l2)) if l2 else "1")
     level1_terms = list(dict.fromkeys(["(Intercept)"] * ("(Intercept)" in l1_of + list(random_terms)) + l1_of + list(random_terms)))
     index = design.factors[factor].index
     J = design.factors[factor].n_levels

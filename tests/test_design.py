@@ -1,0 +1,115 @@
+"""Design matrices and the checks on the data: each bad input gets its own clear error."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+import bayesmlm
+from bayesmlm import DataError, RowsDroppedWarning, SpecError
+from bayesmlm.levels import level_structure
+
+
+@pytest.fixture()
+def small() -> pd.DataFrame:
+    rng = np.random.default_rng(0)
+    g = np.repeat(list("abcdef"), 10)
+    x = rng.normal(size=60)
+    return pd.DataFrame({"y": 1 + 0.5 * x + rng.normal(size=60), "x": x, "g": g, "w": np.repeat(np.arange(6.0), 10)})
+
+
+def test_lme4_term_names_and_treatment_contrasts():
+    m = bayesmlm.MLM("mAch ~ meanses * cses + sector * cses + (1 + cses | school)", bayesmlm.datasets.load("hsb82"))
+    # lme4: colnames(model.matrix(~ meanses * cses + sector * cses, Hsb82))
+    assert m.design.fixed_terms == ("(Intercept)", "meanses", "cses", "meanses:cses", "sectorPublic", "sectorPublic:cses")
+    assert m.design.blocks[0].terms == ("(Intercept)", "cses")
+    assert m.design.factors["school"].n_levels == 160
+    public = (m.design.data["sector"] == "Public").to_numpy()
+    np.testing.assert_array_equal(m.design.X[:, 4], public.astype(float))
+
+
+def test_level_structure_reads_cross_level_interactions():
+    data = bayesmlm.datasets.load("hsb82")
+    m = bayesmlm.MLM("mAch ~ meanses * cses + sector * cses + (1 + cses | school)", data)
+    ls = level_structure(m.design)
+    assert ls.level1_terms == ("(Intercept)", "cses")
+    assert ls.fixed_level1 == ("(Intercept)", "(Intercept)", "cses", "cses", "(Intercept)", "cses")
+    assert ls.fixed_level2 == ("1", "meanses", "1", "meanses", "sectorPublic", "sectorPublic")
+    # W holds each school's meanses and sector dummy.
+    first = data.groupby("school", sort=True).first()
+    levels = list(m.design.factors["school"].levels)
+    np.testing.assert_allclose(ls.W[:, 1], first.loc[levels, "meanses"].to_numpy())
+    np.testing.assert_allclose(ls.W[:, 5], (first.loc[levels, "sector"] == "Public").to_numpy(float))
+
+
+def test_unknown_column_lists_the_columns(small):
+    with pytest.raises(DataError, match=r"'z'.*not in the data. Columns that exist: y, x, g, w"):
+        bayesmlm.MLM("y ~ z + (1 | g)", small)
+
+
+def test_non_numeric_outcome(small):
+    with pytest.raises(DataError, match="outcome 'g' is .*not numeric.*family='bernoulli'"):
+        bayesmlm.MLM("g ~ x + (1 | w)", small)
+
+
+def test_grouping_factor_with_one_level(small):
+    with pytest.raises(DataError, match="grouping factor 'one' has only one level"):
+        bayesmlm.MLM("y ~ x + (1 | one)", small.assign(one="A"))
+
+
+def test_constant_predictor(small):
+    with pytest.raises(DataError, match="term 'c' is constant"):
+        bayesmlm.MLM("y ~ x + c + (1 | g)", small.assign(c=3.0))
+
+
+def test_constant_random_slope(small):
+    with pytest.raises(DataError, match=r"random \(g\) term 'c' is constant"):
+        bayesmlm.MLM("y ~ x + (1 + c | g)", small.assign(c=3.0))
+
+
+def test_collinear_predictors(small):
+    with pytest.raises(DataError, match=r"term 'x2' is a linear combination of \['\(Intercept\)', 'x'\]"):
+        bayesmlm.MLM("y ~ x + x2 + (1 | g)", small.assign(x2=2 * small.x + 1))
+
+
+def test_empty_data(small):
+    with pytest.raises(DataError, match="no rows"):
+        bayesmlm.MLM("y ~ x + (1 | g)", small.iloc[:0])
+
+
+def test_infinite_values(small):
+    bad = small.copy()
+    bad.loc[7, "x"] = np.inf
+    with pytest.raises(DataError, match=r"Column 'x' has 1 infinite value\(s\) \(first at row 7\)"):
+        bayesmlm.MLM("y ~ x + (1 | g)", bad)
+
+
+def test_unknown_prior_lists_the_valid_names(small):
+    with pytest.raises(SpecError, match=r"Unknown prior 'sd_x'. Valid names for this model: \(Intercept\), x, sd\(g:\(Intercept\)\), sigma"):
+        bayesmlm.MLM("y ~ x + (1 | g)", small, priors={"sd_x": "normal(0, 1)"})
+
+
+def test_prior_on_an_sd_must_be_positive(small):
+    with pytest.raises(SpecError, match="standard deviation"):
+        bayesmlm.MLM("y ~ x + (1 | g)", small, priors={"sd(g:(Intercept))": "normal(0, 1)"})
+
+
+def test_missing_values_are_dropped_and_counted(small):
+    holes = small.copy()
+    holes.loc[[1, 2], "x"] = np.nan
+    holes.loc[5, "y"] = np.nan
+    holes.loc[9, "unused"] = np.nan  # a column outside the model does not drop rows
+    with pytest.warns(RowsDroppedWarning, match=r"Dropped 3 of 60 rows with missing values \(y: 1, x: 2\)"):
+        m = bayesmlm.MLM("y ~ x + (1 | g)", holes)
+    assert m.design.rows_dropped == 3
+    assert m.design.n_obs == 57
+
+
+def test_default_priors_scale_with_the_data(small):
+    a = bayesmlm.MLM("y ~ x + (1 + x | g)", small).prior_dict
+    b = bayesmlm.MLM("y ~ x + (1 + x | g)", small.assign(y=small.y * 100, x=small.x / 10)).prior_dict
+    assert b["x"].kwargs["sigma"] == pytest.approx(1000 * a["x"].kwargs["sigma"], rel=1e-3)
+    assert b["sd(g:x)"].kwargs["sigma"] == pytest.approx(1000 * a["sd(g:x)"].kwargs["sigma"], rel=1e-3)
+    assert b["sigma"].kwargs["lam"] == pytest.approx(a["sigma"].kwargs["lam"] / 100, rel=1e-3)
+    assert a["cor(g)"].dist == "lkj"
