@@ -1,0 +1,157 @@
+"""The whole path on real data, checked against lme4's REML fits.
+
+References: tests/reference/sleepstudy.json
+  lmer(Reaction ~ Days + (Days | Subject), data = sleepstudy)
+and tests/reference/radon.json
+  lmer(log_radon ~ floor + log_uranium + (1 + floor | county), data = radon)
+(lme4 1.1-31, REML).
+"""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import pandas as pd
+import pytest
+
+import bayesmlm
+from bayesmlm.results import COLUMNS
+from conftest import reference
+
+
+def _fixed_within_half_sd(fit, ref):
+    fe = fit.fixef()
+    for term, r in ref["fixef"].items():
+        gap = abs(fe.loc[term, "mean"] - r["estimate"]) / fe.loc[term, "sd"]
+        assert gap < 0.5, f"{term}: posterior mean {fe.loc[term, 'mean']:.4g} vs lme4 {r['estimate']:.4g} ({gap:.2f} SD)"
+        # The posterior SD of a fixed effect is close to lme4's standard error with this much data.
+        assert fe.loc[term, "sd"] == pytest.approx(r["se"], rel=0.35)
+
+
+def test_sleepstudy_fixed_effects_match_lme4(sleep_fit):
+    _fixed_within_half_sd(sleep_fit, reference("sleepstudy"))
+
+
+def test_sleepstudy_variance_components_near_lme4(sleep_fit):
+    ref = reference("sleepstudy")
+    vc = sleep_fit.varcorr()
+    sd = vc[vc.var2 == ""].set_index(["group", "var1"])
+    for key, value in ref["sd"].items():
+        group, _, term = key.partition(":")
+        row = sd.loc[("Residual", "")] if key == "Residual" else sd.loc[(group, term)]
+        assert abs(row["mean"] - value) < 1.0 * row["sd"], key
+        assert row["lower"] < value < row["upper"]
+    cor = vc[vc.var2 != ""].iloc[0]
+    assert (cor.group, cor.var1, cor.var2) == ("Subject", "(Intercept)", "Days")
+    assert cor["lower"] < ref["cor"]["Subject:(Intercept):Days"] < cor["upper"]
+
+
+def test_sleepstudy_random_effects_track_lme4_modes(sleep_fit):
+    ref = reference("sleepstudy")["ranef"]
+    re = sleep_fit.ranef()
+    modes = pd.Series({(g, t): v for g, terms in ref.items() for t, v in terms.items()})
+    means = re["mean"].loc[modes.index]
+    assert np.corrcoef(means, modes)[0, 1] > 0.98
+    assert np.all(np.abs(means - modes) < re["sd"].loc[modes.index])
+
+
+def test_coef_is_fixef_plus_ranef_per_draw(sleep_fit):
+    coef = sleep_fit.coef_draws()
+    direct = sleep_fit.fixef_draws() + sleep_fit.ranef_draws()
+    np.testing.assert_allclose(coef.values, direct.transpose(*coef.dims).values, rtol=1e-10)
+    table = sleep_fit.coef()
+    assert list(table.columns) == COLUMNS
+    assert table.index.names == ["group", "term"]
+    assert table.loc[("308", "Days"), "mean"] == pytest.approx(float(coef.sel(group="308", term="Days").mean()))
+
+
+def test_radon_with_a_level2_predictor_matches_lme4(radon_fit):
+    ref = reference("radon")
+    _fixed_within_half_sd(radon_fit, ref)
+    vc = radon_fit.varcorr()
+    resid = vc[vc.group == "Residual"].iloc[0]
+    assert abs(resid["mean"] - ref["sd"]["Residual"]) < resid["sd"]
+    slope_sd = vc[(vc.group == "county") & (vc.var1 == "floor") & (vc.var2 == "")].iloc[0]
+    assert slope_sd["lower"] < ref["sd"]["county:floor"] < slope_sd["upper"]
+
+
+def test_radon_coef_folds_in_the_level2_predictor(radon_fit):
+    # coef(intercept)_j = gamma_0 + gamma_uranium * log_uranium_j + u_0j; coef(floor)_j = gamma_floor + u_1j.
+    data = radon_fit.design.data
+    uranium = data.groupby("county")["log_uranium"].first()
+    gamma = radon_fit.fixef_draws()
+    u = radon_fit.ranef_draws()
+    coef = radon_fit.coef_draws()
+    county = "AITKIN"
+    expect = gamma.sel(term="(Intercept)") + gamma.sel(term="log_uranium") * uranium[county] + \
+        u.sel(group=county, term="(Intercept)")
+    np.testing.assert_allclose(coef.sel(group=county, term="(Intercept)").values, expect.values, rtol=1e-10)
+    assert list(coef.term.values) == ["(Intercept)", "floor"]
+
+
+def test_summary_reads_like_lme4(sleep_fit):
+    summary = sleep_fit.summary()
+    text = str(summary)
+    assert "Formula: Reaction ~ 1 + Days + (1 + Days | Subject)" in text
+    assert "Number of obs: 180, groups:  Subject, 18" in text
+    assert "Diagnostics:" in text and "divergences" in text
+    assert isinstance(summary, pd.DataFrame)
+    assert summary.loc[("fixed", "Days"), "mean"] == pytest.approx(sleep_fit.fixef().loc["Days", "mean"])
+    assert summary.loc[("random", "Residual"), "mean"] == pytest.approx(
+        sleep_fit.varcorr().query("group == 'Residual'")["mean"].iloc[0])
+
+
+def test_icc_refuses_random_slopes(sleep_fit):
+    with pytest.raises(ValueError, match="random slopes"):
+        sleep_fit.icc()
+
+
+def test_save_and_load_round_trip(sleep_fit, tmp_path):
+    path = tmp_path / "fit.nc"
+    sleep_fit.save(path)
+    back = bayesmlm.load(path)
+    pd.testing.assert_frame_equal(back.coef(), sleep_fit.coef())
+    pd.testing.assert_frame_equal(back.varcorr(), sleep_fit.varcorr())
+    assert back.record == sleep_fit.record
+    assert back.prior_dict == sleep_fit.prior_dict
+    assert back.formula == sleep_fit.formula
+    np.testing.assert_array_equal(back.design.X, sleep_fit.design.X)
+
+
+def test_load_rejects_a_foreign_file(tmp_path):
+    import xarray as xr
+
+    path = tmp_path / "other.nc"
+    xr.Dataset({"a": ("x", [1.0])}).to_netcdf(path)
+    with pytest.raises(ValueError, match="not a bayesmlm fit"):
+        bayesmlm.load(path)
+
+
+def test_seed_reproduces_draws_and_icc_is_a_posterior():
+    # A tiny random-intercept model: two fits with one seed give identical draws.
+    data = bayesmlm.datasets.load("sleepstudy")
+    model = bayesmlm.MLM("Reaction ~ 1 + (1 | Subject)", data)
+    kw = dict(draws=200, tune=200, chains=2, seed=5, progressbar=False, method="full")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", bayesmlm.ConvergenceWarning)
+        a, b = model.fit(**kw), model.fit(**kw)
+    np.testing.assert_array_equal(a.posterior["sigma"].values, b.posterior["sigma"].values)
+    icc = a.icc()
+    assert icc.index.tolist() == ["Subject"]
+    # ICC = tau^2 / (tau^2 + sigma^2) per draw; lme4's REML values give 1378.2 / (1378.2 + 1958.9) = 0.413.
+    assert 0.25 < icc.loc["Subject", "mean"] < 0.6
+    draws = a.icc_draws()
+    direct = a.posterior["sd_Subject"].squeeze(drop=True) ** 2 / (
+        a.posterior["sd_Subject"].squeeze(drop=True) ** 2 + a.posterior["sigma"] ** 2)
+    np.testing.assert_allclose(draws.values, direct.values)
+
+
+def test_convergence_warning_names_parameters():
+    data = bayesmlm.datasets.load("sleepstudy")
+    model = bayesmlm.MLM("Reaction ~ Days + (Days | Subject)", data)
+    with pytest.warns(bayesmlm.ConvergenceWarning, match=r"Parameters: .*\[.*Try to .*draw more"):
+        fit = model.fit(draws=30, tune=30, chains=2, seed=3, progressbar=False, method="full")
+    assert fit.converged is False
+    assert fit.record.settings.seed == 3
+    assert fit.record.method == "full"
