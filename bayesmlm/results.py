@@ -67,7 +67,7 @@ def summarise_draws(da: xr.DataArray, prob: float = 0.95) -> pd.DataFrame:
     >>> import numpy as np, xarray as xr
     >>> da = xr.DataArray(np.random.default_rng(1).normal(size=(4, 1000, 2)), dims=("chain", "draw", "term"),
     ...                   coords={"term": ["a", "b"]})
-    >>> summarise_draws(da).loc["a", "lower"] < -1.8
+    >>> bool(summarise_draws(da).loc["a", "lower"] < -1.8)
     True
     """
     if not 0 < prob < 1:
