@@ -13,6 +13,10 @@ Posterior variables (every later stage reads these names):
 - ``sd_<label>`` (<label>_term), ``cor_<label>`` (<label>_pair);
 - ``u_<label>`` (<factor>, <label>_term): random effects;
 - ``sigma``: residual SD (families that have one).
+
+The outcome ``y`` (dims ``obs``) is normal (identity link), bernoulli or
+binomial (logit link, ``logit_p``) or poisson (log link); the offset, where
+there is one, is added to the linear predictor.
 """
 
 from __future__ import annotations
@@ -117,8 +121,14 @@ def _likelihood(design: Design, eta, priors: dict[str, Prior]) -> None:
     if family == "gaussian":
         sigma = _DISTS[priors["sigma"].dist]("sigma", **priors["sigma"].kwargs)
         pm.Normal("y", mu=eta, sigma=sigma, observed=design.y, dims="obs")
-        return
-    raise SpecError(f"family='{family}' is not available in the full model yet.")
+    elif family == "bernoulli":
+        pm.Bernoulli("y", logit_p=eta, observed=design.y.astype(np.int64), dims="obs")
+    elif family == "binomial":
+        pm.Binomial("y", n=design.trials.astype(np.int64), logit_p=eta, observed=design.y.astype(np.int64), dims="obs")
+    elif family == "poisson":
+        pm.Poisson("y", mu=pt.exp(eta), observed=design.y.astype(np.int64), dims="obs")
+    else:
+        raise SpecError(f"Unknown family '{family}'. Valid families: gaussian, bernoulli, binomial, poisson.")
 
 
 def build_full_model(design: Design, priors: dict[str, Prior]) -> pm.Model:

@@ -11,8 +11,10 @@ units does not change inferences. For a Gaussian outcome with sd s_y:
 - correlations of two or more correlated random terms: lkj(eta = 2);
 - the residual SD: exponential(lam = 1 / s_y).
 
-Logit and log links use s_y = 1 (the link scale) and centre the intercept at
-the logit of the mean, or the log of the mean. Nothing here imports PyMC.
+Logit and log links use s_y = 1 (the link scale: a coefficient of 2.5 is a
+large effect on log odds or log rates) and centre the intercept at the logit
+of the overall proportion, or the log of the overall rate (counts over
+exp(offset) where there is an offset). Nothing here imports PyMC.
 """
 
 from __future__ import annotations
@@ -108,7 +110,8 @@ def _link_scale(design: Design) -> tuple[float, float]:
         n = design.trials if design.trials is not None else np.ones_like(y)
         p = np.clip(y.sum() / n.sum(), 0.01, 0.99)
         return float(np.log(p / (1 - p))), 1.0
-    return float(np.log(max(np.mean(y), 1e-2))), 1.0
+    exposure = np.exp(design.offset) if design.offset is not None else np.ones_like(y)
+    return float(np.log(max(y.sum() / exposure.sum(), 1e-2))), 1.0
 
 
 def _sd(col: np.ndarray) -> float:
@@ -191,6 +194,7 @@ def priors_table(priors: dict[str, Prior], design: Design) -> pd.DataFrame:
     'residual sd'
     """
     defaults = default_priors(design)
+    link = design.spec.family.link
     rows = []
     for name, prior in priors.items():
         if name in design.fixed_terms:
@@ -202,6 +206,8 @@ def priors_table(priors: dict[str, Prior], design: Design) -> pd.DataFrame:
         else:
             cls = "residual sd"
         note = "at the predictors' means" if name == "(Intercept)" else ""
+        if link != "identity" and cls in ("fixed", "group sd"):
+            note = f"{link} scale" + (f", {note}" if note else "")
         rows.append({"parameter": name, "class": cls, "prior": str(prior), "source": "default" if prior == defaults[name] else "user",
                      "note": note})
     return pd.DataFrame(rows).set_index("parameter")
