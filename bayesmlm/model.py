@@ -111,6 +111,18 @@ class MLM:
 
         return build_full_model(self.design, self.prior_dict)
 
+    def prior_predictive(self, draws: int = 500, seed: int | None = None):
+        """Outcomes simulated from the priors alone (see :func:`bayesmlm.checks.prior_predictive`).
+
+        Examples
+        --------
+        >>> m.prior_predictive(draws=100, seed=1)["prior_predictive"]["y"].dims  # doctest: +SKIP
+        ('chain', 'draw', 'obs')
+        """
+        from .checks import prior_predictive
+
+        return prior_predictive(self, draws=draws, seed=seed)
+
     def fit(self, draws: int = 1000, tune: int = 1000, chains: int = 4, seed: int | None = None, sampler: str = "nutpie",
             target_accept: float = 0.9, progressbar: bool = True, method: str = "auto") -> Fit:
         """Sample the posterior with NUTS and return a :class:`~bayesmlm.Fit`.
