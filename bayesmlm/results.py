@@ -348,8 +348,9 @@ class Fit:
 
         return pooling_table(self, factor=factor, prob=prob)
 
-    def predict(self, newdata=None, kind: str = "mean", groups: str = "include"):
-        """Predictions from the posterior, population- or group-level.
+    def predict(self, newdata=None, kind: str = "mean", groups: str = "include", *, prob: float = 0.95,
+                draws: int | None = None, seed: int | None = None):
+        """Predictions from the posterior, population- or group-level (see :func:`bayesmlm.predict.predict`).
 
         Examples
         --------
@@ -357,7 +358,7 @@ class Fit:
         """
         from .predict import predict
 
-        return predict(self, newdata=newdata, kind=kind, groups=groups)
+        return predict(self, newdata=newdata, kind=kind, groups=groups, prob=prob, draws=draws, seed=seed)
 
     def ppc(self, draws: int | None = None, seed: int | None = None):
         """Posterior predictive draws as ArviZ data.
@@ -370,8 +371,8 @@ class Fit:
 
         return posterior_predictive(self, draws=draws, seed=seed)
 
-    def log_likelihood(self):
-        """Pointwise log-likelihood draws (chain, draw, obs), for LOO.
+    def log_likelihood(self, draws: int | None = None):
+        """Pointwise log-likelihood draws (chain, draw, obs), for LOO (see :mod:`bayesmlm.checks`).
 
         Examples
         --------
@@ -379,7 +380,7 @@ class Fit:
         """
         from .checks import pointwise_log_likelihood
 
-        return pointwise_log_likelihood(self)
+        return pointwise_log_likelihood(self, draws=draws)
 
     def save(self, path) -> None:
         """Write the fit to one NetCDF file; :func:`bayesmlm.load` reads it back.
