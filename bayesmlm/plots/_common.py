@@ -1,0 +1,235 @@
+"""What every plot needs: term resolution, per-group summaries, visuals, labels.
+
+Private to :mod:`bayesmlm.plots`. Everything here reads a Fit; nothing refits.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pandas as pd
+import xarray as xr
+from adjustText import adjust_text, get_renderer
+from matplotlib.figure import Figure
+
+from ..levels import level_structure
+
+INTERCEPT = "(Intercept)"
+
+
+# -- terms and factors ----------------------------------------------------------
+def resolve_factor(fit, factor: str | None) -> str:
+    """The grouping factor to plot (the only one, or the one named)."""
+    groups = fit.design.spec.groups
+    if factor is None:
+        if len(groups) > 1:
+            raise ValueError(f"This model has several grouping factors ({', '.join(groups)}); pass factor= one of them.")
+        return groups[0]
+    if factor not in groups:
+        raise ValueError(f"Unknown grouping factor '{factor}'. This model's factors: {', '.join(groups)}.")
+    return factor
+
+
+def coef_terms(fit, factor: str) -> tuple[str, ...]:
+    """The group-specific coefficients of a factor, ``(Intercept)`` first."""
+    return level_structure(fit.design, factor).level1_terms
+
+
+def resolve_term(fit, factor: str, term: str | None, *, what: str = "term") -> str:
+    """A term name as coef() spells it; the first random slope when ``None``.
+
+    ``"Intercept"`` is accepted for ``"(Intercept)"``. An unknown term is an
+    error that lists the valid ones.
+    """
+    valid = coef_terms(fit, factor)
+    if term is None:
+        random = fit.design.random_terms(factor)
+        slopes = [t for t in random if t != INTERCEPT]
+        return slopes[0] if slopes else random[0]
+    if term == "Intercept":
+        term = INTERCEPT
+    if term not in valid:
+        raise ValueError(f"Unknown {what} '{term}' for the plot. Group-specific coefficients of '{factor}' "
+                         f"in this model: {', '.join(valid)}.")
+    return term
+
+
+# -- numbers read off the fit ---------------------------------------------------
+def term_draws(fit, factor: str, term: str) -> xr.DataArray:
+    """Draws of one group-specific coefficient, dims (chain, draw, group)."""
+    return fit.coef_draws(factor).sel(term=term, drop=True)
+
+
+def intervals(draws: xr.DataArray, prob: float) -> pd.DataFrame:
+    """Posterior mean and equal-tailed interval per group (as :func:`summarise_draws` computes them)."""
+    if not 0 < prob < 1:
+        raise ValueError(f"prob must be between 0 and 1; got {prob!r}.")
+    alpha = (1 - prob) / 2
+    q = draws.quantile([alpha, 1 - alpha], dim=("chain", "draw"))
+    return pd.DataFrame({"mean": draws.mean(("chain", "draw")).values,
+                         "lower": q.isel(quantile=0).values, "upper": q.isel(quantile=1).values},
+                        index=pd.Index([str(g) for g in draws["group"].values], name="group"))
+
+
+def population(fit, term: str, prob: float) -> pd.Series | None:
+    """The fixed effect of ``term`` (mean, lower, upper), or None if it has none."""
+    fe = fit.fixef(prob)
+    if term not in fe.index:
+        return None
+    return fe.loc[term, ["mean", "lower", "upper"]]
+
+
+def level2_parts(fit, factor: str, term: str) -> list[str]:
+    """Fixed terms that move ``term``'s group coefficient with level-2 predictors."""
+    ls = level_structure(fit.design, factor)
+    return [name for name, l1, l2 in zip(fit.design.fixed_terms, ls.fixed_level1, ls.fixed_level2)
+            if l1 == term and l2 != "1"]
+
+
+def population_label(fit, factor: str, term: str, prob: float) -> str:
+    """Legend text for the population line: what it is, and what it leaves out."""
+    parts = level2_parts(fit, factor, term)
+    text = f"fixed effect of {term} (mean, {pct(prob)} interval)"
+    if parts:
+        text += f"; level-2 predictors at 0 (groups include {', '.join(parts)})"
+    return text
+
+
+def link_suffix(fit) -> str:
+    """``" (link scale)"`` for generalized families, else empty."""
+    link = fit.design.spec.family.link
+    return "" if link == "identity" else f" ({link} link scale)"
+
+
+def effect_label(fit, term: str) -> str:
+    """Axis label of a coefficient: ``"Effect of smu"`` or ``"Intercept"``, with the scale."""
+    name = "Intercept" if term == INTERCEPT else f"Effect of {term}"
+    return name + link_suffix(fit)
+
+
+def pct(prob: float) -> str:
+    """``0.95`` -> ``"95%"``."""
+    return f"{100 * prob:g}%"
+
+
+def fmt(x: float) -> str:
+    """A number for a title or a corner note, three significant digits."""
+    return f"{x:.3g}"
+
+
+def predictor(fit, term: str) -> np.ndarray:
+    """The level-1 column of ``term``, one value per row used in the fit."""
+    d = fit.design
+    if term in d.fixed_terms:
+        return d.X[:, d.fixed_terms.index(term)]
+    for b in d.blocks:
+        if term in b.terms:
+            return b.Z[:, b.terms.index(term)]
+    if term in d.data.columns:
+        return d.data[term].to_numpy(dtype=float)
+    raise ValueError(f"The term '{term}' has no column in the design; fixed terms: {', '.join(d.fixed_terms)}.")
+
+
+def group_sizes(fit, factor: str) -> pd.Series:
+    """Rows per group, indexed by group label."""
+    f = fit.design.factors[factor]
+    return pd.Series(np.bincount(f.index, minlength=f.n_levels), index=pd.Index(f.levels, name="group"))
+
+
+# -- visuals: each element nameable and switchable -------------------------------
+def check_visuals(visuals: dict | None, names: tuple[str, ...], plot: str) -> dict:
+    """Validate ``visuals``: keys among ``names``; values a dict of kwargs, True or False."""
+    visuals = dict(visuals or {})
+    unknown = [k for k in visuals if k not in names]
+    if unknown:
+        raise ValueError(f"Unknown visual(s) {', '.join(map(repr, unknown))} for {plot}(). Its visuals: {', '.join(names)}.")
+    for k, v in visuals.items():
+        if not isinstance(v, (dict, bool)):
+            raise ValueError(f"visuals['{k}'] must be a dict of keyword arguments, True or False; got {type(v).__name__}.")
+    return visuals
+
+
+def style(visuals: dict, name: str, **defaults) -> dict | None:
+    """Keyword arguments for one element: defaults updated by the user's; None if switched off."""
+    given = visuals.get(name, True)
+    if given is False:
+        return None
+    return {**defaults, **(given if isinstance(given, dict) else {})}
+
+
+# -- layout ---------------------------------------------------------------------
+def new_axes(ax, size: tuple[float, float]):
+    """The axes to draw on: the one given, or a fresh Figure's (not registered with pyplot)."""
+    if ax is not None:
+        return ax.figure, ax
+    fig = Figure(figsize=size, layout="constrained")
+    return fig, fig.add_subplot()
+
+
+def thin(n: int, max_labels: int) -> np.ndarray:
+    """Positions 0..n-1 to label so that at most ``max_labels`` are shown, evenly spaced."""
+    if max_labels <= 0:
+        return np.array([], dtype=int)
+    step = max(1, math.ceil(n / max_labels))
+    return np.arange(0, n, step)
+
+
+def thinned_note(shown: np.ndarray, n: int) -> str:
+    """``" (1 name in 4 shown)"`` when labels were thinned, else empty."""
+    if len(shown) >= n:
+        return ""
+    step = shown[1] - shown[0] if len(shown) > 1 else n
+    return f" (1 name in {step} shown)"
+
+
+def spread(y: np.ndarray, gap: float) -> np.ndarray:
+    """Positions near ``y`` at least ``gap`` apart, keeping their order (for end-of-line labels)."""
+    y = np.asarray(y, dtype=float)
+    order = np.argsort(y)
+    out = y[order].copy()
+    for i in range(1, len(out)):
+        out[i] = max(out[i], out[i - 1] + gap)
+    shift = (out - y[order]).mean()
+    out -= shift
+    for i in range(1, len(out)):
+        out[i] = max(out[i], out[i - 1] + gap)
+    result = np.empty_like(out)
+    result[order] = out
+    return result
+
+
+def place_labels(ax, xs: pd.Series, ys: pd.Series, max_labels: int, kw: dict, *, avoid: tuple = ()) -> list:
+    """Name the most outlying points (all when few) with adjustText; drop any label still overlapping.
+
+    Placement is deterministic (a fixed number of iterations, not adjustText's
+    time limit). A label that overlaps one of a more outlying point is
+    removed, so what is drawn never overlaps. Returns the labels kept.
+    """
+    if max_labels <= 0 or len(xs) == 0:
+        return []
+    z = np.hypot((xs - xs.mean()) / (xs.std() or 1), (ys - ys.mean()) / (ys.std() or 1))
+    chosen = z.sort_values(ascending=False, kind="stable").index[:max_labels]
+    texts = [ax.text(xs[g], ys[g], str(g), **kw) for g in chosen]
+    x_all = np.r_[xs.to_numpy(), [a[0] for a in avoid]]
+    y_all = np.r_[ys.to_numpy(), [a[1] for a in avoid]]
+    _, arrows = adjust_text(texts, x=x_all, y=y_all, ax=ax, expand=(1.3, 1.5), iter_lim=100,
+                arrowprops={"arrowstyle": "-", "color": "0.5", "lw": 0.5})
+    renderer = get_renderer(ax.figure)
+    kept, boxes = [], []
+    for t in texts:
+        box = t.get_window_extent(renderer)
+        if any(box.overlaps(b) for b in boxes):
+            for a in arrows:
+                if getattr(a, "patchA", None) is t:
+                    a.remove()
+            t.remove()
+            continue
+        kept.append(t)
+        boxes.append(box)
+    return kept
+
+
+def clamp(x: float, lo: float, hi: float) -> float:
+    """``x`` limited to ``[lo, hi]``."""
+    return max(lo, min(hi, x))
