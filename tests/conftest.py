@@ -68,3 +68,12 @@ def radon_fit(fit_cache):
     return cached_fit(fit_cache, "radon_full", lambda: bayesmlm.MLM(
         "log_radon ~ floor + log_uranium + (1 + floor | county)", data).fit(
         draws=500, tune=500, chains=4, seed=12, progressbar=False, method="full"))
+
+
+@pytest.fixture(scope="session")
+def hsb_fit(fit_cache):
+    """mAch ~ meanses * cses + sector * cses + (1 + cses | school) on hsb82, method="auto", 4 x 300 draws."""
+    data = bayesmlm.datasets.load("hsb82")
+    return cached_fit(fit_cache, "hsb_auto", lambda: bayesmlm.MLM(
+        "mAch ~ meanses * cses + sector * cses + (1 + cses | school)", data).fit(
+        draws=300, tune=300, chains=4, seed=13, progressbar=False, method="auto"))
