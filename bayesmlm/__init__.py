@@ -12,10 +12,11 @@ Examples
 from . import datasets
 from ._errors import ConvergenceWarning, DataError, RowsDroppedWarning, SpecError
 from .model import MLM
+from .pooling import pooling
 from .priors import Prior
 from .results import Fit
 from .store import load
 
 __all__ = ["MLM", "Fit", "Prior", "load", "datasets", "SpecError", "DataError", "ConvergenceWarning",
-           "RowsDroppedWarning"]
+           "RowsDroppedWarning", "pooling"]
 __version__ = "0.1.0"
