@@ -17,6 +17,7 @@ import sys
 import textwrap
 import time
 import warnings
+from dataclasses import replace
 from pathlib import Path
 
 import yaml
@@ -81,7 +82,7 @@ def run_config(cfg: RunConfig, out, *, subsample: int | None = None, progressbar
             echo(f"{w.category.__name__}: {w.message}")
     echo(f"Sampled in {time.perf_counter() - start:.1f} s.\n")
     echo(str(fit.summary()))
-    sections = report_sections(fit, title=cfg.title, which=cfg.plots, term=cfg.plot_term,
+    sections = report_sections(fit, which=cfg.plots, term=cfg.plot_term,
                                compare=cfg.compare_frequentist, svg=True)
     written = _write_outputs(fit, cfg, sections, out)
     write_report(fit, out / "report.html", title=f"{cfg.name}: {cfg.title}" if cfg.title else cfg.name, sections=sections)
@@ -95,7 +96,7 @@ def _write_outputs(fit, cfg: RunConfig, sections, out: Path) -> list[str]:
     written = []
     (out / "config.yaml").write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
     (out / "summary.txt").write_text(str(fit.summary()) + "\n")
-    md = [f"# {cfg.name}", *(s.to_markdown() for s in sections)]
+    md = [f"# {cfg.name}" + (f": {cfg.title}" if cfg.title else ""), *(s.to_markdown() for s in sections)]
     (out / "summary.md").write_text("\n\n".join(x for x in md if x) + "\n")
     written += ["config.yaml", "summary.txt", "summary.md"]
     for s in sections:
@@ -146,6 +147,7 @@ def _add_overrides(p: argparse.ArgumentParser) -> None:
     p.add_argument("--chains", type=int, help="chains (overrides the config)")
     p.add_argument("--seed", type=int, help="random seed (overrides the config)")
     p.add_argument("--subsample", type=int, help="fit a random subsample of this many rows (quick runs)")
+    p.add_argument("--plots", help="comma-separated plots to draw instead of the config's (e.g. bar,forest), or none")
     p.add_argument("--no-progress", action="store_true", help="hide the sampler's progress bar")
 
 
@@ -173,6 +175,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         cfg = load_config(args.config) if args.command == "run" else _demo_config()
         cfg = cfg.with_fit(draws=args.draws, tune=args.tune, chains=args.chains, seed=args.seed)
+        if args.plots is not None:
+            cfg = replace(cfg, plots=tuple(p.strip() for p in args.plots.split(",") if p.strip() and p.strip() != "none"))
         parse_config(cfg.to_dict())  # the overrides are checked like the file
         run_config(cfg, args.out, subsample=args.subsample, progressbar=not args.no_progress)
     except ConfigError as err:

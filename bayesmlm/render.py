@@ -160,9 +160,13 @@ def _block_html(b) -> str:
         return (f'<figure><img src="data:image/png;base64,{data}" alt="{html.escape(b.caption)}">'
                 f"<figcaption>{html.escape(b.caption)}</figcaption></figure>")
     t = format_table(b.frame)
+    raw = b.frame if isinstance(b.frame.index, pd.RangeIndex) else b.frame.reset_index()
+    num = [pd.api.types.is_numeric_dtype(raw[c]) and not pd.api.types.is_bool_dtype(raw[c]) for c in raw.columns]
+    cls = [' class="num"' if n else "" for n in num]
     cap = f"<caption>{html.escape(b.caption)}</caption>" if b.caption else ""
-    head = "".join(f"<th>{html.escape(c)}</th>" for c in t.columns)
-    rows = "".join("<tr>" + "".join(f"<td>{html.escape(v)}</td>" for v in r) + "</tr>" for r in t.itertuples(index=False))
+    head = "".join(f"<th{k}>{html.escape(c)}</th>" for c, k in zip(t.columns, cls))
+    rows = "".join("<tr>" + "".join(f"<td{k}>{html.escape(v)}</td>" for v, k in zip(r, cls)) + "</tr>"
+                   for r in t.itertuples(index=False))
     return f'<table class="tidy">{cap}<thead><tr>{head}</tr></thead><tbody>{rows}</tbody></table>'
 
 

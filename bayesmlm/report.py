@@ -22,15 +22,15 @@ body { font-family: system-ui, -apple-system, 'Segoe UI', sans-serif; max-width:
 h1 { font-size: 1.7em; margin-bottom: 0.2em; } h2 { border-bottom: 2px solid #dde; padding-bottom: 0.2em; margin-top: 2em; }
 nav a { margin-right: 1em; } .meta { color: #666; font-size: 0.9em; }
 table.tidy { border-collapse: collapse; margin: 0.8em 0; font-size: 0.9em; font-variant-numeric: tabular-nums; }
-table.tidy th, table.tidy td { border-bottom: 1px solid #ddd; padding: 0.25em 0.7em; text-align: right; }
-table.tidy th:first-child, table.tidy td:first-child { text-align: left; }
+table.tidy th, table.tidy td { border-bottom: 1px solid #ddd; padding: 0.25em 0.7em; text-align: left; }
+table.tidy th.num, table.tidy td.num { text-align: right; }
 table.tidy thead th { background: #f3f4f8; } caption { text-align: left; font-style: italic; padding: 0.3em 0; }
 .equation { font-family: 'Cambria Math', 'STIX Two Math', Georgia, serif; font-size: 1.15em; margin: 0.3em 0 0.3em 1.5em; }
 details.latex { margin-left: 1.5em; font-size: 0.8em; color: #666; }
 p.note.ok { background: #e9f7ec; border-left: 4px solid #2e9d4b; padding: 0.3em 0.7em; }
 p.note.warn { background: #fff6e0; border-left: 4px solid #e0a800; padding: 0.3em 0.7em; }
 p.note.bad { background: #fdecec; border-left: 4px solid #c62828; padding: 0.3em 0.7em; }
-figure { margin: 1.2em 0; } figure img { max-width: 100%; height: auto; border: 1px solid #eee; }
+figure { margin: 1.2em 0; } figure img { max-width: min(100%, 1000px); height: auto; border: 1px solid #eee; }
 figcaption { color: #444; font-size: 0.9em; max-width: 60em; }
 """
 

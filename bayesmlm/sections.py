@@ -150,10 +150,13 @@ def variance_section(fit, prob: float = 0.95) -> Section:
         blocks.append(Note(f"ICC: not reported. {err}"))
     else:
         blocks.append(Table(icc, caption="Intraclass correlation tau_00 / (tau_00 + sigma^2), as a posterior", name="icc"))
+        fam = fit.design.spec.family
+        what = (f"the variance in {fit.design.spec.response}" if fam.has_sigma else
+                "the latent-scale variance (the logit link's residual variance is pi^2/3, about 3.29)")
         for g, row in icc.iterrows():
             blocks.append(Note(f"About {100 * row['mean']:.1f}% ({_pct(prob)} interval {100 * row['lower']:.1f}% to "
-                               f"{100 * row['upper']:.1f}%) of the variance in {fit.design.spec.response} lies between "
-                               f"groups of {g}; the rest lies within them."))
+                               f"{100 * row['upper']:.1f}%) of {what} lies between groups of {g}; the rest lies "
+                               "within them."))
     return Section("Variance components", tuple(blocks), key="variance")
 
 
