@@ -77,3 +77,32 @@ def hsb_fit(fit_cache):
     return cached_fit(fit_cache, "hsb_auto", lambda: bayesmlm.MLM(
         "mAch ~ meanses * cses + sector * cses + (1 + cses | school)", data).fit(
         draws=300, tune=300, chains=4, seed=13, progressbar=False, method="auto"))
+
+
+# -- artefacts (issue 7): files a test keeps for people to look at, listed at the end of the run --------------
+def _session_root(base: Path) -> Path:
+    return base.parent if base.name.startswith("popen-gw") else base
+
+
+@pytest.fixture(scope="session")
+def artefact_dir(tmp_path_factory) -> Path:
+    """A folder shared by all xdist workers for files kept for people to look at (screenshots)."""
+    path = _session_root(tmp_path_factory.getbasetemp()) / "artefacts"
+    path.mkdir(exist_ok=True)
+    return path
+
+
+def record_artefact(folder: Path, what: str, path: Path) -> None:
+    """Note a kept file; the end of the test run lists it."""
+    with open(folder / "index.txt", "a") as f:
+        f.write(f"{what}: {path}\n")
+
+
+def pytest_terminal_summary(terminalreporter, config):
+    factory = getattr(config, "_tmp_path_factory", None)
+    if factory is None or hasattr(config, "workerinput"):
+        return
+    index = _session_root(factory.getbasetemp()) / "artefacts" / "index.txt"
+    if index.is_file():
+        terminalreporter.write_sep("-", "artefacts kept")
+        terminalreporter.write(index.read_text())
