@@ -95,21 +95,23 @@ class Comparison:
         >>> print(fit.compare_frequentist().section().to_markdown())  # doctest: +SKIP
         """
         pct = f"{100 * self.prob:g}%"
-        blocks = [Note(f"Formula: {self.formula}. Posterior mean, SD and {pct} credible interval beside the {self.label} "
-                       f"estimate (statsmodels MixedLM, {self.optimizer}; log-likelihood {self.loglik:.2f}), its standard error "
-                       f"and {pct} Wald interval; diff_in_sd is (posterior mean - estimate) / posterior SD."),
-                  Table(self.fixed, "Fixed effects", name="frequentist_fixed"),
+        intro = (f"Formula: {self.formula}. Posterior mean, SD and {pct} credible interval beside the {self.label} "
+                 f"estimate (statsmodels MixedLM, {self.optimizer}; log-likelihood {self.loglik:.2f}), its standard "
+                 f"error and {pct} Wald interval; diff_in_sd is (posterior mean - estimate) / posterior SD.")
+        blocks = [Note(intro), Table(self.fixed, "Fixed effects", name="frequentist_fixed"),
                   Table(self.variance, "Random-effect SDs, correlations and residual SD", name="frequentist_variance")]
         flagged = self.variance[self.variance["boundary"]]
         if self.singular or len(flagged):
-            names = ", ".join(f"{g}: {a}" + (f" ~ {b}" if b else "") for g, a, b in zip(flagged.group, flagged.var1, flagged.var2))
-            blocks.append(Note(f"The {self.label} fit is singular (as lme4's isSingular): {names or 'a variance component'} "
-                               "on the boundary. The posterior keeps the uncertainty that the point estimate drops.", "warn"))
+            names = ", ".join(f"{g}: {a}" + (f" ~ {b}" if b else "")
+                              for g, a, b in zip(flagged.group, flagged.var1, flagged.var2))
+            blocks.append(Note(f"The {self.label} fit is singular (as lme4's isSingular): "
+                               f"{names or 'a variance component'} on the boundary. The posterior keeps the "
+                               "uncertainty that the point estimate drops.", "warn"))
         if not self.converged:
             blocks.append(Note(f"statsmodels did not report convergence for the {self.label} fit.", "bad"))
         blocks += [Note(f"statsmodels: {n}", "warn") for n in self.notes]
-        blocks.append(Table(_group_agreement(self.groups), f"Random effects by {self.factor}: posterior means against BLUPs",
-                            name="frequentist_groups"))
+        blocks.append(Table(_group_agreement(self.groups), f"Random effects by {self.factor}: posterior means "
+                            "against BLUPs", name="frequentist_groups"))
         return Section(f"Posterior against {self.label}", tuple(blocks), key="frequentist")
 
     def plot(self, *, terms=None, visuals: dict | None = None):

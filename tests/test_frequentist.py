@@ -164,6 +164,11 @@ def test_rendering_and_plot(sleep_fit):
     assert "251.4" in text and repr(cmp) == text
     html = cmp._repr_html_()
     assert "<table" in html and "Posterior against ML" in html
+    flat = dataclasses.replace(cmp, singular=True, variance=cmp.variance.assign(boundary=[False, True, False, False]),
+                               notes=("The MLE may be on the boundary of the parameter space.",))
+    text = str(flat)
+    assert "[warning] The ML fit is singular (as lme4's isSingular): Subject: Days on the boundary" in text
+    assert "[warning] statsmodels: The MLE may be on the boundary" in text
     fig = cmp.plot()
     assert isinstance(fig, Figure) and len(fig.axes) == 2 + 2
     scatter = fig.axes[2]
