@@ -11,6 +11,7 @@ Examples
 
 from . import datasets
 from ._errors import ConvergenceWarning, DataError, RowsDroppedWarning, SpecError
+from .loo import compare
 from .model import MLM
 from .pooling import pooling
 from .priors import Prior
@@ -18,5 +19,5 @@ from .results import Fit
 from .store import load
 
 __all__ = ["MLM", "Fit", "Prior", "load", "datasets", "SpecError", "DataError", "ConvergenceWarning",
-           "RowsDroppedWarning", "pooling"]
+           "RowsDroppedWarning", "pooling", "compare"]
 __version__ = "0.1.0"
