@@ -87,9 +87,14 @@ def level2_parts(fit, factor: str, term: str) -> list[str]:
             if l1 == term and l2 != "1"]
 
 
-def population_label(fit, factor: str, term: str, prob: float) -> str:
-    """Legend text for the population line: what it is, and what it leaves out."""
-    parts = level2_parts(fit, factor, term)
+def population_label(fit, factor: str, term: str, prob: float, *, also: tuple[str, ...] = ()) -> str:
+    """Legend text for the population line: what it is, and what it leaves out.
+
+    With level-2 predictors the group coefficients include their terms and
+    the fixed effect alone is the coefficient at W = 0: the label says so.
+    ``also`` names further coefficients the line uses (its intercept).
+    """
+    parts = [p for t in (term, *also) for p in level2_parts(fit, factor, t)]
     text = f"fixed effect of {term} (mean, {pct(prob)} interval)"
     if parts:
         text += f"; level-2 predictors at 0 (groups include {', '.join(parts)})"
@@ -176,11 +181,11 @@ def thin(n: int, max_labels: int) -> np.ndarray:
 
 
 def thinned_note(shown: np.ndarray, n: int) -> str:
-    """``" (1 name in 4 shown)"`` when labels were thinned, else empty."""
+    """``"1 name in 4 shown"`` when labels were thinned, else empty."""
     if len(shown) >= n:
         return ""
     step = shown[1] - shown[0] if len(shown) > 1 else n
-    return f" (1 name in {step} shown)"
+    return f"1 name in {step} shown"
 
 
 def spread(y: np.ndarray, gap: float) -> np.ndarray:
@@ -199,27 +204,36 @@ def spread(y: np.ndarray, gap: float) -> np.ndarray:
     return result
 
 
-def place_labels(ax, xs: pd.Series, ys: pd.Series, max_labels: int, kw: dict, *, avoid: tuple = ()) -> list:
-    """Name the most outlying points (all when few) with adjustText; drop any label still overlapping.
+def place_labels(ax, xs: pd.Series, ys: pd.Series, max_labels: int, kw: dict, *, priority: pd.Series | None = None,
+                 avoid: tuple = ()) -> list:
+    """Name points with adjustText, at most ``max_labels``; drop any label still overlapping.
 
-    Placement is deterministic (a fixed number of iterations, not adjustText's
-    time limit). A label that overlaps one of a more outlying point is
-    removed, so what is drawn never overlaps. Returns the labels kept.
+    The points named first are those of highest ``priority`` (default: the
+    most outlying). Placement is deterministic (a fixed number of
+    iterations, not adjustText's time limit). A label that still overlaps a
+    label of higher priority, or covers another point, is removed, so what is
+    drawn never overlaps. Points in ``avoid`` (x, y pairs) are kept clear
+    too. Returns the labels kept.
     """
     if max_labels <= 0 or len(xs) == 0:
         return []
-    z = np.hypot((xs - xs.mean()) / (xs.std() or 1), (ys - ys.mean()) / (ys.std() or 1))
-    chosen = z.sort_values(ascending=False, kind="stable").index[:max_labels]
+    if priority is None:
+        priority = np.hypot((xs - xs.mean()) / (xs.std() or 1), (ys - ys.mean()) / (ys.std() or 1))
+    chosen = priority.sort_values(ascending=False, kind="stable").index[:max_labels]
     texts = [ax.text(xs[g], ys[g], str(g), **kw) for g in chosen]
     x_all = np.r_[xs.to_numpy(), [a[0] for a in avoid]]
     y_all = np.r_[ys.to_numpy(), [a[1] for a in avoid]]
-    _, arrows = adjust_text(texts, x=x_all, y=y_all, ax=ax, expand=(1.3, 1.5), iter_lim=100,
+    _, arrows = adjust_text(texts, x=x_all, y=y_all, ax=ax, expand=(1.3, 1.5), iter_lim=60,
                 arrowprops={"arrowstyle": "-", "color": "0.5", "lw": 0.5})
     renderer = get_renderer(ax.figure)
+    points = ax.transData.transform(np.column_stack([x_all, y_all]))
+    own = {g: i for i, g in enumerate(xs.index)}
     kept, boxes = [], []
-    for t in texts:
+    for g, t in zip(chosen, texts):
         box = t.get_window_extent(renderer)
-        if any(box.overlaps(b) for b in boxes):
+        inside = (points[:, 0] > box.x0) & (points[:, 0] < box.x1) & (points[:, 1] > box.y0) & (points[:, 1] < box.y1)
+        inside[own[g]] = False
+        if inside.any() or any(box.overlaps(b) for b in boxes):
             for a in arrows:
                 if getattr(a, "patchA", None) is t:
                     a.remove()

@@ -11,7 +11,7 @@ __all__ = ["bar"]
 VISUALS = ("bars", "errorbars", "zero", "population", "population_band", "legend")
 
 
-def bar(fit, term: str | None = None, *, factor: str | None = None, prob: float = 0.95, max_labels: int = 80,
+def bar(fit, term: str | None = None, *, factor: str | None = None, prob: float = 0.95, max_labels: int = 100,
         ax=None, visuals: dict | None = None):
     """Each group's coefficient of ``term`` as a bar, sorted, with its credible interval.
 
@@ -79,7 +79,8 @@ def bar(fit, term: str | None = None, *, factor: str | None = None, prob: float 
     shown = c.thin(n, max_labels)
     ax.set_xticks(x[shown], table.index[shown], rotation=90, fontsize=8 if n <= 40 else 7)
     ax.set_xlim(-0.8, n - 0.2)
-    ax.set_xlabel(f"{factor}, sorted by effect" + c.thinned_note(shown, n))
+    thinned = c.thinned_note(shown, n)
+    ax.set_xlabel(f"{factor}, sorted by effect" + (f" ({thinned})" if thinned else ""))
     ax.set_ylabel(c.effect_label(fit, term))
     ax.set_title(f"{c.effect_label(fit, term)} in each {factor}: posterior mean and {c.pct(prob)} credible interval")
     ax.grid(axis="y", lw=0.4, alpha=0.5)

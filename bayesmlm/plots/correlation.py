@@ -17,7 +17,7 @@ VISUALS = ("points", "whiskers", "labels", "ellipse", "center", "note", "legend"
 
 
 def correlation(fit, x: str | None = None, y: str = "(Intercept)", *, factor: str | None = None, prob: float = 0.95,
-                ellipse_probs: tuple[float, ...] = (0.5, 0.95), max_labels: int = 80, ax=None,
+                ellipse_probs: tuple[float, ...] = (0.5, 0.95), max_labels: int = 64, ax=None,
                 visuals: dict | None = None):
     """One point per group at the posterior means of two group-specific coefficients.
 

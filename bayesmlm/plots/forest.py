@@ -13,7 +13,7 @@ VISUALS = ("inner", "outer", "points", "zero", "population", "population_band", 
 
 
 def forest(fit, term: str | None = None, *, factor: str | None = None, probs: tuple[float, float] = (0.5, 0.95),
-           top: int | None = None, max_labels: int = 80, ax=None, visuals: dict | None = None):
+           top: int | None = None, max_labels: int = 100, ax=None, visuals: dict | None = None):
     """Groups sorted by effect: posterior mean, a thick inner and a thin outer credible interval.
 
     Every interval is that group's own equal-tailed posterior interval of its
@@ -98,11 +98,12 @@ def forest(fit, term: str | None = None, *, factor: str | None = None, probs: tu
                 transform=ax.get_yaxis_transform(), **kw)
 
     shown = c.thin(n, max_labels)
-    ax.set_yticks(y[shown], table.index[shown], fontsize=8 if n <= 70 else 6)
+    ax.set_yticks(y[shown], table.index[shown], fontsize=8 if n <= 70 else 7 if n <= 100 else 6)
     ax.set_ylim(y[0] - 0.8, y[-1] + 0.8)
     ax.set_xlabel(c.effect_label(fit, term))
     which = f"the {top} lowest and {top} highest of {n_all}" if n < n_all else f"all {n_all}"
-    ax.set_ylabel(f"{factor}, sorted by effect ({which})" + c.thinned_note(shown, n))
+    thinned = c.thinned_note(shown, n)
+    ax.set_ylabel(f"{factor}, sorted by effect ({which}{'; ' + thinned if thinned else ''})")
     ax.set_title(f"{c.effect_label(fit, term)} by {factor}: each group's own {c.pct(inner_p)} and "
                  f"{c.pct(outer_p)} credible intervals", fontsize=10)
     ax.grid(axis="x", lw=0.4, alpha=0.5)

@@ -142,5 +142,5 @@ def _population(ax, fit, factor: str, term: str, prob: float, ends: pd.DataFrame
     if (kw := c.style(vis, "population_band", color="C1", alpha=0.3, lw=0)) is not None:
         ax.fill_between(grid, lower, upper, **kw)
     if (kw := c.style(vis, "population", color="C1", lw=3,
-                      label=f"population line: {c.population_label(fit, factor, term, prob)}")) is not None:
+                      label=f"population line: {c.population_label(fit, factor, term, prob, also=(c.INTERCEPT,))}")) is not None:
         ax.plot(grid, lines.mean(axis=0), **kw)
