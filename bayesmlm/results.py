@@ -251,7 +251,7 @@ class Fit:
         >>> fit.fixef().loc["Days", "mean"]  # doctest: +SKIP
         10.47
         """
-        return summarise_draws(self.fixef_draws(), prob)
+        return _on_scale(summarise_draws(self.fixef_draws(), prob), self)
 
     def ranef(self, prob: float = 0.95, factor: str | None = None) -> pd.DataFrame:
         """Random effects u_j, indexed by (group, term).
@@ -261,7 +261,7 @@ class Fit:
         >>> fit.ranef().loc[("308", "Days"), "mean"]  # doctest: +SKIP
         9.2
         """
-        return summarise_draws(self.ranef_draws(factor), prob)
+        return _on_scale(summarise_draws(self.ranef_draws(factor), prob), self)
 
     def coef(self, prob: float = 0.95, factor: str | None = None) -> pd.DataFrame:
         """Group-specific coefficients gamma + u_j (level-2 predictors folded in), by (group, term).
@@ -271,7 +271,7 @@ class Fit:
         >>> fit.coef().loc[("308", "Days"), "mean"]  # doctest: +SKIP
         19.7
         """
-        return summarise_draws(self.coef_draws(factor), prob)
+        return _on_scale(summarise_draws(self.coef_draws(factor), prob), self)
 
     def varcorr(self, prob: float = 0.95) -> pd.DataFrame:
         """SDs and correlations of the random effects, and the residual SD.
@@ -287,7 +287,7 @@ class Fit:
         for group, v1, v2, da in self._varcorr_draws():
             row = summarise_draws(da, prob).iloc[0].to_dict()
             out.append({"group": group, "var1": v1, "var2": v2, **row})
-        return pd.DataFrame(out, columns=["group", "var1", "var2", *COLUMNS])
+        return _on_scale(pd.DataFrame(out, columns=["group", "var1", "var2", *COLUMNS]), self)
 
     def icc(self, prob: float = 0.95) -> pd.DataFrame:
         """Posterior of the intraclass correlation, one row per grouping factor.
@@ -298,7 +298,11 @@ class Fit:
         0.086
         """
         rows = [summarise_draws(self.icc_draws(f), prob).set_axis([f]) for f in self.design.spec.groups]
-        return pd.concat(rows).rename_axis("group")
+        out = pd.concat(rows).rename_axis("group")
+        if not self.design.spec.family.has_sigma:
+            out.attrs["scale"] = ("latent scale: the residual variance of the logit link's latent outcome is pi^2/3 "
+                                  "(about 3.29)")
+        return out
 
     def summary(self, prob: float = 0.95) -> Summary:
         """All population-level parameters in one table that prints like lme4's summary.
@@ -402,6 +406,21 @@ def _split_pair(pair: str, terms: tuple[str, ...]) -> tuple[str, str, str]:
     return pair, ":", ""
 
 
+_SCALES = {"logit": "log odds (logit link)", "log": "log rate (log link)"}
+
+
+def _scale_words(family) -> str:
+    """`` (on the log odds scale ...)`` for a link other than identity, else nothing."""
+    return f", on the {_SCALES[family.link]} scale" if family.link in _SCALES else ""
+
+
+def _on_scale(table: pd.DataFrame, fit: Fit) -> pd.DataFrame:
+    """A table labelled with the scale of its numbers (``attrs["scale"]``)."""
+    link = fit.design.spec.family.link
+    table.attrs["scale"] = _SCALES.get(link, "outcome scale (identity link)")
+    return table
+
+
 def _fmt(x: float) -> str:
     return f"{x:.4g}" if abs(x) >= 1e-3 or x == 0 else f"{x:.3e}"
 
@@ -414,7 +433,8 @@ def _summary_text(fit: Fit, fe: pd.DataFrame, vc: pd.DataFrame, prob: float) -> 
     lines = [f"Bayesian {kind} mixed model fit by NUTS ({s.sampler}), method: {r.method}",
              f"Formula: {fit.formula}",
              f"Draws: {s.chains} chains x {s.draws} (tune {s.tune}), seed {s.seed}",
-             "", "Random effects (posterior of SDs and correlations):"]
+             *([f"Outcome: {fit.design.spec.response} = {fit.design.success!r} is 1"] if fit.design.success else []),
+             "", f"Random effects (posterior of SDs and correlations){_scale_words(family)}:"]
     vt = vc.copy()
     vt["var1"] = vt["var1"].where(vt["var2"] == "", vt["var1"] + " ~ " + vt["var2"])
     lines.append(_table_text(vt.drop(columns="var2").rename(columns={"var1": "name", "lower": f"lower {pct}",
@@ -422,7 +442,7 @@ def _summary_text(fit: Fit, fe: pd.DataFrame, vc: pd.DataFrame, prob: float) -> 
     ngroups = ", ".join(f"{f.name}, {f.n_levels}" for f in fit.design.factors.values())
     lines.append(f"Number of obs: {r.n_obs}, groups:  {ngroups}" + (f"  ({r.rows_dropped} rows with missing values dropped)"
                                                                     if r.rows_dropped else ""))
-    lines += ["", "Fixed effects:"]
+    lines += ["", f"Fixed effects{_scale_words(family)}:"]
     lines.append(_table_text(fe.rename(columns={"lower": f"lower {pct}", "upper": f"upper {pct}"})))
     verdict = "converged" if d.converged else "NOT converged (see the warning)"
     lines += ["", f"Diagnostics: {verdict}; max R-hat {d.max_rhat:.3f}, min bulk ESS {d.min_ess_bulk:.0f}, "
