@@ -147,6 +147,28 @@ def lme4_name(label: str) -> str:
     return _BRACKET.sub(lambda m: m.group(1) + m.group(2), label)
 
 
+def _lme4_terms(labels: tuple[str, ...], rhs: str, columns) -> tuple[str, ...]:
+    """lme4's names: interaction parts in the order their variables first appear.
+
+    R writes ``sector * cses`` after ``meanses * cses`` as ``cses:sectorPublic``,
+    because ``cses`` appears in the formula before ``sector``.
+    """
+    order = {}
+    for name in re.findall(r"[A-Za-z_.][\w.]*", rhs):
+        if name in columns:
+            order.setdefault(name, len(order))
+
+    def rank(component: str) -> int:
+        found = [order[n] for n in re.findall(r"[A-Za-z_.][\w.]*", component) if n in order]
+        return min(found) if found else len(order)
+
+    names = []
+    for label in labels:
+        parts = re.split(r":(?![^\[]*\])", label)
+        names.append(lme4_name(":".join(sorted(parts, key=rank))))
+    return tuple(names)
+
+
 def _variables(rhs: str, where: str) -> set[str]:
     try:
         return set(model_description(rhs).var_names)
@@ -374,7 +396,7 @@ def build_design(spec: ModelSpec, data: pd.DataFrame, *, trials: str | None = No
     y, n_trials, success = _response(spec, clean, trials)
     fixed_matrix, X, fixed_labels = _fixed_matrix(spec.fixed, clean, "fixed part")
     X, fixed_labels, formula_offset = _split_offset(X, fixed_labels)
-    fixed_terms = tuple(lme4_name(c) for c in fixed_labels)
+    fixed_terms = _lme4_terms(fixed_labels, spec.fixed, clean.columns)
     _check_columns_of(X, fixed_terms, "fixed")
     factors = {g: _factor(clean, g) for g in spec.groups}
     blocks, seen = [], {}

@@ -22,7 +22,7 @@ def small() -> pd.DataFrame:
 def test_lme4_term_names_and_treatment_contrasts():
     m = bayesmlm.MLM("mAch ~ meanses * cses + sector * cses + (1 + cses | school)", bayesmlm.datasets.load("hsb82"))
     # lme4: colnames(model.matrix(~ meanses * cses + sector * cses, Hsb82))
-    assert m.design.fixed_terms == ("(Intercept)", "meanses", "cses", "meanses:cses", "sectorPublic", "sectorPublic:cses")
+    assert m.design.fixed_terms == ("(Intercept)", "meanses", "cses", "meanses:cses", "sectorPublic", "cses:sectorPublic")
     assert m.design.blocks[0].terms == ("(Intercept)", "cses")
     assert m.design.factors["school"].n_levels == 160
     public = (m.design.data["sector"] == "Public").to_numpy()
