@@ -8,8 +8,9 @@
 - :func:`prior_predictive`: outcomes simulated from the priors alone.
 
 Both predictive functions return ArviZ DataTrees whose variable ``y`` (dims
-``chain, draw, obs``) sits beside ``observed_data`` ``y``; for binomial models
-a ``constant_data`` group holds ``trials``. N rows times S draws can be large
+``chain, draw, obs``) sits beside ``observed_data`` ``y``; ``constant_data``
+holds each row's group label (``group:<factor>``) and, for binomial models,
+``trials``. :func:`bayesmlm.predictive_plot.plot_predictive` draws either. N rows times S draws can be large
 (91,175 x 4,000 is 2.9 GB of doubles): everything is computed a chunk of
 draws at a time, replicated outcomes are stored as float32 (gaussian) or
 int32 (counts), and past ``MAX_VALUES`` values the draws are thinned, with a
@@ -25,6 +26,7 @@ import xarray as xr
 from scipy.special import expit, gammaln
 
 from ._linpred import chunks, design_eta_parts, linear_predictor, posterior_draws
+from .design import _response_columns
 
 __all__ = ["pointwise_log_likelihood", "posterior_predictive", "prior_predictive", "MAX_VALUES"]
 
@@ -109,9 +111,13 @@ def _observed_groups(design) -> dict:
     family = design.spec.family.name
     y = design.y.astype(np.float32 if family == "gaussian" else np.int32)
     obs = {"obs": np.arange(design.n_obs)}
-    groups = {"observed_data": xr.Dataset({"y": ("obs", y)}, coords=obs, attrs={"outcome": design.spec.response})}
+    groups = {"observed_data": xr.Dataset({"y": ("obs", y)}, coords=obs,
+                                          attrs={"outcome": _response_columns(design.spec)[0], "family": design.spec.family.name})}
+    const = {f"group:{name}": ("obs", np.asarray(f.levels, dtype=object)[f.index].astype(str))
+             for name, f in design.factors.items()}
     if design.trials is not None:
-        groups["constant_data"] = xr.Dataset({"trials": ("obs", design.trials.astype(np.int32))}, coords=obs)
+        const["trials"] = ("obs", design.trials.astype(np.int32))
+    groups["constant_data"] = xr.Dataset(const, coords=obs)
     return groups
 
 
@@ -135,8 +141,8 @@ def posterior_predictive(fit, draws: int | None = None, seed: int | None = None)
     -------
     DataTree
         ``posterior_predictive`` (``y``: chain, draw, obs) and
-        ``observed_data`` (``y``: obs); ``constant_data`` (``trials``) for
-        binomial models.
+        ``observed_data`` (``y``: obs); ``constant_data`` (group labels, and
+        ``trials`` for binomial models).
 
     Examples
     --------
@@ -174,8 +180,8 @@ def prior_predictive(model, draws: int = 500, seed: int | None = None) -> xr.Dat
     -------
     DataTree
         ``prior`` (every parameter), ``prior_predictive`` (``y``: chain,
-        draw, obs) and ``observed_data`` (``y``: obs); ``constant_data``
-        (``trials``) for binomial models.
+        draw, obs), ``observed_data`` (``y``: obs) and ``constant_data``
+        (group labels, and ``trials`` for binomial models).
 
     Examples
     --------
