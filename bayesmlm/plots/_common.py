@@ -172,6 +172,12 @@ def new_axes(ax, size: tuple[float, float]):
     return fig, fig.add_subplot()
 
 
+def legend_below(ax, ncol: int = 2) -> dict:
+    """Legend placement under the axes and their x label, where it covers no data."""
+    height = max(ax.get_position().height * ax.figure.get_figheight(), 1.0)
+    return {"loc": "upper center", "bbox_to_anchor": (0.5, -0.6 / height), "ncol": ncol}
+
+
 def thin(n: int, max_labels: int) -> np.ndarray:
     """Positions 0..n-1 to label so that at most ``max_labels`` are shown, evenly spaced."""
     if max_labels <= 0:
@@ -211,9 +217,10 @@ def place_labels(ax, xs: pd.Series, ys: pd.Series, max_labels: int, kw: dict, *,
     The points named first are those of highest ``priority`` (default: the
     most outlying). Placement is deterministic (a fixed number of
     iterations, not adjustText's time limit). A label that still overlaps a
-    label of higher priority, or covers another point, is removed, so what is
-    drawn never overlaps. Points in ``avoid`` (x, y pairs) are kept clear
-    too. Returns the labels kept.
+    label of higher priority, covers another point, or hides under the
+    legend or a corner note is removed, so what is drawn never overlaps.
+    Points in ``avoid`` (x, y pairs) are kept clear too. Returns the labels
+    kept.
     """
     if max_labels <= 0 or len(xs) == 0:
         return []
@@ -223,12 +230,13 @@ def place_labels(ax, xs: pd.Series, ys: pd.Series, max_labels: int, kw: dict, *,
     texts = [ax.text(xs[g], ys[g], str(g), **kw) for g in chosen]
     x_all = np.r_[xs.to_numpy(), [a[0] for a in avoid]]
     y_all = np.r_[ys.to_numpy(), [a[1] for a in avoid]]
-    _, arrows = adjust_text(texts, x=x_all, y=y_all, ax=ax, expand=(1.3, 1.5), iter_lim=60,
-                arrowprops={"arrowstyle": "-", "color": "0.5", "lw": 0.5})
+    panels = [a for a in [ax.get_legend(), *ax.texts] if a is not None and a not in texts and a.get_visible()]
+    _, arrows = adjust_text(texts, x=x_all, y=y_all, objects=panels or None, ax=ax, expand=(1.3, 1.5), iter_lim=60,
+                            arrowprops={"arrowstyle": "-", "color": "0.5", "lw": 0.5})
     renderer = get_renderer(ax.figure)
     points = ax.transData.transform(np.column_stack([x_all, y_all]))
     own = {g: i for i, g in enumerate(xs.index)}
-    kept, boxes = [], []
+    kept, boxes = [], [p.get_window_extent(renderer) for p in panels]
     for g, t in zip(chosen, texts):
         box = t.get_window_extent(renderer)
         inside = (points[:, 0] > box.x0) & (points[:, 0] < box.x1) & (points[:, 1] > box.y0) & (points[:, 1] < box.y1)

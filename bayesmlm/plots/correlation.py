@@ -101,7 +101,7 @@ def correlation(fit, x: str | None = None, y: str = "(Intercept)", *, factor: st
     ax.set_title(f"{_name(y)} against {_name(x)} by {factor}: posterior means with {c.pct(prob)} intervals, "
                  "and the population ellipse", fontsize=10)
     ax.grid(lw=0.4, alpha=0.5)
-    if (kw := c.style(vis, "legend", loc="lower right", fontsize=8, framealpha=0.9)) is not None:
+    if (kw := c.style(vis, "legend", fontsize=8, **c.legend_below(ax))) is not None:
         ax.legend(**kw)
     # Last, once the layout is final: labels are placed in display space.
     if (kw := c.style(vis, "labels", fontsize=7 if n > 30 else 8, color="0.15")) is not None:

@@ -107,8 +107,7 @@ def forest(fit, term: str | None = None, *, factor: str | None = None, probs: tu
     ax.set_title(f"{c.effect_label(fit, term)} by {factor}: each group's own {c.pct(inner_p)} and "
                  f"{c.pct(outer_p)} credible intervals", fontsize=10)
     ax.grid(axis="x", lw=0.4, alpha=0.5)
-    if (kw := c.style(vis, "legend", loc="upper center", bbox_to_anchor=(0.5, -0.6 / fig.get_figheight()),
-                                        ncol=2, fontsize=8)) is not None:
+    if (kw := c.style(vis, "legend", fontsize=8, **c.legend_below(ax))) is not None:
         ax.legend(**kw)
     return fig
 

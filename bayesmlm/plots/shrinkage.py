@@ -143,7 +143,7 @@ def shrinkage(fit, term: str | None = None, *, factor: str | None = None, view: 
     ax.set_title(f"Shrinkage of each {factor}'s {what}: own least-squares fit (no pooling) \u2192 "
                  "posterior mean (partial pooling)", fontsize=10)
     ax.grid(lw=0.4, alpha=0.5)
-    if (kw := c.style(vis, "legend", loc="best", fontsize=8, framealpha=0.9)) is not None:
+    if (kw := c.style(vis, "legend", fontsize=8, **c.legend_below(ax))) is not None:
         ax.legend(**kw)
     if (kw := c.style(vis, "labels", fontsize=7, color="0.15")) is not None:
         move = pd.Series(_moved(start, end, lims, ok), index=table.index)

@@ -71,22 +71,23 @@ def slopes(fit, term: str | None = None, *, factor: str | None = None, prob: flo
     if (kw := c.style(vis, "highlight", lw=2.2, alpha=0.95)) is not None and chosen:
         for i, g in enumerate(chosen):
             row = ends.loc[g]
-            ax.plot([row.x0, row.x1], [row.y0, row.y1], color=f"C{(i + 2) % 10}", **kw)
+            ax.plot([row.x0, row.x1], [row.y0, row.y1], **{"color": f"C{(i + 2) % 10}", **kw})
     ax.autoscale_view()
+    x_lo, x_hi = ends.x0.min(), ends.x1.max()
     if (lk := c.style(vis, "labels", fontsize=8, va="center", ha="left")) is not None and chosen:
         rows = ends.loc[chosen]
         lo, hi = ax.get_ylim()
         ys = c.spread(rows.y1.to_numpy(), 0.035 * (hi - lo))
         for i, (g, row) in enumerate(rows.iterrows()):
-            ax.annotate(f"{g} (slope {c.fmt(row.slope)})", (row.x1, row.y1), xytext=(row.x1 + 0.03 * (row.x1 - row.x0 or 1), ys[i]),
-                        color=f"C{(i + 2) % 10}", **lk)
-    x_lo, x_hi = ends.x0.min(), ends.x1.max()
+            ax.annotate(f"{g} (slope {c.fmt(row.slope)})", (row.x1, row.y1),
+                        xytext=(row.x1 + 0.02 * (x_hi - x_lo or 1), ys[i]), **{"color": f"C{(i + 2) % 10}", **lk})
     ax.set_xlim(x_lo - 0.03 * (x_hi - x_lo), x_hi + 0.22 * (x_hi - x_lo))
     ax.set_xlabel(term)
     resp = fit.design.spec.response
-    ax.set_ylabel(f"Predicted {resp}" if not c.link_suffix(fit) else f"Linear predictor of {resp}{c.link_suffix(fit)}")
+    outcome = f"Predicted {resp}" if not c.link_suffix(fit) else f"Linear predictor of {resp}{c.link_suffix(fit)}"
+    ax.set_ylabel(outcome)
     note = "; other level-1 predictors at 0" if len(c.coef_terms(fit, factor)) > 2 else ""
-    ax.set_title(f"Predicted {resp} against {term}: one line per {factor} (posterior means), "
+    ax.set_title(f"{outcome} against {term}: one line per {factor} (posterior means), "
                  f"population line with {c.pct(prob)} band{note}", fontsize=10, wrap=True)
     ax.grid(lw=0.4, alpha=0.5)
     if (kw := c.style(vis, "legend", loc="best", fontsize=8)) is not None:
