@@ -179,8 +179,9 @@ def test_correlation_points_ellipse_and_note(sleep_fit, coef):
     np.testing.assert_allclose(axes**2 / r2, np.linalg.eigvalsh(T), rtol=1e-9)
     vc = sleep_fit.varcorr()
     cor = vc[vc.var2 != ""].iloc[0]
-    note = next(t.get_text() for t in ax.texts if t.get_text().startswith("correlation"))
-    assert f"{cor['mean']:.2f}" in note and f"{cor['lower']:.2f} to {cor['upper']:.2f}" in note
+    title = ax.get_title()
+    assert f"posterior mean {cor['mean']:.2f}, 95% interval {cor['lower']:.2f} to {cor['upper']:.2f}" in title
+    assert any(t.get_text() == "named: 18 of 18 Subject groups" for t in ax.texts)
 
 
 def test_correlation_labels_name_every_group_without_overlap(sleep_fit):

@@ -239,7 +239,9 @@ def place_labels(ax, xs: pd.Series, ys: pd.Series, max_labels: int, kw: dict, *,
     kept, boxes = [], [p.get_window_extent(renderer) for p in panels]
     for g, t in zip(chosen, texts):
         box = t.get_window_extent(renderer)
-        inside = (points[:, 0] > box.x0) & (points[:, 0] < box.x1) & (points[:, 1] > box.y0) & (points[:, 1] < box.y1)
+        m = 4 * ax.figure.dpi / 72  # a marker's radius, about 4 points
+        inside = ((points[:, 0] > box.x0 - m) & (points[:, 0] < box.x1 + m) & (points[:, 1] > box.y0 - m)
+                  & (points[:, 1] < box.y1 + m))
         inside[own[g]] = False
         if inside.any() or any(box.overlaps(b) for b in boxes):
             for a in arrows:

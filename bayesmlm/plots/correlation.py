@@ -23,11 +23,12 @@ def correlation(fit, x: str | None = None, y: str = "(Intercept)", *, factor: st
 
     Whiskers are each group's credible intervals in both directions; group
     names are placed by adjustText so that they do not overlap (with many
-    groups only the ``max_labels`` most outlying are named). The ellipses
-    are the population distribution of the coefficients implied by the
-    posterior mean of the random-effects covariance T, centred at the fixed
-    effects; the correlation's posterior mean and interval (from
-    :meth:`Fit.varcorr`) are written in a corner.
+    groups only the ``max_labels`` most outlying are named, and a name that
+    would still overlap is left out; the corner says how many are named).
+    The ellipses are the population distribution of the coefficients implied
+    by the posterior mean of the random-effects covariance T, centred at the
+    fixed effects; the correlation's posterior mean and interval (from
+    :meth:`Fit.varcorr`) are in the title.
 
     Parameters
     ----------
@@ -50,8 +51,8 @@ def correlation(fit, x: str | None = None, y: str = "(Intercept)", *, factor: st
     visuals : dict, optional
         Per element, a dict of matplotlib keyword arguments, or ``False`` to
         leave it out. Elements: ``points``, ``whiskers``, ``labels``,
-        ``ellipse``, ``center`` (the fixed effects), ``note`` (the
-        correlation), ``legend``.
+        ``ellipse``, ``center`` (the fixed effects), ``note`` (how many
+        groups are named), ``legend``.
 
     Returns
     -------
@@ -93,21 +94,22 @@ def correlation(fit, x: str | None = None, y: str = "(Intercept)", *, factor: st
         ax.scatter([centre[0]], [centre[1]], **kw)
     ax.autoscale_view()
     note = None
-    if (kw := c.style(vis, "note", fontsize=9, ha="left", va="top",
-                      bbox={"boxstyle": "round", "fc": "white", "ec": "0.7", "alpha": 0.9})) is not None:
-        note = ax.text(0.01, 0.99, _correlation_note(fit, factor, x, y, prob), transform=ax.transAxes, zorder=5, **kw)
+    if vis.get("labels", True) is not False and (kw := c.style(vis, "note", fontsize=8, ha="left", va="top", bbox={
+            "boxstyle": "round", "fc": "white", "ec": "0.7", "alpha": 0.9})) is not None:
+        note = ax.text(0.01, 0.99, f"named: {min(n, max_labels)} of {n} {factor} groups", transform=ax.transAxes,
+                       zorder=5, **kw)
     ax.set_xlabel(c.effect_label(fit, x))
     ax.set_ylabel(c.effect_label(fit, y))
     ax.set_title(f"{_name(y)} against {_name(x)} by {factor}: posterior means with {c.pct(prob)} intervals, "
-                 "and the population ellipse", fontsize=10)
+                 f"population ellipse\n{_correlation_note(fit, factor, x, y, prob)}", fontsize=10)
     ax.grid(lw=0.4, alpha=0.5)
     if (kw := c.style(vis, "legend", fontsize=8, **c.legend_below(ax))) is not None:
         ax.legend(**kw)
     # Last, once the layout is final: labels are placed in display space.
     if (kw := c.style(vis, "labels", fontsize=7 if n > 30 else 8, color="0.15")) is not None:
         kept = c.place_labels(ax, tx["mean"], ty["mean"], max_labels, kw, avoid=[tuple(centre)])
-        if note is not None and len(kept) < n:
-            note.set_text(note.get_text() + f"\nnamed: the {len(kept)} most outlying of {n} {factor} groups")
+        if note is not None:  # same width as before placement: the count can only fall
+            note.set_text(note.get_text().replace(f"named: {min(n, max_labels)} of", f"named: {len(kept)} of"))
     return fig
 
 
@@ -163,13 +165,13 @@ def _correlation_note(fit, factor: str, x: str, y: str, prob: float) -> str:
     bx, by = _block_of(fit, factor, x), _block_of(fit, factor, y)
     if bx is None or by is None:
         missing = x if bx is None else y
-        return f"'{missing}' has no random effect for {factor}:\nno correlation to show"
+        return f"'{missing}' has no random effect for {factor}: no correlation to show"
     if bx is not by or not bx.correlated:
-        return f"u({_short(y)}) and u({_short(x)}) are\nuncorrelated by the model's specification"
+        return f"u({_short(y)}) and u({_short(x)}) are uncorrelated by the model's specification"
     vc = fit.varcorr(prob)
     row = vc[(vc.group == bx.label) & (((vc.var1 == x) & (vc.var2 == y)) | ((vc.var1 == y) & (vc.var2 == x)))].iloc[0]
-    return (f"correlation of u({_short(y)}), u({_short(x)}):\n"
-            f"{row['mean']:.2f}  ({c.pct(prob)} interval {row['lower']:.2f} to {row['upper']:.2f})")
+    return (f"correlation of u({_short(y)}) and u({_short(x)}): posterior mean {row['mean']:.2f}, "
+            f"{c.pct(prob)} interval {row['lower']:.2f} to {row['upper']:.2f}")
 
 
 def _short(term: str) -> str:
