@@ -9,12 +9,14 @@ import time
 
 import pandas as pd
 
+from .collapsed import fit_collapsed
 from .design import Design, build_design
 from .equations import Equations, model_equations
 from .priors import Prior, priors_table, resolve_priors
 from .results import Fit, FitRecord
 from .sample import SamplerSettings, check_convergence, diagnose, sample_model
 from .spec import ModelSpec, parse_formula, spec_from_levels
+from .suffstats import GroupStats, collapse_problem
 
 __all__ = ["MLM"]
 
@@ -54,6 +56,7 @@ class MLM:
         self.design: Design = build_design(spec, data, trials=trials, offset=offset)
         self.prior_dict: dict[str, Prior] = resolve_priors(self.design, priors)
         self._options = {"trials": trials, "offset": offset}
+        self._stats: GroupStats | None = None
 
     @classmethod
     def from_levels(cls, level1: str, level2: dict | None = None, *, group: str, data: pd.DataFrame, fixed=(),
@@ -140,24 +143,40 @@ class MLM:
             NUTS's target acceptance rate; raise it if there are divergences.
         progressbar : bool
         method : str
-            ``"auto"``, ``"full"`` or ``"collapsed"``.
+            ``"collapsed"`` integrates the random effects out of a Gaussian
+            model with one grouping factor, samples on per-group sufficient
+            statistics, and draws every u_j from its exact conditional
+            afterwards (:mod:`bayesmlm.collapsed`); ``"full"`` samples the
+            non-centred model with the u_j as parameters; ``"auto"`` (default)
+            is ``"collapsed"`` where it applies and ``"full"`` otherwise.
+            ``fit.record.method`` says which ran.
 
         Examples
         --------
         >>> fit = m.fit(draws=500, tune=500, seed=1)  # doctest: +SKIP
+        >>> fit.record.method  # doctest: +SKIP
+        'collapsed'
         """
         if method not in METHODS:
             raise ValueError(f"Unknown method '{method}'. Valid methods: {', '.join(METHODS)}.")
-        if method == "collapsed":
-            raise ValueError("method='collapsed' is not available yet; use method='full'.")
+        problem = collapse_problem(self.design)
+        if method == "auto":
+            method = "full" if problem else "collapsed"
+        if method == "full" and self._stats is not None:
+            raise ValueError("This model was built from sufficient statistics (files or Dask), without the rows that "
+                             "method='full' samples from; use method='collapsed', or build it from a DataFrame.")
         settings = SamplerSettings(draws, tune, chains, seed, sampler, target_accept, progressbar).resolved()
-        start = time.perf_counter()
-        pmodel = self.build()
-        seconds_build = time.perf_counter() - start
-        idata, seconds_sample = sample_model(pmodel, settings)
+        if method == "collapsed":
+            idata, seconds_build, seconds_sample = fit_collapsed(self.design, self.prior_dict, settings, self._stats)
+        else:
+            start = time.perf_counter()
+            pmodel = self.build()
+            seconds_build = time.perf_counter() - start
+            idata, seconds_sample = sample_model(pmodel, settings)
         diag = diagnose(idata, _reported_vars(idata))
         check_convergence(diag, settings)
-        record = FitRecord(settings, "full", diag, seconds_build, seconds_sample, self.design.n_obs, self.design.rows_dropped)
+        n_obs = self._stats.n_obs if self._stats is not None else self.design.n_obs
+        record = FitRecord(settings, method, diag, seconds_build, seconds_sample, n_obs, self.design.rows_dropped)
         return Fit(self.design, self.prior_dict, idata, record)
 
     def __repr__(self) -> str:

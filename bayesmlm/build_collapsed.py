@@ -1,0 +1,342 @@
+"""Stage 3, build (fast path): the PyMC model with the random effects integrated out.
+
+For a Gaussian model with one grouping factor, u_j ~ N(0, T) integrates out
+of y_j = X_j gamma + Z_j u_j + e_j. With T = L L' (L the block-diagonal
+Cholesky factor of the random blocks' covariances), r_j = y_j - X_j gamma,
+M_j = sigma^2 I + L' Z_j'Z_j L and b_j = L' Z_j'r_j, the matrix determinant
+lemma and the Woodbury identity give (DESIGN.md, "The fast path")
+
+    log p(y_j) = -1/2 [ n_j log(2 pi) + (n_j - q) log sigma^2 + log det M_j
+                        + (r_j'r_j - b_j' M_j^-1 b_j) / sigma^2 ].
+
+Writing T^-1 nowhere keeps this finite when a random SD is near zero. The
+r_j'r_j terms only enter as their sum over groups, so they need the totals of
+X'X, X'y and y'y; the per-group work is the q x q part. That part is written
+out entry by entry (an unrolled Cholesky factorisation and forward solve of
+M_j over vectors of length J): elementwise operations only, which PyTensor
+fuses into a few loops that compile in seconds with Numba and need no
+batched linear algebra. For q = 1 and 2 this is the closed form; any q works.
+
+Every number that comes from the data (the statistics, the centring, and the
+data-scaled prior parameters) is a ``pm.Data`` variable, so one compiled model
+serves every data set of the same structure (:mod:`bayesmlm.compiled`).
+
+Posterior variables are those of the full model (:mod:`bayesmlm.build`) except
+``u_<label>``, which :mod:`bayesmlm.recover` draws afterwards: ``fixef``,
+``sd_<label>``, ``cor_<label>`` and ``sigma``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pymc as pm
+import pytensor.tensor as pt
+
+from ._errors import SpecError
+from .build import _DISTS
+from .design import pair_dim, pair_names, safe_name, term_dim
+from .priors import Prior, cor_name, sd_name
+from .suffstats import GroupStats
+
+__all__ = ["CollapsedStructure", "collapsed_structure", "collapsed_data", "build_collapsed_model", "collapsed_loglik"]
+
+
+@dataclass(frozen=True)
+class CollapsedStructure:
+    """What a compiled collapsed model depends on, apart from data: its cache key.
+
+    Attributes
+    ----------
+    fixed_terms : tuple of str
+    blocks : tuple of (label, terms, correlated)
+        The random blocks of the one grouping factor, in Z's column order.
+    prior_dists : tuple of (name, distribution)
+        Which distribution each prior is; their parameters are data.
+    has_intercept : bool
+    """
+
+    fixed_terms: tuple[str, ...]
+    blocks: tuple[tuple[str, tuple[str, ...], bool], ...]
+    prior_dists: tuple[tuple[str, str], ...]
+    has_intercept: bool
+
+    @property
+    def q(self) -> int:
+        """Number of random terms."""
+        return sum(len(t) for _, t, _ in self.blocks)
+
+    def coords(self) -> dict[str, list[str]]:
+        """Coordinates of the sampled variables (no group dimension: groups are data)."""
+        coords = {"fixed_term": list(self.fixed_terms)}
+        for label, terms, correlated in self.blocks:
+            coords[term_dim(label)] = list(terms)
+            if correlated:
+                coords[pair_dim(label)] = pair_names(terms)
+        return coords
+
+
+def collapsed_structure(design, priors: dict[str, Prior]) -> CollapsedStructure:
+    """The structure of a design's collapsed model.
+
+    Examples
+    --------
+    >>> import bayesmlm
+    >>> m = bayesmlm.MLM("Reaction ~ Days + (Days | Subject)", bayesmlm.datasets.load("sleepstudy"))
+    >>> collapsed_structure(m.design, m.prior_dict).q
+    2
+    """
+    blocks = tuple((b.label, tuple(b.terms), bool(b.correlated)) for b in design.blocks)
+    return CollapsedStructure(tuple(design.fixed_terms), blocks, tuple((k, p.dist) for k, p in priors.items()),
+                              bool(design.has_intercept))
+
+
+@dataclass(frozen=True)
+class _Layout:
+    """Where each number sits in the model's two data arrays.
+
+    ``constants`` (a vector) holds the centring, the shifts, the totals of
+    X'X, X'y and y'y, and every prior parameter; ``group_stats`` (one row per
+    statistic, one column per group) holds the entries of Z'Z (upper
+    triangle), Z'y and X'Z. Two inputs keep the compiled function's calls cheap.
+    """
+
+    slots: dict
+    rows: dict
+    size: int
+    n_rows: int
+
+    @classmethod
+    def of(cls, structure: CollapsedStructure, priors: dict[str, Prior]) -> "_Layout":
+        p, q = len(structure.fixed_terms), structure.q
+        slots, k = {}, 0
+        for name, length in [("x_centre", p), ("x_shift", p), ("y_shift", 1), ("n_obs", 1), ("xtx_total", p * p),
+                             ("xty_total", p), ("yty_total", 1)]:
+            slots[name] = (k, length)
+            k += length
+        for name, prior in priors.items():
+            for param, _ in prior.params:
+                slots[(name, param)] = (k, 1)
+                k += 1
+        rows, r = {}, 0
+        for a in range(q):
+            for b in range(a, q):
+                rows[("ztz", a, b)] = r
+                r += 1
+        for a in range(q):
+            rows[("zty", a)] = r
+            r += 1
+        for a in range(q):
+            rows[("xtz", a)] = r
+            r += p
+        return cls(slots, rows, k, r)
+
+
+def collapsed_data(structure: CollapsedStructure, stats: GroupStats, priors: dict[str, Prior],
+                   x_centre) -> dict[str, np.ndarray]:
+    """Values of the collapsed model's two ``pm.Data`` variables, ``constants`` and ``group_stats``.
+
+    Parameters
+    ----------
+    structure : CollapsedStructure
+    stats : GroupStats
+    priors : dict of str to Prior
+    x_centre : array (p,)
+        Column means of X (0 for the intercept; all 0 without one): the
+        intercept's prior is on the outcome at the predictors' means, as in
+        the full model.
+
+    Examples
+    --------
+    >>> import bayesmlm
+    >>> from bayesmlm.suffstats import group_stats
+    >>> m = bayesmlm.MLM("Reaction ~ Days + (Days | Subject)", bayesmlm.datasets.load("sleepstudy"))
+    >>> s = collapsed_structure(m.design, m.prior_dict)
+    >>> d = collapsed_data(s, group_stats(m.design), m.prior_dict, [0.0, 4.5])
+    >>> d["group_stats"].shape
+    (9, 18)
+    """
+    layout = _Layout.of(structure, priors)
+    p, q = len(structure.fixed_terms), structure.q
+    if stats.fixed_terms != structure.fixed_terms or stats.XtZ.shape[1:] != (p, q):
+        raise SpecError(f"The statistics are for the terms {stats.fixed_terms} and {stats.random_terms}; the model has "
+                        f"{structure.fixed_terms} and {q} random term(s). Compute them from this model's design.")
+    const = np.empty(layout.size)
+    values = {"x_centre": np.asarray(x_centre, dtype=float), "x_shift": stats.x_shift, "y_shift": stats.y_shift,
+              "n_obs": stats.n.sum(), "xtx_total": stats.XtX.sum(axis=0), "xty_total": stats.Xty.sum(axis=0),
+              "yty_total": stats.yty.sum()}
+    for name, prior in priors.items():
+        for param, value in prior.params:
+            values[(name, param)] = value
+    for key, (start, length) in layout.slots.items():
+        const[start:start + length] = np.ravel(values[key])
+    rows = np.empty((layout.n_rows, stats.n_groups))
+    for a in range(q):
+        for b in range(a, q):
+            rows[layout.rows[("ztz", a, b)]] = stats.ZtZ[:, a, b]
+        rows[layout.rows[("zty", a)]] = stats.Zty[:, a]
+        r = layout.rows[("xtz", a)]
+        rows[r:r + p] = stats.XtZ[:, :, a].T
+    return {"constants": const, "group_stats": rows}
+
+
+class _Unpacked:
+    """The named pieces of the two data arrays, as PyTensor expressions (or numpy arrays)."""
+
+    def __init__(self, layout: _Layout, constants, group_stats, p: int, q: int):
+        self.layout, self.c, self.g, self.p, self.q = layout, constants, group_stats, p, q
+
+    def __getitem__(self, key):
+        start, length = self.layout.slots[key]
+        if key == "xtx_total":
+            return self.c[start:start + length].reshape((self.p, self.p))
+        if key in ("x_centre", "x_shift", "xty_total"):
+            return self.c[start:start + length]
+        return self.c[start]
+
+    def ztz(self, a: int, b: int):
+        a, b = min(a, b), max(a, b)
+        return self.g[self.layout.rows[("ztz", a, b)]]
+
+    def zty(self, a: int):
+        return self.g[self.layout.rows[("zty", a)]]
+
+    def xtz(self, a: int):
+        r = self.layout.rows[("xtz", a)]
+        return self.g[r:r + self.p]
+
+
+def _params(name: str, prior: Prior, data: _Unpacked) -> dict:
+    """A prior's parameters, read from the model's data."""
+    return {param: data[(name, param)] for param, _ in prior.params}
+
+
+def _vector_rv(rv_name: str, names: list[str], priors: dict[str, Prior], data: _Unpacked, dims: str):
+    """One RV per prior name, stacked into a vector (one vector RV when they share a distribution)."""
+    ps = [priors[k] for k in names]
+    if len({p.dist for p in ps}) == 1:
+        kw = {param: pt.stack([data[(k, param)] for k in names]) for param, _ in ps[0].params}
+        return _DISTS[ps[0].dist](rv_name, **kw, dims=dims)
+    return pt.stack([_DISTS[p.dist](f"{rv_name}[{i}]", **_params(k, p, data)) for i, (k, p) in enumerate(zip(names, ps))])
+
+
+def _fixed(structure: CollapsedStructure, priors: dict[str, Prior], data: _Unpacked):
+    """gamma (``fixef``) and gamma-tilde, the coefficients of the shifted columns."""
+    beta_c = _vector_rv("b_centred", list(structure.fixed_terms), priors, data, "fixed_term")
+    if not structure.has_intercept:
+        pm.Deterministic("fixef", beta_c, dims="fixed_term")
+        return beta_c
+    i0 = structure.fixed_terms.index("(Intercept)")
+    gamma = pt.set_subtensor(beta_c[i0], beta_c[i0] - pt.dot(beta_c, data["x_centre"]))
+    pm.Deterministic("fixef", gamma, dims="fixed_term")
+    return pt.set_subtensor(gamma[i0], gamma[i0] + pt.dot(gamma, data["x_shift"]) - data["y_shift"])
+
+
+def _cholesky_entries(structure: CollapsedStructure, priors: dict[str, Prior], data: _Unpacked) -> dict:
+    """The non-zero entries L[a, b] (a >= b) of the block-diagonal Cholesky factor of T."""
+    entries, offset = {}, 0
+    for label, terms, correlated in structure.blocks:
+        name, q_b = safe_name(label), len(terms)
+        sd_names = [sd_name(label, t) for t in terms]
+        if correlated:
+            ps = [priors[k] for k in sd_names]
+            if len({p.dist for p in ps}) != 1:
+                raise SpecError(f"The SDs of the correlated block '{label}' must share one prior distribution "
+                                f"(pm.LKJCholeskyCov takes one sd_dist); got {[str(p) for p in ps]}.")
+            kw = {param: pt.stack([data[(k, param)] for k in sd_names]) for param, _ in ps[0].params}
+            chol, corr, sds = pm.LKJCholeskyCov(f"chol_{name}", n=q_b, eta=data[(cor_name(label), "eta")],
+                                                sd_dist=_DISTS[ps[0].dist].dist(**kw, shape=q_b), compute_corr=True)
+            pm.Deterministic(f"sd_{name}", sds, dims=term_dim(label))
+            pm.Deterministic(f"cor_{name}", corr[np.triu_indices(q_b, k=1)], dims=pair_dim(label))
+            for a in range(q_b):
+                for b in range(a + 1):
+                    entries[(offset + a, offset + b)] = chol[a, b]
+        else:
+            sds = _vector_rv(f"sd_{name}", sd_names, priors, data, term_dim(label))
+            if len({priors[k].dist for k in sd_names}) > 1:
+                pm.Deterministic(f"sd_{name}", sds, dims=term_dim(label))
+            for a in range(q_b):
+                entries[(offset + a, offset + a)] = sds[a]
+        offset += q_b
+    return entries
+
+
+def collapsed_loglik(L: dict, sigma, gamma_t, data: _Unpacked):
+    """The collapsed log-likelihood summed over groups, as a PyTensor expression.
+
+    ``L`` maps (a, b) to the non-zero entries of T's Cholesky factor;
+    ``gamma_t`` are the coefficients of the shifted columns. See the module
+    docstring for the formula.
+    """
+    q = data.q
+    s2 = sigma**2
+    n_groups = data.g.shape[1]
+    zr = [data.zty(a) - pt.dot(gamma_t, data.xtz(a)) for a in range(q)]
+    sl = {}
+    for c in range(q):  # (S L)[c, b] = sum_d S[c, d] L[d, b]
+        for b in range(q):
+            terms = [data.ztz(c, d) * L[d, b] for d in range(b, q) if (d, b) in L]
+            sl[c, b] = _sum(terms)
+    M, bvec = {}, []
+    for a in range(q):  # M = sigma^2 I + L' S L, b = L' Z'r
+        bvec.append(_sum([L[c, a] * zr[c] for c in range(a, q) if (c, a) in L]))
+        for b in range(a, q):
+            value = _sum([L[c, a] * sl[c, b] for c in range(a, q) if (c, a) in L and sl[c, b] is not None])
+            value = pt.zeros_like(zr[0]) if value is None else value
+            M[a, b] = value + s2 if a == b else value
+    C, w, logdet, quad = {}, [], 0.0, 0.0
+    for i in range(q):  # M = C C' and w = C^-1 b, entry by entry
+        for j in range(i + 1):
+            rest = M[j, i] - _sum([C[i, k] * C[j, k] for k in range(j)], 0.0)
+            C[i, j] = pt.sqrt(rest) if i == j else rest / C[j, j]
+        w.append((bvec[i] - _sum([C[i, k] * w[k] for k in range(i)], 0.0)) / C[i, i])
+        logdet = logdet + 2.0 * pt.log(C[i, i])
+        quad = quad + w[i] ** 2
+    rr = data["yty_total"] - 2.0 * pt.dot(gamma_t, data["xty_total"]) + pt.dot(gamma_t, pt.dot(data["xtx_total"], gamma_t))
+    n = data["n_obs"]
+    return -0.5 * (n * np.log(2 * np.pi) + (n - n_groups * q) * pt.log(s2) + pt.sum(logdet) + (rr - pt.sum(quad)) / s2)
+
+
+def _sum(terms: list, empty=None):
+    """The sum of a list of expressions (``empty`` for none)."""
+    if not terms:
+        return empty
+    total = terms[0]
+    for t in terms[1:]:
+        total = total + t
+    return total
+
+
+def build_collapsed_model(structure: CollapsedStructure, priors: dict[str, Prior], data: dict[str, np.ndarray]) -> pm.Model:
+    """The collapsed PyMC model: gamma, the random blocks' SDs and correlations, and sigma.
+
+    Parameters
+    ----------
+    structure : CollapsedStructure
+    priors : dict of str to Prior
+        Their distributions are structure; their parameters are read from ``data``.
+    data : dict
+        :func:`collapsed_data`.
+
+    Examples
+    --------
+    >>> import bayesmlm
+    >>> from bayesmlm.suffstats import group_stats
+    >>> m = bayesmlm.MLM("Reaction ~ Days + (Days | Subject)", bayesmlm.datasets.load("sleepstudy"))
+    >>> s = collapsed_structure(m.design, m.prior_dict)
+    >>> pmodel = build_collapsed_model(s, m.prior_dict, collapsed_data(s, group_stats(m.design), m.prior_dict, [0.0, 4.5]))
+    >>> sorted(v.name for v in pmodel.free_RVs)
+    ['b_centred', 'chol_Subject', 'sigma']
+    """
+    layout = _Layout.of(structure, priors)
+    # Every prior parameter is checked positive where it must be (Prior), and every constrained
+    # parameter is sampled through a transform: PyMC's parameter checks would only slow compilation.
+    with pm.Model(coords=structure.coords(), check_bounds=False) as model:
+        unpacked = _Unpacked(layout, pm.Data("constants", data["constants"]), pm.Data("group_stats", data["group_stats"]),
+                             len(structure.fixed_terms), structure.q)
+        gamma_t = _fixed(structure, priors, unpacked)
+        L = _cholesky_entries(structure, priors, unpacked)
+        sigma = _DISTS[priors["sigma"].dist]("sigma", **_params("sigma", priors["sigma"], unpacked))
+        pm.Potential("collapsed_loglik", collapsed_loglik(L, sigma, gamma_t, unpacked))
+    return model
