@@ -106,3 +106,89 @@ def pytest_terminal_summary(terminalreporter, config):
     if index.is_file():
         terminalreporter.write_sep("-", "artefacts kept")
         terminalreporter.write(index.read_text())
+
+
+# -- generalized families, predictions and LOO (issue 6) ---------------------------------------------------------
+def ucb_wide():
+    """ucb_admissions as one row per Gender x Dept with Admitted and Rejected counts (R's ucb_wide)."""
+    long = bayesmlm.datasets.load("ucb_admissions")
+    wide = long.pivot_table(index=["Dept", "Gender"], columns="Admit", values="Freq", aggfunc="sum").reset_index()
+    wide.columns.name = None
+    return wide
+
+
+SIM_POISSON = {"(Intercept)": 0.3, "x": 0.5, "sd_int": 0.5, "sd_x": 0.3, "cor": 0.3}
+SIM_BERNOULLI = {"(Intercept)": -0.5, "x": 1.0, "sd_int": 0.8, "sd_x": 0.5, "cor": 0.0}
+
+
+def _simulate_groups(truth: dict, n_groups: int, n_per: int, seed: int):
+    import numpy as np
+    import pandas as pd
+
+    rng = np.random.default_rng(seed)
+    sd = np.array([truth["sd_int"], truth["sd_x"]])
+    cov = np.diag(sd) @ np.array([[1, truth["cor"]], [truth["cor"], 1]]) @ np.diag(sd)
+    u = rng.multivariate_normal([0, 0], cov, size=n_groups)
+    g = np.repeat(np.arange(n_groups), n_per)
+    x = rng.normal(size=g.size)
+    eta = truth["(Intercept)"] + u[g, 0] + (truth["x"] + u[g, 1]) * x
+    return pd.DataFrame({"g": [f"g{j:02d}" for j in g], "x": x}), eta, rng
+
+
+def poisson_sim():
+    """Counts y ~ Poisson(exposure * exp(eta)), eta = 0.3 + 0.5 x + u0 + u1 x; 30 groups x 40 rows, seed 61."""
+    import numpy as np
+
+    data, eta, rng = _simulate_groups(SIM_POISSON, 30, 40, 61)
+    data["exposure"] = rng.uniform(0.5, 2.0, len(data))
+    data["y"] = rng.poisson(data["exposure"] * np.exp(eta))
+    return data
+
+
+def bernoulli_sim():
+    """Labels "yes"/"no", P(yes) = logistic(-0.5 + 1.0 x + u0 + u1 x); 40 groups x 60 rows, seed 62."""
+    import numpy as np
+
+    data, eta, rng = _simulate_groups(SIM_BERNOULLI, 40, 60, 62)
+    data["y"] = np.where(rng.random(len(data)) < 1 / (1 + np.exp(-eta)), "yes", "no")
+    return data
+
+
+def wvs_subsample():
+    """wvs7_sim, 300 respondents from each of its 64 countries (19,200 rows), pandas seed 0."""
+    data = bayesmlm.datasets.load("wvs7_sim")
+    return data.groupby("country").sample(300, random_state=0).reset_index(drop=True)
+
+
+@pytest.fixture(scope="session")
+def ucb_fit(fit_cache):
+    """cbind(Admitted, Rejected) ~ Gender + (1 | Dept), binomial, full model, 4 x 1000 draws."""
+    return cached_fit(fit_cache, "ucb_binomial", lambda: bayesmlm.MLM(
+        "cbind(Admitted, Rejected) ~ Gender + (1 | Dept)", ucb_wide(), family="binomial").fit(
+        draws=1000, tune=1000, chains=4, seed=21, progressbar=False, method="full"))
+
+
+@pytest.fixture(scope="session")
+def poisson_fit(fit_cache):
+    """y ~ x + offset(np.log(exposure)) + (1 + x | g) on poisson_sim(), 2 x 400 draws."""
+    return cached_fit(fit_cache, "poisson_sim", lambda: bayesmlm.MLM(
+        "y ~ x + offset(np.log(exposure)) + (1 + x | g)", poisson_sim(), family="poisson").fit(
+        draws=400, tune=400, chains=2, seed=22, progressbar=False, method="full"))
+
+
+@pytest.fixture(scope="session")
+def bernoulli_fit(fit_cache):
+    """y ~ x + (1 + x | g) on bernoulli_sim() ("yes" coded 1), 2 x 400 draws."""
+    return cached_fit(fit_cache, "bernoulli_sim", lambda: bayesmlm.MLM(
+        "y ~ x + (1 + x | g)", bernoulli_sim(), family="bernoulli").fit(
+        draws=400, tune=400, chains=2, seed=23, progressbar=False, method="full"))
+
+
+@pytest.fixture(scope="session")
+def wvs_fits(fit_cache):
+    """m0, m1, m2 of the tutorial on wvs_subsample(), full model, 2 x 250 draws each."""
+    formulas = {"m0": "tech ~ 1 + (1 | country)", "m1": "tech ~ smu + (1 | country)",
+                "m2": "tech ~ smu + (1 + smu | country)"}
+    data = wvs_subsample()
+    return {name: cached_fit(fit_cache, f"wvs_sub_{name}", lambda f=f: bayesmlm.MLM(f, data).fit(
+        draws=250, tune=300, chains=2, seed=24, progressbar=False, method="full")) for name, f in formulas.items()}
