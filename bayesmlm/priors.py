@@ -103,6 +103,9 @@ class Prior:
 def _link_scale(design: Design) -> tuple[float, float]:
     """(location, scale) of the outcome on the link scale."""
     link = design.spec.family.link
+    moments = getattr(design, "moments", None)  # a design whose rows were reduced to sums (bayesmlm.chunked)
+    if moments is not None and link == "identity":
+        return moments.y_mean, moments.y_sd or 1.0
     y = design.y
     if link == "identity":
         return float(np.mean(y)), float(np.std(y, ddof=1)) or 1.0
@@ -116,6 +119,16 @@ def _link_scale(design: Design) -> tuple[float, float]:
 
 def _sd(col: np.ndarray) -> float:
     s = float(np.std(col, ddof=1)) if len(col) > 1 else 0.0
+    return s if s > 0 else 1.0
+
+
+def _column_sd(design: Design, block, k: int) -> float:
+    """SD of column k of X (``block`` None) or of a block's Z: from the rows, or from the
+    moments of a design whose rows were reduced to sums (:class:`bayesmlm.chunked.SummaryDesign`)."""
+    moments = getattr(design, "moments", None)
+    if moments is None:
+        return _sd(design.X[:, k] if block is None else block.Z[:, k])
+    s = moments.x_sd[k] if block is None else moments.z_sd[block.label][k]
     return s if s > 0 else 1.0
 
 
@@ -145,10 +158,10 @@ def default_priors(design: Design) -> dict[str, Prior]:
         if term == "(Intercept)":
             priors[term] = Prior("normal", mu=round(loc, 4), sigma=round(2.5 * s_y, 4))
         else:
-            priors[term] = Prior("normal", mu=0.0, sigma=float(f"{2.5 * s_y / _sd(design.X[:, j]):.4g}"))
+            priors[term] = Prior("normal", mu=0.0, sigma=float(f"{2.5 * s_y / _column_sd(design, None, j):.4g}"))
     for b in design.blocks:
         for k, term in enumerate(b.terms):
-            scale = s_y if term == "(Intercept)" else s_y / _sd(b.Z[:, k])
+            scale = s_y if term == "(Intercept)" else s_y / _column_sd(design, b, k)
             priors[sd_name(b.label, term)] = Prior("half_normal", sigma=float(f"{scale:.4g}"))
         if b.correlated:
             priors[cor_name(b.label)] = Prior("lkj", eta=2.0)
