@@ -237,6 +237,15 @@ def test_generalized_families_label_the_link_scale():
     assert _common.effect_label(ident, "x") == "Effect of x"
 
 
+def test_many_groups_thin_the_names_and_say_so(sleep_fit):
+    ax = plots.bar(sleep_fit, max_labels=5).axes[0]
+    assert len(ax.get_xticks()) == 5 and "1 name in 4 shown" in ax.get_xlabel()
+    ax = plots.correlation(sleep_fit, max_labels=5).axes[0]
+    names = [t.get_text() for t in ax.texts if t.get_text().isdigit()]
+    assert 1 <= len(names) <= 5
+    assert any(t.get_text() == f"named: {len(names)} of 18 Subject groups" for t in ax.texts)
+
+
 def test_thin_keeps_at_most_max_labels():
     assert len(_common.thin(1000, 80)) <= 80
     assert list(_common.thin(10, 80)) == list(range(10))

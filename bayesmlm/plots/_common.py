@@ -12,6 +12,7 @@ import pandas as pd
 import xarray as xr
 from adjustText import adjust_text, get_renderer
 from matplotlib.figure import Figure
+from matplotlib.transforms import Bbox
 
 from ..levels import level_structure
 
@@ -236,22 +237,56 @@ def place_labels(ax, xs: pd.Series, ys: pd.Series, max_labels: int, kw: dict, *,
     renderer = get_renderer(ax.figure)
     points = ax.transData.transform(np.column_stack([x_all, y_all]))
     own = {g: i for i, g in enumerate(xs.index)}
-    kept, boxes = [], [p.get_window_extent(renderer) for p in panels]
+    margin = 4 * ax.figure.dpi / 72  # a marker's radius, about 4 points
+    boxes = [p.get_window_extent(renderer) for p in panels]
+
+    pad = 1.5 * ax.figure.dpi / 72  # keep names that far apart
+
+    def clear(box, g) -> bool:
+        box = Bbox.from_extents(box.x0 - pad, box.y0 - pad, box.x1 + pad, box.y1 + pad)
+        inside = ((points[:, 0] > box.x0 - margin) & (points[:, 0] < box.x1 + margin)
+                  & (points[:, 1] > box.y0 - margin) & (points[:, 1] < box.y1 + margin))
+        inside[own[g]] = False
+        return ax.bbox.contains(box.x0, box.y0) and ax.bbox.contains(box.x1, box.y1) and not inside.any() \
+            and not any(box.overlaps(b) for b in boxes)
+
+    kept, dropped = [], []
     for g, t in zip(chosen, texts):
         box = t.get_window_extent(renderer)
-        m = 4 * ax.figure.dpi / 72  # a marker's radius, about 4 points
-        inside = ((points[:, 0] > box.x0 - m) & (points[:, 0] < box.x1 + m) & (points[:, 1] > box.y0 - m)
-                  & (points[:, 1] < box.y1 + m))
-        inside[own[g]] = False
-        if inside.any() or any(box.overlaps(b) for b in boxes):
-            for a in arrows:
-                if getattr(a, "patchA", None) is t:
-                    a.remove()
-            t.remove()
+        if clear(box, g):
+            kept.append(t)
+            boxes.append(box)
             continue
-        kept.append(t)
-        boxes.append(box)
+        for a in arrows:
+            if getattr(a, "patchA", None) is t:
+                a.remove()
+        t.remove()
+        dropped.append(g)
+    for g in dropped:  # a second chance: the first free spot on rings around the point
+        t = _first_free_spot(ax, g, xs[g], ys[g], kw, renderer, lambda box: clear(box, g))
+        if t is not None:
+            kept.append(t)
+            boxes.append(t.get_window_extent(renderer))
     return kept
+
+
+_ALIGN = {(1, 0): ("left", "center"), (-1, 0): ("right", "center"), (0, 1): ("center", "bottom"),
+          (0, -1): ("center", "top"), (1, 1): ("left", "bottom"), (-1, 1): ("right", "bottom"),
+          (1, -1): ("left", "top"), (-1, -1): ("right", "top")}
+
+
+def _first_free_spot(ax, name, x: float, y: float, kw: dict, renderer, fits):
+    """A label for (x, y) at the first offset (rings of 4 to 28 points, 8 directions) where ``fits`` holds."""
+    for r in (4, 9, 15, 22, 28):
+        for (dx, dy), (ha, va) in _ALIGN.items():
+            t = ax.annotate(str(name), (x, y), xytext=(dx * r, dy * r), textcoords="offset points",
+                            **{**kw, "ha": ha, "va": va},
+                            arrowprops={"arrowstyle": "-", "color": "0.5", "lw": 0.5, "shrinkA": 0, "shrinkB": 2}
+                            if r > 9 else None)
+            if fits(t.get_window_extent(renderer)):
+                return t
+            t.remove()
+    return None
 
 
 def clamp(x: float, lo: float, hi: float) -> float:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
+from matplotlib.ticker import MaxNLocator
 
 from ..pooling import complete_pooling, no_pooling
 from . import _common as c
@@ -204,10 +205,12 @@ def _moved(start: np.ndarray, end: np.ndarray, lims, ok: np.ndarray) -> np.ndarr
 
 
 def _log_ticks(n: np.ndarray) -> list[float]:
-    lo, hi = n.min(), n.max()
-    ticks = [t for t in (1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000, 10000, 20000, 50000, 100000)
-             if lo <= t <= hi]
-    return ticks or [float(lo), float(hi)]
+    """Round group sizes to mark on the colour bar: 1-2-5 steps, or evenly spaced when the range is narrow."""
+    lo, hi = float(n.min()), float(n.max())
+    ticks = [m * 10**e for e in range(0, 8) for m in (1, 2, 5) if lo <= m * 10**e <= hi]
+    if len(ticks) < 3:
+        ticks = [t for t in MaxNLocator(nbins=5, steps=[1, 2, 2.5, 5, 10]).tick_values(lo, hi) if lo <= t <= hi]
+    return ticks or [lo, hi]
 
 
 def _omitted_note(not_estimable: int, outside: int, factor: str) -> str:
