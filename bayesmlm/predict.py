@@ -40,7 +40,7 @@ GROUPS = ("include", "exclude", "new")
 _INVERSE = {"identity": lambda x: x, "logit": expit, "log": np.exp}
 _SCALE = {"gaussian": "mean of the outcome", "bernoulli": "probability of a 1", "binomial": "probability of a success per trial",
           "poisson": "expected count (offset included)"}
-_LINK = {"identity": "identity (outcome scale)", "logit": "log odds (logit)", "log": "log rate (log)"}
+_LINK = {"identity": "outcome scale (identity link)", "logit": "log odds (logit link)", "log": "log rate (log link)"}
 
 
 def _rows(fit, newdata, groups: str):
