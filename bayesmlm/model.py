@@ -79,6 +79,74 @@ class MLM:
         self._init(spec_from_levels(level1, level2, group, fixed=fixed, family=family), data, priors, trials, offset)
         return self
 
+    @classmethod
+    def from_files(cls, formula: str, paths, *, priors: dict | None = None, offset: str | None = None,
+                   chunksize: int = 1_000_000) -> "MLM":
+        """A Gaussian model of CSV or Parquet files too large for memory, read in chunks.
+
+        Only the model's columns are read, ``chunksize`` rows at a time, and
+        each chunk is reduced to per-group sufficient statistics
+        (:mod:`bayesmlm.chunked`); the fit is always ``method="collapsed"``.
+        The first chunk fixes the design (categorical levels), so it must
+        vary in every predictor. Fit tables, ``coef`` and plots work as for
+        an in-memory model; predictions and checks that need the rows do not.
+
+        Parameters
+        ----------
+        formula : str
+            lme4 syntax with one grouping factor.
+        paths : str, Path or list of them
+            ``.csv`` (optionally ``.gz``) or ``.parquet`` files of one data set.
+        priors : dict, optional
+            Overrides of the default priors, as for :class:`MLM`.
+        offset : str, optional
+            A column subtracted from the outcome.
+        chunksize : int
+            Rows per chunk.
+
+        Examples
+        --------
+        >>> m = bayesmlm.MLM.from_files("y ~ x + (1 + x | g)", "big.parquet")  # doctest: +SKIP
+        >>> fit = m.fit(seed=1)  # doctest: +SKIP
+        """
+        from .chunked import reduce_files
+
+        spec = parse_formula(formula, "gaussian")
+        return cls._from_reduced(reduce_files(spec, paths, chunksize=chunksize, offset=offset), priors, offset)
+
+    @classmethod
+    def from_dask(cls, formula: str, data, *, priors: dict | None = None, offset: str | None = None) -> "MLM":
+        """A Gaussian model of a ``dask.dataframe``, reduced to per-group sufficient statistics by Dask.
+
+        Each partition is summed where Dask runs it and the partial sums are
+        added in a tree (:func:`bayesmlm.chunked.reduce_dask`); only those
+        sums reach this process. The fit is always ``method="collapsed"``.
+
+        Examples
+        --------
+        >>> import dask.dataframe as dd
+        >>> m = bayesmlm.MLM.from_dask("y ~ x + (1 + x | g)", dd.read_parquet("big/"))  # doctest: +SKIP
+        """
+        from .chunked import reduce_dask
+
+        spec = parse_formula(formula, "gaussian")
+        return cls._from_reduced(reduce_dask(spec, data, offset=offset), priors, offset)
+
+    @classmethod
+    def _from_reduced(cls, reduced, priors: dict | None, offset: str | None) -> "MLM":
+        self = cls.__new__(cls)
+        self.spec = reduced.design.spec
+        self.design = reduced.design
+        self.prior_dict = resolve_priors(self.design, priors)
+        self._options = {"trials": None, "offset": offset}
+        self._stats = reduced.stats
+        return self
+
+    def _needs_rows(self, what: str) -> None:
+        if self._stats is not None:
+            raise ValueError(f"{what} needs the data's rows, and this model was built from sufficient statistics "
+                             f"({self.design.source}); build the model from a DataFrame for it.")
+
     @property
     def formula(self) -> str:
         """The combined mixed formula (lme4 syntax)."""
@@ -112,6 +180,7 @@ class MLM:
         """
         from .build import build_full_model
 
+        self._needs_rows("The full model")
         return build_full_model(self.design, self.prior_dict)
 
     def prior_predictive(self, draws: int = 500, seed: int | None = None):
@@ -124,6 +193,7 @@ class MLM:
         """
         from .checks import prior_predictive
 
+        self._needs_rows("A prior predictive simulation")
         return prior_predictive(self, draws=draws, seed=seed)
 
     def fit(self, draws: int = 1000, tune: int = 1000, chains: int = 4, seed: int | None = None, sampler: str = "nutpie",
@@ -162,9 +232,8 @@ class MLM:
         problem = collapse_problem(self.design)
         if method == "auto":
             method = "full" if problem else "collapsed"
-        if method == "full" and self._stats is not None:
-            raise ValueError("This model was built from sufficient statistics (files or Dask), without the rows that "
-                             "method='full' samples from; use method='collapsed', or build it from a DataFrame.")
+        if method == "full":
+            self._needs_rows("method='full'")
         settings = SamplerSettings(draws, tune, chains, seed, sampler, target_accept, progressbar).resolved()
         if method == "collapsed":
             idata, seconds_build, seconds_sample = fit_collapsed(self.design, self.prior_dict, settings, self._stats)
@@ -180,7 +249,8 @@ class MLM:
         return Fit(self.design, self.prior_dict, idata, record)
 
     def __repr__(self) -> str:
-        return f"<bayesmlm.MLM {self.formula} | {self.spec.family.name}, {self.design.n_obs} obs>"
+        n_obs = self._stats.n_obs if self._stats is not None else self.design.n_obs
+        return f"<bayesmlm.MLM {self.formula} | {self.spec.family.name}, {n_obs} obs>"
 
 
 def _reported_vars(idata) -> list[str]:
