@@ -133,14 +133,14 @@ def shrinkage(fit, term: str | None = None, *, factor: str | None = None, view: 
     ax.set_xlim(lims[0])
     ax.set_ylim(lims[1])
     if view == "size":
-        if table["n"].max() > 20 * table["n"].min():
+        if sizes.min() > 0 and sizes.max() > 20 * sizes.min():
             ax.set_xscale("log")
         ax.set_xlabel(f"Rows in the {factor} group" + (" (log scale)" if ax.get_xscale() == "log" else ""))
         ax.set_ylabel(c.effect_label(fit, term))
     else:
         ax.set_xlabel(c.effect_label(fit, term))
         ax.set_ylabel(c.effect_label(fit, c.INTERCEPT))
-    what = f"{'intercept and ' if view == 'plane' else ''}{'intercept' if term == c.INTERCEPT else term}"
+    what = f"{'intercept and ' if view == 'plane' else ''}{'intercept' if term == c.INTERCEPT else 'effect of ' + term}"
     ax.set_title(f"Shrinkage of each {factor}'s {what}: own least-squares fit (no pooling) \u2192 "
                  "posterior mean (partial pooling)", fontsize=10)
     ax.grid(lw=0.4, alpha=0.5)
@@ -179,7 +179,8 @@ def _limits(start: np.ndarray, end: np.ndarray, view: str) -> list[tuple[float, 
         s, e = start[:, k], end[:, k]
         if view == "size" and k == 0:
             lo, hi = e.min(), e.max()
-            lims.append((lo / 1.3, hi * 1.3) if lo > 0 else (lo - 1, hi + 1))
+            log = lo > 0 and hi > 20 * lo  # the size axis is logarithmic then
+            lims.append((lo / 1.3, hi * 1.3) if log else (lo - 0.04 * (hi - lo) - 0.5, hi + 0.04 * (hi - lo) + 0.5))
             continue
         lo, hi = e.min(), e.max()
         if len(s):
