@@ -40,7 +40,8 @@ from .design import pair_dim, pair_names, safe_name, term_dim
 from .priors import Prior, cor_name, sd_name
 from .suffstats import GroupStats
 
-__all__ = ["CollapsedStructure", "collapsed_structure", "collapsed_data", "build_collapsed_model", "collapsed_loglik"]
+__all__ = ["CollapsedStructure", "collapsed_structure", "collapsed_data", "build_collapsed_model", "collapsed_loglik",
+           "loglik_at"]
 
 
 @dataclass(frozen=True)
@@ -296,6 +297,34 @@ def collapsed_loglik(L: dict, sigma, gamma_t, data: _Unpacked):
     rr = data["yty_total"] - 2.0 * pt.dot(gamma_t, data["xty_total"]) + pt.dot(gamma_t, pt.dot(data["xtx_total"], gamma_t))
     n = data["n_obs"]
     return -0.5 * (n * np.log(2 * np.pi) + (n - n_groups * q) * pt.log(s2) + pt.sum(logdet) + (rr - pt.sum(quad)) / s2)
+
+
+def loglik_at(stats: GroupStats, gamma, cov, sigma: float) -> float:
+    """The collapsed log-likelihood of the statistics at given gamma, T and sigma.
+
+    The same expression the sampler differentiates, evaluated at numbers:
+    to check it against the dense multivariate normal density, or to profile
+    it. ``cov`` is T over all random terms (q x q, positive definite).
+
+    Examples
+    --------
+    >>> import bayesmlm, numpy as np
+    >>> from bayesmlm.suffstats import group_stats
+    >>> m = bayesmlm.MLM("Reaction ~ Days + (Days | Subject)", bayesmlm.datasets.load("sleepstudy"))
+    >>> round(loglik_at(group_stats(m.design), [251.4, 10.5], np.diag([24.7, 5.9]) ** 2, 25.6), 1)
+    -876.0
+    """
+    p, q = len(stats.fixed_terms), len(stats.random_terms)
+    has_intercept = "(Intercept)" in stats.fixed_terms
+    structure = CollapsedStructure(tuple(stats.fixed_terms), (("T", tuple(stats.random_terms), True),), (), has_intercept)
+    data = collapsed_data(structure, stats, {}, np.zeros(p))
+    unpacked = _Unpacked(_Layout.of(structure, {}), data["constants"], data["group_stats"], p, q)
+    gamma_t = np.array(gamma, dtype=float)
+    if has_intercept:
+        gamma_t[stats.fixed_terms.index("(Intercept)")] += gamma_t @ stats.x_shift - stats.y_shift
+    chol = np.linalg.cholesky(np.asarray(cov, dtype=float))
+    L = {(a, b): chol[a, b] for a in range(q) for b in range(a + 1)}
+    return float(collapsed_loglik(L, float(sigma), gamma_t, unpacked).eval())
 
 
 def _sum(terms: list, empty=None):
