@@ -147,10 +147,9 @@ def test_hsb82_comparison(hsb_fit):
     np.testing.assert_allclose(cmp.fixed["freq_upper"] - cmp.fixed["freq_estimate"], z90 * cmp.fixed["freq_se"])
     assert (cmp.fixed["diff_in_sd"].abs() < 0.5).all(), cmp.fixed["diff_in_sd"]
     vc = cmp.variance.set_index(["group", "var1", "var2"])["diff_in_sd"]
-    assert (vc.drop(("school", "(Intercept)", "cses")).abs() < 0.5).all(), vc
-    # The correlation of intercept and cses slope is weakly identified (posterior SD ~ 0.3); the LKJ(2) prior
-    # pulls its posterior mean towards 0, about half a posterior SD below REML's 0.391.
-    assert abs(vc[("school", "(Intercept)", "cses")]) < 1.0
+    # Includes the weakly identified intercept-cses correlation (posterior SD ~ 0.4), which an LKJ(2) prior
+    # would pull about 0.6 posterior SD below REML's 0.391; the default LKJ(1) keeps it within half an SD.
+    assert (vc.abs() < 0.5).all(), vc
     # Random intercepts are well determined: posterior means track the BLUPs closely.
     u0 = cmp.groups.xs("(Intercept)", level="term")
     assert np.corrcoef(u0["bayes_mean"], u0["freq_estimate"])[0, 1] > 0.99
