@@ -102,7 +102,7 @@ def test_equations_and_priors_sections(sleep):
     maths = [b for b in eq.blocks if isinstance(b, Math)]
     assert maths[0].text == "Reaction_ij = β0_j + β1_j·Days_ij + e_ij" and len(maths) == 5
     pri = priors_section(sleep).tables()[0].frame
-    assert pri.loc["cor(Subject)", "prior"] == "lkj(eta=2)"
+    assert pri.loc["cor(Subject)", "prior"] == "lkj(eta=1)"
 
 
 def test_plots_section_draws_and_explains(sleep):
