@@ -7,6 +7,7 @@ All tests use the session-cached ``sleep_fit`` (Reaction ~ Days + (Days | Subjec
 from __future__ import annotations
 
 import sys
+import warnings
 from types import SimpleNamespace
 
 import numpy as np
@@ -16,6 +17,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.container import BarContainer, ErrorbarContainer
 from matplotlib.patches import Ellipse
 
+import bayesmlm
 import bayesmlm.plots as plots
 from bayesmlm.plots import _common
 
@@ -249,6 +251,24 @@ def test_many_groups_thin_the_names_and_say_so(sleep_fit):
 def test_thin_keeps_at_most_max_labels():
     assert len(_common.thin(1000, 80)) <= 80
     assert list(_common.thin(10, 80)) == list(range(10))
+
+
+def test_fits_from_per_group_sums_refuse_the_plots_that_need_rows(tmp_path):
+    """A fit from MLM.from_files keeps no rows: slopes and shrinkage say so, save_all skips them."""
+    bayesmlm.datasets.load("sleepstudy").to_csv(tmp_path / "sleep.csv", index=False)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", bayesmlm.ConvergenceWarning)
+        fit = bayesmlm.MLM.from_files("Reaction ~ Days + (Days | Subject)", tmp_path / "sleep.csv").fit(
+            draws=100, tune=100, chains=2, seed=3, progressbar=False)
+    for plot in (plots.slopes, plots.shrinkage):
+        with pytest.raises(ValueError, match="per-group sums"):
+            plot(fit)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        written = plots.save_all(fit, tmp_path / "figs", formats=("png",), dpi=40)
+    assert sorted(p.name for p in written) == ["bar.png", "correlation.png", "forest.png"]
+    skipped = sorted(str(w.message).split(":")[0] for w in caught if "skipped" in str(w.message))
+    assert skipped == ["save_all skipped the shrinkage plot", "save_all skipped the slopes plot"]
 
 
 def test_save_all_writes_five_png_and_five_svg(sleep_fit, tmp_path):

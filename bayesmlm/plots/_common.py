@@ -14,6 +14,7 @@ from adjustText import adjust_text, get_renderer
 from matplotlib.figure import Figure
 from matplotlib.transforms import Bbox
 
+from ..chunked import SummaryDesign
 from ..levels import level_structure
 
 INTERCEPT = "(Intercept)"
@@ -54,6 +55,14 @@ def resolve_term(fit, factor: str, term: str | None, *, what: str = "term") -> s
         raise ValueError(f"Unknown {what} '{term}' for the plot. Group-specific coefficients of '{factor}' "
                          f"in this model: {', '.join(valid)}.")
     return term
+
+
+def require_rows(fit, plot: str, needs: str) -> None:
+    """Refuse, by name, a fit whose rows were reduced to per-group sums (MLM.from_files / from_dask)."""
+    if isinstance(fit.design, SummaryDesign):
+        raise ValueError(f"{plot}() needs {needs}, and this fit was made from per-group sums "
+                         f"(MLM.from_files or MLM.from_dask, source {fit.design.source or 'unknown'}), which keep no rows. "
+                         "bar(), forest() and correlation() work on it; refit in memory (MLM(formula, data)) for this plot.")
 
 
 # -- numbers read off the fit ---------------------------------------------------
