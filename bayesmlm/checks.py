@@ -94,7 +94,7 @@ def pointwise_log_likelihood(fit, draws: int | None = None) -> xr.DataArray:
     Examples
     --------
     >>> ll = pointwise_log_likelihood(fit)  # doctest: +SKIP
-    >>> ll.dims
+    >>> ll.dims  # doctest: +SKIP
     ('chain', 'draw', 'obs')
     """
     design = fit.design
@@ -147,7 +147,7 @@ def posterior_predictive(fit, draws: int | None = None, seed: int | None = None)
     Examples
     --------
     >>> tree = posterior_predictive(fit, draws=200, seed=1)  # doctest: +SKIP
-    >>> tree["posterior_predictive"]["y"].dims
+    >>> tree["posterior_predictive"]["y"].dims  # doctest: +SKIP
     ('chain', 'draw', 'obs')
     """
     design = fit.design
