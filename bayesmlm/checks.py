@@ -25,7 +25,7 @@ import numpy as np
 import xarray as xr
 from scipy.special import expit, gammaln
 
-from ._linpred import chunks, design_eta_parts, linear_predictor, posterior_draws
+from ._linpred import chunks, design_eta_parts, linear_predictor, posterior_draws, require_rows
 from .design import _response_columns
 
 __all__ = ["pointwise_log_likelihood", "posterior_predictive", "prior_predictive", "MAX_VALUES"]
@@ -98,6 +98,7 @@ def pointwise_log_likelihood(fit, draws: int | None = None) -> xr.DataArray:
     ('chain', 'draw', 'obs')
     """
     design = fit.design
+    require_rows(design, "pointwise_log_likelihood (and so LOO)")
     d = posterior_draws(fit, _draws_to_use(fit, draws, "pointwise_log_likelihood"))
     X, Z, index, offset = design_eta_parts(design)
     out = np.empty((d.n, design.n_obs))
@@ -152,6 +153,7 @@ def posterior_predictive(fit, draws: int | None = None, seed: int | None = None)
     """
     design = fit.design
     family = design.spec.family.name
+    require_rows(design, "posterior_predictive")
     d = posterior_draws(fit, _draws_to_use(fit, draws, "posterior_predictive"))
     X, Z, index, offset = design_eta_parts(design)
     rng = np.random.default_rng(seed)
@@ -197,6 +199,7 @@ def prior_predictive(model, draws: int = 500, seed: int | None = None) -> xr.Dat
 
     if int(draws) < 1:
         raise ValueError(f"draws must be a positive integer; got {draws!r}.")
+    require_rows(model.design, "prior_predictive")
     pmodel = build_full_model(model.design, model.prior_dict)
     tree = pm.sample_prior_predictive(draws=int(draws), model=pmodel, random_seed=seed, compile_kwargs={"mode": "FAST_COMPILE"})
     groups = {"prior": tree["prior"].to_dataset(), "prior_predictive": tree["prior_predictive"].to_dataset(),

@@ -30,7 +30,7 @@ import pandas as pd
 import xarray as xr
 from scipy.special import expit
 
-from ._linpred import CHUNK, covariance_factor, linear_predictor, posterior_draws, thin
+from ._linpred import CHUNK, covariance_factor, linear_predictor, posterior_draws, require_rows, thin
 from .design import new_data_design
 
 __all__ = ["predict", "KINDS", "GROUPS"]
@@ -47,6 +47,7 @@ def _rows(fit, newdata, groups: str):
     """X, Z per block, each row's level index and label per factor, offset, and the row labels."""
     design = fit.design
     if newdata is None:
+        require_rows(design, "predict() without newdata")
         labels = {n: np.asarray(f.levels, dtype=object)[f.index] for n, f in design.factors.items()}
         index = {n: f.index for n, f in design.factors.items()}
         return (design.X, tuple(b.Z for b in design.blocks), index, labels, design.offset,

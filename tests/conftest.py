@@ -186,9 +186,9 @@ def bernoulli_fit(fit_cache):
 
 @pytest.fixture(scope="session")
 def wvs_fits(fit_cache):
-    """m0, m1, m2 of the tutorial on wvs_subsample(), full model, 2 x 250 draws each."""
+    """m0, m1, m2 of the tutorial on wvs_subsample(), collapsed (the fast path), 2 x 500 draws each."""
     formulas = {"m0": "tech ~ 1 + (1 | country)", "m1": "tech ~ smu + (1 | country)",
                 "m2": "tech ~ smu + (1 + smu | country)"}
     data = wvs_subsample()
-    return {name: cached_fit(fit_cache, f"wvs_sub_{name}", lambda f=f: bayesmlm.MLM(f, data).fit(
-        draws=250, tune=300, chains=2, seed=24, progressbar=False, method="full")) for name, f in formulas.items()}
+    return {name: cached_fit(fit_cache, f"wvs_sub_collapsed_{name}", lambda f=f: bayesmlm.MLM(f, data).fit(
+        draws=500, tune=500, chains=2, seed=24, progressbar=False, method="collapsed")) for name, f in formulas.items()}

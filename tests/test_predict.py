@@ -14,6 +14,7 @@ from scipy.special import expit
 
 import bayesmlm
 import bayesmlm.checks as checks
+import bayesmlm.predict
 from bayesmlm import DataError
 from bayesmlm.predictive_plot import plot_predictive
 
@@ -189,3 +190,15 @@ def test_plot_of_the_checks_draws_the_data(ucb_fit, poisson_fit, artefact_dir):
     assert fig.axes[0].get_title() == "prior predictive check: distribution"
     with pytest.raises(ValueError, match="Unknown visual.*'dots'.*replicates, observed, intervals, groups, legend"):
         plot_predictive(prior, visuals={"dots": False})
+
+
+def test_fits_from_per_group_sums_are_refused_where_rows_are_needed(ucb_fit):
+    # A fit made by MLM.from_files / from_dask keeps column moments and no rows (bayesmlm.chunked.SummaryDesign).
+    reduced = SimpleNamespace(design=SimpleNamespace(**vars(ucb_fit.design), moments=object()),
+                              posterior=ucb_fit.posterior)
+    with pytest.raises(ValueError, match=r"pointwise_log_likelihood \(and so LOO\) needs the fitted rows.*MLM.from_files"):
+        checks.pointwise_log_likelihood(reduced)
+    with pytest.raises(ValueError, match=r"posterior_predictive needs the fitted rows"):
+        checks.posterior_predictive(reduced)
+    with pytest.raises(ValueError, match=r"predict\(\) without newdata needs the fitted rows.*pass newdata="):
+        bayesmlm.predict.predict(reduced)
