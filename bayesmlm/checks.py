@@ -12,14 +12,17 @@ Both predictive functions return ArviZ DataTrees whose variable ``y`` (dims
 holds each row's group label (``group:<factor>``) and, for binomial models,
 ``trials``. :func:`bayesmlm.predictive_plot.plot_predictive` draws either. N rows times S draws can be large
 (91,175 x 4,000 is 2.9 GB of doubles): everything is computed a chunk of
-draws at a time, replicated outcomes are stored as float32 (gaussian) or
-int32 (counts), and past ``MAX_VALUES`` values the draws are thinned, with a
-warning; pass ``draws=`` to choose.
+draws at a time, replicated outcomes are stored as float32 (gaussian), int32
+(bernoulli, binomial) or int64 (poisson), and past ``MAX_VALUES`` values the
+draws are thinned, with a warning; pass ``draws=`` to choose. Poisson rates
+are capped at ``MAX_RATE`` (1e15) when simulating, which only wide priors
+ever reach (numpy cannot draw beyond about 9e18).
 """
 
 from __future__ import annotations
 
 import warnings
+from types import SimpleNamespace
 
 import numpy as np
 import xarray as xr
@@ -31,6 +34,7 @@ from .design import _response_columns
 __all__ = ["pointwise_log_likelihood", "posterior_predictive", "prior_predictive", "MAX_VALUES"]
 
 MAX_VALUES = 50_000_000
+MAX_RATE = 1e15
 
 
 def _draws_to_use(fit, draws: int | None, what: str) -> int | None:
@@ -65,7 +69,8 @@ def _simulate(family: str, trials, eta: np.ndarray, sigma, rng: np.random.Genera
         return (rng.random(eta.shape) < expit(eta)).astype(np.int32)
     if family == "binomial":
         return rng.binomial(trials.astype(np.int64), expit(eta)).astype(np.int32)
-    return rng.poisson(np.exp(eta)).astype(np.int32)
+    with np.errstate(over="ignore"):
+        return rng.poisson(np.minimum(np.exp(eta), MAX_RATE))
 
 
 def _fold(values: np.ndarray, shape: tuple[int, int], coords: dict, name: str) -> xr.DataArray:
@@ -151,25 +156,32 @@ def posterior_predictive(fit, draws: int | None = None, seed: int | None = None)
     >>> tree["posterior_predictive"]["y"].dims  # doctest: +SKIP
     ('chain', 'draw', 'obs')
     """
+    require_rows(fit.design, "posterior_predictive")
+    pp = _replicate(fit, _draws_to_use(fit, draws, "posterior_predictive"), seed).to_dataset()
+    return xr.DataTree.from_dict({"posterior_predictive": pp, **_observed_groups(fit.design)})
+
+
+def _replicate(fit, draws: int | None, seed: int | None) -> xr.DataArray:
+    """Outcomes simulated at each draw of ``fit.posterior`` (a posterior, or a prior sample)."""
     design = fit.design
     family = design.spec.family.name
-    require_rows(design, "posterior_predictive")
-    d = posterior_draws(fit, _draws_to_use(fit, draws, "posterior_predictive"))
+    d = posterior_draws(fit, draws)
     X, Z, index, offset = design_eta_parts(design)
     rng = np.random.default_rng(seed)
-    out = np.empty((d.n, design.n_obs), dtype=np.float32 if family == "gaussian" else np.int32)
+    dtype = {"gaussian": np.float32, "poisson": np.int64}.get(family, np.int32)
+    out = np.empty((d.n, design.n_obs), dtype=dtype)
     for sl in chunks(d.n, design.n_obs):
         eta = linear_predictor(d.beta[sl], tuple(u[sl] for u in d.u), X, Z, index, offset)
         out[sl] = _simulate(family, design.trials, eta, None if d.sigma is None else d.sigma[sl], rng)
-    pp = _fold(out, d.shape, d.coords, "y").to_dataset()
-    return xr.DataTree.from_dict({"posterior_predictive": pp, **_observed_groups(design)})
+    return _fold(out, d.shape, d.coords, "y")
 
 
 def prior_predictive(model, draws: int = 500, seed: int | None = None) -> xr.DataTree:
     """Outcomes simulated from the priors alone: what the model expects before seeing y.
 
-    Builds the full PyMC model of ``model`` (an :class:`~bayesmlm.MLM`) and
-    calls ``pm.sample_prior_predictive``.
+    Builds the full PyMC model of ``model`` (an :class:`~bayesmlm.MLM`),
+    draws its parameters with ``pm.sample_prior_predictive``, and simulates
+    outcomes from them as :func:`posterior_predictive` does from a posterior.
 
     Parameters
     ----------
@@ -201,7 +213,10 @@ def prior_predictive(model, draws: int = 500, seed: int | None = None) -> xr.Dat
         raise ValueError(f"draws must be a positive integer; got {draws!r}.")
     require_rows(model.design, "prior_predictive")
     pmodel = build_full_model(model.design, model.prior_dict)
-    tree = pm.sample_prior_predictive(draws=int(draws), model=pmodel, random_seed=seed, compile_kwargs={"mode": "FAST_COMPILE"})
-    groups = {"prior": tree["prior"].to_dataset(), "prior_predictive": tree["prior_predictive"].to_dataset(),
-              **_observed_groups(model.design)}
-    return xr.DataTree.from_dict(groups)
+    names = [v.name for v in pmodel.free_RVs + pmodel.deterministics]
+    tree = pm.sample_prior_predictive(draws=int(draws), model=pmodel, var_names=names, random_seed=seed,
+                                      compile_kwargs={"mode": "FAST_COMPILE"})
+    prior = tree["prior"].to_dataset()
+    rep = _replicate(SimpleNamespace(design=model.design, posterior=prior), None,
+                     None if seed is None else np.random.SeedSequence(seed).spawn(1)[0])
+    return xr.DataTree.from_dict({"prior": prior, "prior_predictive": rep.to_dataset(), **_observed_groups(model.design)})

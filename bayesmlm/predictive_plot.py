@@ -4,7 +4,8 @@ Reads the DataTree of :meth:`bayesmlm.Fit.ppc` (posterior predictive) or
 :meth:`bayesmlm.MLM.prior_predictive` (prior predictive). Two panels:
 
 - ``dist``: the outcome's distribution. Gaussian: the density (histogram
-  outline) of each of ``n_draws`` replicates, and the observed one on top;
+  outline, one bin per value when the outcome is an integer scale) of each
+  of ``n_draws`` replicates, and the observed one on top;
   bernoulli and poisson: the share of rows at each value 0, 1, 2, ... with
   the replicates' interval; binomial: as gaussian, for the proportion
   successes / trials (with at most 60 rows: each row's proportion against
@@ -12,6 +13,8 @@ Reads the DataTree of :meth:`bayesmlm.Fit.ppc` (posterior predictive) or
 - ``groups``: per group, the observed mean of the outcome (proportion for
   binomial) against the replicates' 50% and ``prob`` intervals, groups
   sorted by the observed value; the check that matters for a multilevel model.
+  Where replicates reach a hundred times the observed means (wide priors),
+  the axis is symmetric-log so the data stay visible.
 """
 
 from __future__ import annotations
@@ -64,7 +67,10 @@ def _density_panel(ax, rep, obs, draws, visuals, xlabel):
     pooled = np.concatenate([rep[draws].ravel(), obs])
     lo, hi = np.nanpercentile(pooled, [0.5, 99.5])
     lo, hi = min(lo, obs.min()), max(hi, obs.max())
-    bins = np.linspace(lo, hi, int(np.clip(2 * np.sqrt(len(obs)), 10, 40)) + 1)
+    if np.all(obs == np.round(obs)) and len(np.unique(obs)) <= _MAX_VALUES and hi - lo <= 3 * _MAX_VALUES:
+        bins = np.arange(np.floor(lo) - 0.5, np.ceil(hi) + 1.0)  # an integer scale: one bin per value
+    else:
+        bins = np.linspace(lo, hi, int(np.clip(2 * np.sqrt(len(obs)), 10, 40)) + 1)
     centres = (bins[:-1] + bins[1:]) / 2
     kw = _style(visuals, "replicates", color="C0", alpha=0.25, lw=0.8)
     if kw is not None:
@@ -121,6 +127,11 @@ def _groups_panel(ax, rep, obs, labels, weights, prob, visuals, ylabel, factor):
         ax.set_xticks([])
     ax.set_xlabel(f"{factor} (sorted by observed)")
     ax.set_ylabel(ylabel)
+    spread = np.nanmax(np.abs(q[3])) if q.size else 0.0
+    if spread > 100 * max(np.nanmax(np.abs(obs_g)), 1e-12):
+        ax.set_yscale("symlog", linthresh=max(np.nanmax(np.abs(obs_g)), 1e-12))  # wide priors: keep the data visible
+        if np.nanmin(q[0]) >= 0:
+            ax.set_ylim(bottom=0)
     return {"groups": list(np.asarray(levels)[order]), "observed": obs_g[order], "lower": q[0], "upper": q[3]}
 
 
