@@ -207,3 +207,11 @@ def test_fits_from_per_group_sums_are_refused_where_rows_are_needed(ucb_fit):
         checks.posterior_predictive(reduced)
     with pytest.raises(ValueError, match=r"predict\(\) without newdata needs the fitted rows.*pass newdata="):
         bayesmlm.predict.predict(reduced)
+
+
+def test_draws_of_many_rows_are_thinned_with_a_warning(ucb_fit, monkeypatch):
+    monkeypatch.setattr(checks, "MAX_VALUES", 1200)
+    with pytest.warns(UserWarning, match=r"predict\(kind='draws'\): 12 rows x 4000 draws .*using 100 draws"):
+        draws = ucb_fit.predict(kind="draws")
+    assert draws.shape == (4, 25, 12)
+    assert ucb_fit.predict(kind="mean").shape == (12, 4)  # tables keep every draw
