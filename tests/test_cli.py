@@ -178,3 +178,14 @@ def test_report_opens_in_chromium(run_config, artefact_dir):
     shot = screenshot(report, artefact_dir / "report-screenshot.png", chromium)
     record_artefact(artefact_dir, "report screenshot", shot)
     assert shot.stat().st_size > 50_000
+
+
+def test_overrides_subsample_and_plots(tmp_path):
+    out = tmp_path / "quick"
+    assert main(["run", str(CONFIGS / "sleepstudy.yaml"), "--out", str(out), "--subsample", "120", "--plots", "none",
+                 "--draws", "100", "--tune", "100", "--chains", "1", "--seed", "5", "--no-progress"]) == 0
+    fit = bayesmlm.load(out / "fit.nc")
+    assert fit.record.n_obs == 120 and fit.record.settings.seed == 5 and fit.record.settings.chains == 1
+    assert "Number of obs: 120" in (out / "summary.txt").read_text()
+    assert not (out / "plots").exists() or not any((out / "plots").glob("bar.*"))
+    assert "'which': []" in str(bayesmlm.config.load_config(out / "config.yaml").to_dict()["plots"])
