@@ -11,11 +11,8 @@ lemma and the Woodbury identity give (DESIGN.md, "The fast path")
 
 Writing T^-1 nowhere keeps this finite when a random SD is near zero. The
 r_j'r_j terms only enter as their sum over groups, so they need the totals of
-X'X, X'y and y'y; the per-group work is the q x q part. That part is written
-out entry by entry (an unrolled Cholesky factorisation and forward solve of
-M_j over vectors of length J): elementwise operations only, which PyTensor
-fuses into a few loops that compile in seconds with Numba and need no
-batched linear algebra. For q = 1 and 2 this is the closed form; any q works.
+X'X, X'y and y'y; the per-group work is the q x q part, one Numba loop over
+groups with its own gradient (:class:`~bayesmlm.collapsed_op.GroupTerms`; any q).
 
 Every number that comes from the data (the statistics, the centring, and the
 data-scaled prior parameters) is a ``pm.Data`` variable, so one compiled model
@@ -36,6 +33,7 @@ import pytensor.tensor as pt
 
 from ._errors import SpecError
 from .build import _DISTS
+from .collapsed_op import group_terms
 from .design import pair_dim, pair_names, safe_name, term_dim
 from .priors import Prior, cor_name, sd_name
 from .suffstats import GroupStats
@@ -267,36 +265,18 @@ def collapsed_loglik(L: dict, sigma, gamma_t, data: _Unpacked):
     """The collapsed log-likelihood summed over groups, as a PyTensor expression.
 
     ``L`` maps (a, b) to the non-zero entries of T's Cholesky factor;
-    ``gamma_t`` are the coefficients of the shifted columns. See the module
-    docstring for the formula.
+    ``gamma_t`` are the coefficients of the shifted columns. The r_j'r_j terms
+    need only totals; the q x q part per group is :class:`~bayesmlm.collapsed_op.GroupTerms`.
     """
     q = data.q
     s2 = sigma**2
     n_groups = data.g.shape[1]
-    zr = [data.zty(a) - pt.dot(gamma_t, data.xtz(a)) for a in range(q)]
-    sl = {}
-    for c in range(q):  # (S L)[c, b] = sum_d S[c, d] L[d, b]
-        for b in range(q):
-            terms = [data.ztz(c, d) * L[d, b] for d in range(b, q) if (d, b) in L]
-            sl[c, b] = _sum(terms)
-    M, bvec = {}, []
-    for a in range(q):  # M = sigma^2 I + L' S L, b = L' Z'r
-        bvec.append(_sum([L[c, a] * zr[c] for c in range(a, q) if (c, a) in L]))
-        for b in range(a, q):
-            value = _sum([L[c, a] * sl[c, b] for c in range(a, q) if (c, a) in L and sl[c, b] is not None])
-            value = pt.zeros_like(zr[0]) if value is None else value
-            M[a, b] = value + s2 if a == b else value
-    C, w, logdet, quad = {}, [], 0.0, 0.0
-    for i in range(q):  # M = C C' and w = C^-1 b, entry by entry
-        for j in range(i + 1):
-            rest = M[j, i] - _sum([C[i, k] * C[j, k] for k in range(j)], 0.0)
-            C[i, j] = pt.sqrt(rest) if i == j else rest / C[j, j]
-        w.append((bvec[i] - _sum([C[i, k] * w[k] for k in range(i)], 0.0)) / C[i, i])
-        logdet = logdet + 2.0 * pt.log(C[i, i])
-        quad = quad + w[i] ** 2
+    zr = pt.stack([data.zty(a) - pt.dot(gamma_t, data.xtz(a)) for a in range(q)])
+    Lmat = pt.stack([pt.stack([L[a, b] if (a, b) in L else pt.constant(0.0) for b in range(q)]) for a in range(q)])
+    terms = group_terms(q, data.g[:q * (q + 1) // 2], zr, Lmat, s2)
     rr = data["yty_total"] - 2.0 * pt.dot(gamma_t, data["xty_total"]) + pt.dot(gamma_t, pt.dot(data["xtx_total"], gamma_t))
     n = data["n_obs"]
-    return -0.5 * (n * np.log(2 * np.pi) + (n - n_groups * q) * pt.log(s2) + pt.sum(logdet) + (rr - pt.sum(quad)) / s2)
+    return -0.5 * (n * np.log(2 * np.pi) + (n - n_groups * q) * pt.log(s2) + terms + rr / s2)
 
 
 def loglik_at(stats: GroupStats, gamma, cov, sigma: float) -> float:
@@ -325,16 +305,6 @@ def loglik_at(stats: GroupStats, gamma, cov, sigma: float) -> float:
     chol = np.linalg.cholesky(np.asarray(cov, dtype=float))
     L = {(a, b): chol[a, b] for a in range(q) for b in range(a + 1)}
     return float(collapsed_loglik(L, float(sigma), gamma_t, unpacked).eval())
-
-
-def _sum(terms: list, empty=None):
-    """The sum of a list of expressions (``empty`` for none)."""
-    if not terms:
-        return empty
-    total = terms[0]
-    for t in terms[1:]:
-        total = total + t
-    return total
 
 
 def build_collapsed_model(structure: CollapsedStructure, priors: dict[str, Prior], data: dict[str, np.ndarray]) -> pm.Model:

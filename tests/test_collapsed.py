@@ -22,7 +22,7 @@ from conftest import reference
 import bayesmlm
 from bayesmlm.build_collapsed import loglik_at
 from bayesmlm.levels import level_structure
-from bayesmlm.recover import _conditional_draws, recover_random_effects
+from bayesmlm.recover import _draw, recover_random_effects
 from bayesmlm.suffstats import collapse_problem, group_stats
 
 FIELDS = ("n", "XtX", "XtZ", "ZtZ", "Xty", "Zty", "yty", "x_sum", "z_sum", "y_sum")
@@ -76,6 +76,38 @@ def test_collapsed_loglik_equals_dense_mvn(formula, shift):
         assert loglik_at(stats, gamma, cov, sigma) == pytest.approx(expected, rel=1e-10, abs=1e-8)
 
 
+@pytest.mark.parametrize("q", [1, 2, 3])
+def test_group_terms_gradient_matches_finite_differences(q):
+    import pytensor
+    import pytensor.tensor as pt
+
+    from bayesmlm.collapsed_op import group_terms
+
+    rng = np.random.default_rng(q)
+    J = 5
+    Z = rng.normal(size=(J, 4, q))
+    S = np.einsum("jna,jnb->jab", Z, Z)
+    iu = np.triu_indices(q)
+    ztz = S[:, iu[0], iu[1]].T.copy()
+    zr_v, L_v, s2_v = rng.normal(size=(q, J)), np.tril(rng.normal(size=(q, q))) + 2 * np.eye(q), 1.7
+    zr, L, s2 = pt.dmatrix("zr"), pt.dmatrix("L"), pt.dscalar("s2")
+    T = group_terms(q, ztz, zr, L, s2)
+    fn = pytensor.function([zr, L, s2], [T, *pytensor.grad(T, [zr, L, s2])])
+    value, g_zr, g_L, g_s2 = fn(zr_v, L_v, s2_v)
+    h = 1e-6
+    for arr, grad in ((zr_v, g_zr), (L_v, g_L)):
+        for idx in np.ndindex(arr.shape):
+            if arr is L_v and idx[1] > idx[0]:
+                continue
+            up, down = arr.copy(), arr.copy()
+            up[idx] += h
+            down[idx] -= h
+            args_up = (up, L_v, s2_v) if arr is zr_v else (zr_v, up, s2_v)
+            args_down = (down, L_v, s2_v) if arr is zr_v else (zr_v, down, s2_v)
+            assert grad[idx] == pytest.approx((fn(*args_up)[0] - fn(*args_down)[0]) / (2 * h), rel=1e-5, abs=1e-6)
+    assert g_s2 == pytest.approx((fn(zr_v, L_v, s2_v + h)[0] - fn(zr_v, L_v, s2_v - h)[0]) / (2 * h), rel=1e-5)
+
+
 def test_shifted_statistics_are_the_same_statistics():
     design = bayesmlm.MLM("y ~ x + z + (1 + x | g)", _simulated(3)).design
     stats = group_stats(design)
@@ -99,8 +131,7 @@ def test_recovered_u_is_the_exact_conditional_lme4_modes_at_lme4_estimates():
     L = np.linalg.cholesky(np.diag(sd) @ np.array([[1, r], [r, 1]]) @ np.diag(sd))[None]
     gamma_t = gamma.copy()
     gamma_t[0] += gamma @ stats.x_shift - stats.y_shift
-    zr = stats.Zty[None] - np.einsum("jpq,sp->sjq", stats.XtZ, gamma_t[None])
-    draw = lambda eps: _conditional_draws(L, np.array([sigma]), stats.ZtZ, zr, eps)[0]  # noqa: E731
+    draw = lambda eps: _draw(L, np.array([sigma]), stats, gamma_t[None], eps)[0]  # noqa: E731
     mean = draw(np.zeros((1, stats.n_groups, 2)))
     expected = np.array([[ref["ranef"][lev]["(Intercept)"], ref["ranef"][lev]["Days"]] for lev in stats.levels])
     np.testing.assert_allclose(mean, expected, rtol=1e-5, atol=1e-4)
