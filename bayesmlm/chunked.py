@@ -119,7 +119,7 @@ class _Partial:
     n: int
     dropped: dict               # missing values per column
     n_dropped: int
-    level2: dict                # column -> DataFrame(index=label, columns=[varies, first])
+    level2: dict                # column -> DataFrame(index=label): [lo, hi] (numeric) or [varies, first]
     rep: pd.DataFrame           # representative rows with __label, __chunk, __row, __x*, __z*
 
 
@@ -147,6 +147,70 @@ def _clean(chunk: pd.DataFrame, template: Design, chunk_no: int) -> tuple[pd.Dat
     return clean, na.sum()
 
 
+def _group_codes(clean: pd.DataFrame, template: Design) -> tuple[np.ndarray, np.ndarray]:
+    """Each row's group code and the sorted labels, as ``str`` of the values (as the in-memory design reads them)."""
+    cols = _group_columns(template)
+    if len(cols) == 1:
+        codes, uniques = pd.factorize(clean[cols[0]])
+        labels = np.asarray(pd.Index(uniques).astype(str), dtype=object)
+    else:
+        values = clean[cols[0]].astype(str)
+        for c in cols[1:]:
+            values = values + ":" + clean[c].astype(str)
+        codes, uniques = pd.factorize(values)
+        labels = np.asarray(uniques, dtype=object)
+    order = np.argsort(labels)
+    rank = np.empty(len(order), dtype=np.int64)
+    rank[order] = np.arange(len(order))
+    return rank[codes], labels[order]
+
+
+def _matrices(clean: pd.DataFrame, template: Design, chunk_no: int):
+    """X, Z (all blocks) and the offset of a chunk, with the first chunk's formulae encodings."""
+    try:
+        nd = new_data_design(template, clean, groups=False)
+        Z = np.column_stack([b.Z_matrix.evaluate_new_data(clean).as_dataframe().to_numpy(dtype=float)
+                             for b in template.blocks])
+    except Exception as err:  # formulae raises its own errors for unseen categories
+        raise DataError(f"Chunk {chunk_no}: {err} The first chunk fixes the levels of categorical predictors: give "
+                        "them a pandas categorical dtype with every level, or put every level in the first chunk.") from None
+    return nd.X, Z, nd.offset
+
+
+def _first_rows(codes: np.ndarray, n_groups: int, mask: np.ndarray | None = None) -> np.ndarray:
+    """Per group, the first row (where ``mask``); len(codes) where there is none."""
+    rows = np.arange(len(codes))
+    if mask is not None:
+        codes, rows = codes[mask], rows[mask]
+    first = np.full(n_groups, len(mask) if mask is not None else len(rows))
+    np.minimum.at(first, codes, rows)
+    return first
+
+
+def _is_numeric(template: Design, col: str) -> bool:
+    dtype = template.data[col].dtype
+    return pd.api.types.is_numeric_dtype(dtype) and not pd.api.types.is_bool_dtype(dtype)
+
+
+def _level2_evidence(clean: pd.DataFrame, codes: np.ndarray, labels: np.ndarray, template: Design) -> dict:
+    """Per column and group: min and max (numeric columns) or whether it varies and its first value."""
+    out, J = {}, len(labels)
+    for col in clean.columns:
+        if col in _group_columns(template):
+            continue
+        if _is_numeric(template, col):
+            v = pd.to_numeric(clean[col], errors="raise").to_numpy(dtype=float)
+            lo, hi = np.full(J, np.inf), np.full(J, -np.inf)
+            np.minimum.at(lo, codes, v)
+            np.maximum.at(hi, codes, v)
+            out[col] = pd.DataFrame({"lo": lo, "hi": hi}, index=pd.Index(labels, name="label"))
+        else:
+            agg = clean[col].groupby(codes).agg(["nunique", "first"])
+            out[col] = pd.DataFrame({"varies": agg["nunique"].to_numpy() > 1, "first": agg["first"].to_numpy()},
+                                    index=pd.Index(labels[agg.index.to_numpy()], name="label"))
+    return out
+
+
 def _partial(chunk: pd.DataFrame, template: Design, chunk_no: int) -> _Partial:
     """One chunk's per-group sums, moments, level-2 evidence and representative rows."""
     clean, na_counts = _clean(chunk, template, chunk_no)
@@ -154,37 +218,30 @@ def _partial(chunk: pd.DataFrame, template: Design, chunk_no: int) -> _Partial:
     if not pd.api.types.is_numeric_dtype(clean[response]) or pd.api.types.is_bool_dtype(clean[response]):
         raise DataError(f"The outcome '{response}' is {clean[response].dtype} in chunk {chunk_no}, not numeric: "
                         "a gaussian model needs a numeric outcome.")
-    factor = template.spec.groups[0]
     y = clean[response].to_numpy(dtype=float)
-    try:
-        nd = new_data_design(template, clean)
-    except DataError as err:
-        raise DataError(f"Chunk {chunk_no}: {err} The first chunk fixes the levels of categorical predictors: give "
-                        "them a pandas categorical dtype with every level, or put every level in the first chunk.") from None
-    labels = nd.labels[factor]
-    codes, uniques = pd.factorize(labels, sort=True)
-    Z = np.column_stack(nd.Z)
+    X, Z, offset = _matrices(clean, template, chunk_no)
+    codes, labels = _group_codes(clean, template)
+    J = len(labels)
     x_shift, y_shift = default_shift(template)
-    outcome = y - nd.offset if nd.offset is not None else y
-    sums = accumulate(codes, len(uniques), nd.X - x_shift, Z, outcome - y_shift)
-    v = np.column_stack([y, nd.X, Z]) - _moment_centre(template)
-    level2 = {}
-    for col in clean.columns:
-        if col in _group_columns(template):
-            continue
-        agg = clean[col].groupby(codes).agg(["nunique", "first"])
-        level2[col] = pd.DataFrame({"varies": agg["nunique"].to_numpy() > 1, "first": agg["first"].to_numpy()},
-                                   index=pd.Index(uniques[agg.index.to_numpy()], name="label"))
-    rep = clean.assign(__label=labels, __chunk=chunk_no, __row=np.arange(len(clean)))
-    for k in range(nd.X.shape[1]):
-        rep[f"__x{k}"] = nd.X[:, k]
+    outcome = y - offset if offset is not None else y
+    sums = accumulate(codes, J, X - x_shift, Z, outcome - y_shift)
+    v = np.column_stack([y, X, Z]) - _moment_centre(template)
+    picks = [_first_rows(codes, J)]
+    for col in [*X.T, *Z.T, *(clean[c].to_numpy(dtype=float) for c in clean.columns
+                               if c not in _group_columns(template) and _is_numeric(template, c))]:
+        picks.append(_first_rows(codes, J, col != 0))
+    rows = np.unique(np.concatenate(picks))
+    rows = rows[rows < len(clean)]
+    rep = clean.iloc[rows].reset_index(drop=True).assign(__label=labels[codes[rows]], __chunk=chunk_no, __row=rows)
+    for k in range(X.shape[1]):
+        rep[f"__x{k}"] = X[rows, k]
     for k in range(Z.shape[1]):
-        rep[f"__z{k}"] = Z[:, k]
-    if nd.offset is not None:
-        rep["__offset"] = nd.offset
-    return _Partial(np.asarray(uniques, dtype=object), sums, v.sum(axis=0), (v**2).sum(axis=0), len(clean),
-                    {c: int(n) for c, n in na_counts.items() if n}, len(chunk) - len(clean), level2,
-                    _representatives(rep, template))
+        rep[f"__z{k}"] = Z[rows, k]
+    if offset is not None:
+        rep["__offset"] = offset[rows]
+    return _Partial(labels, sums, v.sum(axis=0), (v**2).sum(axis=0), len(clean),
+                    {c: int(n) for c, n in na_counts.items() if n}, len(chunk) - len(clean),
+                    _level2_evidence(clean, codes, labels, template), _representatives(rep, template))
 
 
 def _representatives(rep: pd.DataFrame, template: Design) -> pd.DataFrame:
@@ -192,10 +249,9 @@ def _representatives(rep: pd.DataFrame, template: Design) -> pd.DataFrame:
     rep = rep.sort_values(["__chunk", "__row"], kind="stable")
     keep = [rep.groupby("__label", sort=False).head(1).index]
     numeric = [c for c in rep.columns if c.startswith(("__x", "__z"))]
-    numeric += [c for c in _model_columns(template) if pd.api.types.is_numeric_dtype(rep[c])
-                and not pd.api.types.is_bool_dtype(rep[c])]
+    numeric += [c for c in _model_columns(template) if c not in _group_columns(template) and _is_numeric(template, c)]
     for c in numeric:
-        nonzero = rep[rep[c].to_numpy() != 0]
+        nonzero = rep[rep[c].to_numpy(dtype=float) != 0]
         keep.append(nonzero.groupby("__label", sort=False).head(1).index)
     index = keep[0].append(keep[1:]).unique()
     return rep.loc[rep.index.isin(index)]
@@ -213,10 +269,12 @@ def _merge(a: _Partial, b: _Partial, template: Design) -> _Partial:
         sums[key] = total
     level2 = {}
     for col in a.level2:
-        both = pd.concat([a.level2[col], b.level2[col]])
-        g = both.groupby(level=0)
-        level2[col] = pd.DataFrame({"varies": g["varies"].any() | (g["first"].nunique(dropna=False) > 1),
-                                    "first": g["first"].first()})
+        g = pd.concat([a.level2[col], b.level2[col]]).groupby(level=0)
+        if "lo" in a.level2[col]:
+            level2[col] = pd.DataFrame({"lo": g["lo"].min(), "hi": g["hi"].max()})
+        else:
+            level2[col] = pd.DataFrame({"varies": g["varies"].any() | (g["first"].nunique(dropna=False) > 1),
+                                        "first": g["first"].first()})
     dropped = dict(a.dropped)
     for c, n in b.dropped.items():
         dropped[c] = dropped.get(c, 0) + n
@@ -260,7 +318,8 @@ def _finish(part: _Partial, template: Design, source: str) -> Reduced:
         k += b.q
     data = rep[_model_columns(template)].copy()
     data[template.spec.response] = np.nan
-    level2 = frozenset(c for c, frame in part.level2.items() if not frame["varies"].any())
+    level2 = frozenset(c for c, frame in part.level2.items()
+                       if ((frame["lo"] == frame["hi"]).all() if "lo" in frame else not frame["varies"].any()))
     design = SummaryDesign(
         spec=template.spec, data=data, y=np.full(len(rep), np.nan), X=X, fixed_terms=template.fixed_terms,
         fixed_labels=template.fixed_labels, blocks=tuple(blocks),
