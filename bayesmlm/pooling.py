@@ -31,17 +31,6 @@ __all__ = ["no_pooling", "complete_pooling", "simpson_report", "pooling_table", 
 _RANK_TOL = 1e-10
 
 
-def _resolve_factor(design: Design, factor: str | None) -> str:
-    groups = design.spec.groups
-    if factor is None:
-        if len(groups) > 1:
-            raise ValueError(f"This model has several grouping factors ({', '.join(groups)}); pass factor= one of them.")
-        return groups[0]
-    if factor not in groups:
-        raise ValueError(f"Unknown grouping factor '{factor}'. This model's factors: {', '.join(groups)}.")
-    return factor
-
-
 def _level1_matrix(design: Design, factor: str) -> tuple[tuple[str, ...], np.ndarray]:
     """The level-1 terms of a factor and their columns (from Z, else from X)."""
     terms = level_structure(design, factor).level1_terms
@@ -111,7 +100,7 @@ def no_pooling(design: Design, factor: str | None = None) -> pd.DataFrame:
     >>> print(round(no_pooling(m.design).loc[("308", "Days"), "estimate"], 2))
     21.76
     """
-    factor = _resolve_factor(design, factor)
+    factor = design.spec.resolve_group(factor)
     terms, Z = _level1_matrix(design, factor)
     f = design.factors[factor]
     order = np.argsort(f.index, kind="stable")
@@ -147,7 +136,7 @@ def complete_pooling(design: Design, factor: str | None = None) -> pd.DataFrame:
     >>> print(round(complete_pooling(m.design).loc["Days", "estimate"], 2))
     10.47
     """
-    factor = _resolve_factor(design, factor)
+    factor = design.spec.resolve_group(factor)
     terms, Z = _level1_matrix(design, factor)
     est, se, ok = _ols(Z, design.y)
     return pd.DataFrame({"estimate": est, "se": se, "n": design.n_obs, "estimable": ok},
@@ -193,7 +182,7 @@ def simpson_report(model_or_fit, factor: str | None = None) -> pd.DataFrame:
     (1, False)
     """
     design = _design_of(model_or_fit)
-    factor = _resolve_factor(design, factor)
+    factor = design.spec.resolve_group(factor)
     pooled = complete_pooling(design, factor)["estimate"]
     within = no_pooling(design, factor)
     rows = {}
@@ -252,7 +241,7 @@ def pooling_table(fit, factor: str | None = None, prob: float = 0.95) -> pd.Data
     >>> [r["message"] for r in table.attrs["simpson"] if r["paradox"]]  # doctest: +SKIP
     """
     design = fit.design
-    factor = _resolve_factor(design, factor)
+    factor = design.spec.resolve_group(factor)
     table = _pooling_frame(design, factor)
     coef = fit.coef(prob, factor).reindex(table.index)
     for col in ("mean", "lower", "upper"):
@@ -287,4 +276,4 @@ def pooling(model_or_fit, factor: str | None = None, prob: float = 0.95) -> pd.D
     if hasattr(model_or_fit, "coef_draws"):
         return pooling_table(model_or_fit, factor, prob)
     design = _design_of(model_or_fit)
-    return _pooling_frame(design, _resolve_factor(design, factor))
+    return _pooling_frame(design, design.spec.resolve_group(factor))

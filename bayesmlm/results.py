@@ -158,16 +158,6 @@ class Fit:
         """The table of priors this fit used (see :func:`bayesmlm.priors.priors_table`)."""
         return priors_table(self.prior_dict, self.design)
 
-    def _factor(self, factor: str | None) -> str:
-        groups = self.design.spec.groups
-        if factor is None:
-            if len(groups) > 1:
-                raise ValueError(f"This model has several grouping factors ({', '.join(groups)}); pass factor= one of them.")
-            return groups[0]
-        if factor not in groups:
-            raise ValueError(f"Unknown grouping factor '{factor}'. This model's factors: {', '.join(groups)}.")
-        return factor
-
     # -- draws -------------------------------------------------------------
     def fixef_draws(self) -> xr.DataArray:
         """Draws of the fixed effects, dims (chain, draw, term)."""
@@ -181,7 +171,7 @@ class Fit:
         >>> fit.ranef_draws().dims  # doctest: +SKIP
         ('chain', 'draw', 'group', 'term')
         """
-        factor = self._factor(factor)
+        factor = self.design.spec.resolve_group(factor)
         parts = [self.posterior[f"u_{safe_name(b.label)}"].rename({level_dim(factor): "group", term_dim(b.label): "term"})
                  for b in self.design.blocks if b.group == factor]
         return xr.concat(parts, dim="term").transpose("chain", "draw", "group", "term")
@@ -192,7 +182,7 @@ class Fit:
         b_kj = sum_m gamma_km W_mj + u_kj over level-1 terms k; dims (chain,
         draw, group, term).
         """
-        factor = self._factor(factor)
+        factor = self.design.spec.resolve_group(factor)
         ls = level_structure(self.design, factor)
         A = xr.DataArray(ls.loadings(), dims=("group", "term", "fixed"),
                          coords={"group": list(self.design.factors[factor].levels), "term": list(ls.level1_terms)})
@@ -225,7 +215,7 @@ class Fit:
         their variances. For logit models the residual variance is pi^2/3
         (the latent-scale ICC).
         """
-        factor = self._factor(factor)
+        factor = self.design.spec.resolve_group(factor)
         slopes = [f"{b.label}: {t}" for b in self.design.blocks for t in b.terms if t != "(Intercept)"]
         if slopes:
             raise ValueError("The ICC is defined for random-intercept models; this model has random slopes "

@@ -99,6 +99,23 @@ class ModelSpec:
         """The grouping factors, each once, in the order first written."""
         return tuple(dict.fromkeys(b.group for b in self.random))
 
+    def resolve_group(self, group: str | None) -> str:
+        """The grouping factor named, or the only one when ``group`` is None.
+
+        Examples
+        --------
+        >>> parse_formula("y ~ x + (1 | g)").resolve_group(None)
+        'g'
+        """
+        if group is None:
+            if len(self.groups) > 1:
+                raise ValueError(f"This model has several grouping factors ({', '.join(self.groups)}); "
+                                 "pass factor= one of them.")
+            return self.groups[0]
+        if group not in self.groups:
+            raise ValueError(f"Unknown grouping factor '{group}'. This model's factors: {', '.join(self.groups)}.")
+        return group
+
 
 def _split_top(text: str, sep: str, formula: str, offset: int) -> list[tuple[str, int]]:
     """Split ``text`` at ``sep`` outside parentheses; keep each piece's offset."""

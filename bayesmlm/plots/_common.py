@@ -23,14 +23,7 @@ INTERCEPT = "(Intercept)"
 # -- terms and factors ----------------------------------------------------------
 def resolve_factor(fit, factor: str | None) -> str:
     """The grouping factor to plot (the only one, or the one named)."""
-    groups = fit.design.spec.groups
-    if factor is None:
-        if len(groups) > 1:
-            raise ValueError(f"This model has several grouping factors ({', '.join(groups)}); pass factor= one of them.")
-        return groups[0]
-    if factor not in groups:
-        raise ValueError(f"Unknown grouping factor '{factor}'. This model's factors: {', '.join(groups)}.")
-    return factor
+    return fit.design.spec.resolve_group(factor)
 
 
 def coef_terms(fit, factor: str) -> tuple[str, ...]:
