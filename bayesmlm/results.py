@@ -9,11 +9,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import arviz as az
 import numpy as np
 import pandas as pd
 import xarray as xr
 
+from .convergence import rhat_and_ess
 from .design import Design, level_dim, safe_name, term_dim, pair_dim
 from .levels import level_structure
 from .priors import Prior, priors_table
@@ -75,13 +75,14 @@ def summarise_draws(da: xr.DataArray, prob: float = 0.95) -> pd.DataFrame:
     other = [d for d in da.dims if d not in ("chain", "draw")]
     alpha = (1 - prob) / 2
     q = da.quantile([alpha, 1 - alpha], dim=("chain", "draw"))
+    r_hat, ess_bulk = rhat_and_ess(da)  # ArviZ's numbers, every element at once
     cols = {
         "mean": da.mean(("chain", "draw")),
         "sd": da.std(("chain", "draw"), ddof=1),
         "lower": q.isel(quantile=0, drop=True),
         "upper": q.isel(quantile=1, drop=True),
-        "ess_bulk": az.ess(da, method="bulk"),
-        "r_hat": az.rhat(da),
+        "ess_bulk": ess_bulk,
+        "r_hat": r_hat,
     }
     if not other:
         return pd.DataFrame({k: [float(v)] for k, v in cols.items()})

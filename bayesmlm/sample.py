@@ -12,12 +12,12 @@ import time
 import warnings
 from dataclasses import dataclass
 
-import arviz as az
 import numpy as np
 import pymc as pm
 import xarray as xr
 
 from ._errors import ConvergenceWarning
+from .convergence import dataset_diagnostics
 
 __all__ = ["SamplerSettings", "Diagnostics", "sample_model", "diagnose", "check_convergence",
            "RHAT_MAX", "ESS_MIN"]
@@ -132,9 +132,7 @@ def diagnose(idata, var_names: list[str]) -> Diagnostics:
     True
     """
     post = idata["posterior"].to_dataset()[var_names]
-    rhat = az.rhat(post)
-    bulk = az.ess(post, method="bulk")
-    tail = az.ess(post, method="tail")
+    rhat, bulk, tail = dataset_diagnostics(post)  # ArviZ's numbers, all parameters at once
     rows = []
     for v in var_names:
         for name, r, b, t in zip(_flat_names(rhat[v].rename(v)), np.ravel(rhat[v].values), np.ravel(bulk[v].values),
