@@ -8,29 +8,12 @@ from __future__ import annotations
 import numpy as np
 from matplotlib.figure import Figure
 
+from ._visuals import check_visuals, style
+
 __all__ = ["comparison_plot", "VISUALS"]
 
 VISUALS = ("fixed", "groups", "intervals", "identity", "legend")
 _BAYES, _FREQ = "C0", "C1"
-
-
-def _check_visuals(visuals: dict | None) -> dict:
-    visuals = dict(visuals or {})
-    unknown = [k for k in visuals if k not in VISUALS]
-    if unknown:
-        raise ValueError(f"Unknown visual(s) {', '.join(map(repr, unknown))} for Comparison.plot(). "
-                         f"Its visuals: {', '.join(VISUALS)}.")
-    for k, v in visuals.items():
-        if not isinstance(v, (dict, bool)):
-            raise ValueError(f"visuals['{k}'] must be a dict of keyword arguments, True or False; got {type(v).__name__}.")
-    return visuals
-
-
-def _style(visuals: dict, name: str, **defaults) -> dict | None:
-    given = visuals.get(name, True)
-    if given is False:
-        return None
-    return {**defaults, **(given if isinstance(given, dict) else {})}
 
 
 def _fixed_panel(ax, row, label: str, pct: str, style: dict, legend: bool) -> None:
@@ -51,7 +34,7 @@ def _group_panel(ax, g, term: str, label: str, vis: dict) -> None:
     """One random term: each group's BLUP against its posterior mean, on equal axes around the 1:1 line."""
     x, y = g["freq_estimate"].to_numpy(), g["bayes_mean"].to_numpy()
     # Intervals of many groups hide the points; draw them by default for up to 30 groups.
-    err = _style(vis, "intervals", color=_BAYES, alpha=0.3, linewidth=1) if len(g) <= 30 or "intervals" in vis else None
+    err = style(vis, "intervals", color=_BAYES, alpha=0.3, linewidth=1) if len(g) <= 30 or "intervals" in vis else None
     span = [x, y]
     if err is not None:
         ax.vlines(x, g["bayes_lower"], g["bayes_upper"], **err)
@@ -60,7 +43,7 @@ def _group_panel(ax, g, term: str, label: str, vis: dict) -> None:
     lo, hi = min(v.min() for v in span), max(v.max() for v in span)
     pad = 0.05 * (hi - lo or 1.0)
     lims = (lo - pad, hi + pad)
-    identity = _style(vis, "identity", color="0.3", linestyle="--", linewidth=1)
+    identity = style(vis, "identity", color="0.3", linestyle="--", linewidth=1)
     if identity is not None:
         ax.plot(lims, lims, **identity, label="1:1")
     ax.set_xlim(lims)
@@ -99,14 +82,14 @@ def comparison_plot(comparison, *, terms=None, visuals: dict | None = None) -> F
     --------
     >>> fig = comparison_plot(fit.compare_frequentist(), visuals={"intervals": False})  # doctest: +SKIP
     """
-    vis = _check_visuals(visuals)
+    vis = check_visuals(visuals, VISUALS, "Comparison.plot")
     all_terms = list(dict.fromkeys(comparison.groups.index.get_level_values("term")))
     terms = all_terms if terms is None else list(terms)
     unknown = [t for t in terms if t not in all_terms]
     if unknown:
         raise ValueError(f"Unknown random term(s) {unknown} for Comparison.plot(). Random terms: {', '.join(all_terms)}.")
-    fixed_style = _style(vis, "fixed", linewidth=2.5, solid_capstyle="butt")
-    show_groups = _style(vis, "groups") is not None
+    fixed_style = style(vis, "fixed", linewidth=2.5, solid_capstyle="butt")
+    show_groups = style(vis, "groups") is not None
     n_fixed = len(comparison.fixed) if fixed_style is not None else 0
     n_groups = len(terms) if show_groups else 0
     if n_fixed + n_groups == 0:
@@ -117,7 +100,7 @@ def comparison_plot(comparison, *, terms=None, visuals: dict | None = None) -> F
     grid = fig.add_gridspec(max(n_fixed, 1), (1 if n_fixed else 0) + n_groups,
                             width_ratios=([1.1] if n_fixed else []) + [1.0] * n_groups)
     pct = f"{100 * comparison.prob:g}%"
-    legend = _style(vis, "legend") is not None
+    legend = style(vis, "legend") is not None
     for i, row in enumerate(comparison.fixed.itertuples()):
         if n_fixed:
             _fixed_panel(fig.add_subplot(grid[i, 0]), row, comparison.label, pct, fixed_style, legend and i == 0)

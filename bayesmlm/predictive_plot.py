@@ -23,27 +23,13 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
+from ._visuals import check_visuals, style
+
 __all__ = ["plot_predictive"]
 
 VISUALS = ("replicates", "observed", "intervals", "groups", "legend")
 _MAX_VALUES = 40
 _FEW_ROWS = 60
-
-
-def _visuals(visuals: dict | None) -> dict:
-    visuals = dict(visuals or {})
-    unknown = [k for k in visuals if k not in VISUALS]
-    if unknown:
-        raise ValueError(f"Unknown visual(s) {', '.join(map(repr, unknown))} for plot_predictive(). Its visuals: "
-                         f"{', '.join(VISUALS)}.")
-    return visuals
-
-
-def _style(visuals: dict, name: str, **defaults) -> dict | None:
-    given = visuals.get(name, True)
-    if given is False:
-        return None
-    return {**defaults, **(given if isinstance(given, dict) else {})}
 
 
 def _read(tree, group: str | None):
@@ -72,11 +58,11 @@ def _density_panel(ax, rep, obs, draws, visuals, xlabel):
     else:
         bins = np.linspace(lo, hi, int(np.clip(2 * np.sqrt(len(obs)), 10, 40)) + 1)
     centres = (bins[:-1] + bins[1:]) / 2
-    kw = _style(visuals, "replicates", color="C0", alpha=0.25, lw=0.8)
+    kw = style(visuals, "replicates", color="C0", alpha=0.25, lw=0.8)
     if kw is not None:
         for i, d in enumerate(draws):
             ax.plot(centres, np.histogram(rep[d], bins=bins, density=True)[0], label="replicates" if i == 0 else None, **kw)
-    kw = _style(visuals, "observed", color="black", lw=2)
+    kw = style(visuals, "observed", color="black", lw=2)
     if kw is not None:
         ax.plot(centres, np.histogram(obs, bins=bins, density=True)[0], label="observed", **kw)
     ax.set_xlabel(xlabel)
@@ -91,10 +77,10 @@ def _counts_panel(ax, rep, obs, prob, visuals, xlabel):
     share_obs = np.array([(obs == v).mean() for v in values])
     alpha = (1 - prob) / 2
     lo, mid, hi = np.quantile(share_rep, [alpha, 0.5, 1 - alpha], axis=0)
-    kw = _style(visuals, "replicates", color="C0", alpha=0.35, width=0.7)
+    kw = style(visuals, "replicates", color="C0", alpha=0.35, width=0.7)
     if kw is not None:
         ax.bar(values, hi - lo, bottom=lo, label=f"replicates, {100 * prob:g}%", **kw)
-    kw = _style(visuals, "observed", color="black", marker="o", ls="none", ms=5)
+    kw = style(visuals, "observed", color="black", marker="o", ls="none", ms=5)
     if kw is not None:
         ax.plot(values, share_obs, label="observed", **kw)
     ax.set_xlabel(xlabel + (f" (values above {top} not shown)" if obs.max() > top else ""))
@@ -113,11 +99,11 @@ def _groups_panel(ax, rep, obs, labels, weights, prob, visuals, ylabel, factor):
     alpha = (1 - prob) / 2
     q = np.quantile(rep_g, [alpha, 0.25, 0.75, 1 - alpha], axis=0)[:, order]
     x = np.arange(len(levels))
-    kw = _style(visuals, "intervals", color="C0")
+    kw = style(visuals, "intervals", color="C0")
     if kw is not None:
         ax.vlines(x, q[0], q[3], lw=1, label=f"replicates, {100 * prob:g}%", **kw)
         ax.vlines(x, q[1], q[2], lw=3.5, label="replicates, 50%", **kw)
-    kw = _style(visuals, "observed", color="black", marker="o", ls="none", ms=4)
+    kw = style(visuals, "observed", color="black", marker="o", ls="none", ms=4)
     if kw is not None:
         kw.pop("lw", None)
         ax.plot(x, obs_g[order], label="observed", **kw)
@@ -171,12 +157,12 @@ def plot_predictive(tree, *, group: str | None = None, factor: str | None = None
     """
     if not 0 < prob < 1:
         raise ValueError(f"prob must be between 0 and 1; got {prob!r}.")
-    visuals = _visuals(visuals)
+    visuals = check_visuals(visuals, VISUALS, "plot_predictive")
     group, rep, obs, attrs, const = _read(tree, group)
     family, outcome = attrs.get("family", "gaussian"), attrs.get("outcome", "y")
     trials = const["trials"].values.astype(float) if const is not None and "trials" in const else None
     factors = [v.split(":", 1)[1] for v in (const.data_vars if const is not None else []) if v.startswith("group:")]
-    show_groups = _style(visuals, "groups") is not None and factors
+    show_groups = style(visuals, "groups") is not None and factors
     fig = Figure(figsize=figsize if show_groups else (figsize[0] / 2, figsize[1]), layout="constrained")
     axes = fig.subplots(1, 2 if show_groups else 1, squeeze=False)[0]
     what = "prior" if group == "prior_predictive" else "posterior"
@@ -206,7 +192,7 @@ def plot_predictive(tree, *, group: str | None = None, factor: str | None = None
         ylabel = f"proportion {outcome}" if family in ("binomial", "bernoulli") else f"mean {outcome}"
         plotted["groups"] = _groups_panel(axes[1], rep, obs, labels, trials, prob, visuals, ylabel, factor)
         axes[1].set_title(f"{what} predictive check: {ylabel} per {factor}", fontsize=10)
-    kw = _style(visuals, "legend", fontsize=8, frameon=False)
+    kw = style(visuals, "legend", fontsize=8, frameon=False)
     if kw is not None:
         axes[0].legend(**kw)
     fig.plotted = plotted

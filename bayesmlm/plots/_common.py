@@ -14,6 +14,7 @@ from adjustText import adjust_text, get_renderer
 from matplotlib.figure import Figure
 from matplotlib.transforms import Bbox
 
+from .._visuals import check_visuals, style  # noqa: F401  (the plots' shared convention)
 from ..chunked import SummaryDesign
 from ..levels import level_structure
 
@@ -146,26 +147,6 @@ def group_sizes(fit, factor: str) -> pd.Series:
 
 
 # -- visuals: each element nameable and switchable -------------------------------
-def check_visuals(visuals: dict | None, names: tuple[str, ...], plot: str) -> dict:
-    """Validate ``visuals``: keys among ``names``; values a dict of kwargs, True or False."""
-    visuals = dict(visuals or {})
-    unknown = [k for k in visuals if k not in names]
-    if unknown:
-        raise ValueError(f"Unknown visual(s) {', '.join(map(repr, unknown))} for {plot}(). Its visuals: {', '.join(names)}.")
-    for k, v in visuals.items():
-        if not isinstance(v, (dict, bool)):
-            raise ValueError(f"visuals['{k}'] must be a dict of keyword arguments, True or False; got {type(v).__name__}.")
-    return visuals
-
-
-def style(visuals: dict, name: str, **defaults) -> dict | None:
-    """Keyword arguments for one element: defaults updated by the user's; None if switched off."""
-    given = visuals.get(name, True)
-    if given is False:
-        return None
-    return {**defaults, **(given if isinstance(given, dict) else {})}
-
-
 # -- layout ---------------------------------------------------------------------
 def new_axes(ax, size: tuple[float, float]):
     """The axes to draw on: the one given, or a fresh Figure's (not registered with pyplot)."""
