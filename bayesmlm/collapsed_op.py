@@ -67,9 +67,9 @@ class GroupTerms(Op):
         # is the other outputs), so those are marked as not depending on the inputs.
         return [[False] * 4, [True, False, False, False], [True, False, False, False], [True, False, False, False]]
 
-    def grad(self, inputs, output_grads):
-        _, dzr, dL, ds2 = self(*inputs)
-        g = output_grads[0]
+    def pullback(self, inputs, outputs, cotangents):
+        _, dzr, dL, ds2 = outputs
+        g = cotangents[0]
         return [disconnected_type(), g * dzr, g * dL, g * ds2]
 
 

@@ -104,34 +104,39 @@ def rhat_rank(x: np.ndarray) -> np.ndarray:
     return out
 
 
-def _ess(x: np.ndarray) -> np.ndarray:
-    """ESS of (P, chains, draws) arrays by Geyer's initial monotone sequence, as ArviZ's ``_ess``."""
-    P, m, n = x.shape
-    out = np.full(P, float(m * n))
-    flat = x.reshape(P, -1)
-    constant = (flat.max(axis=1) - flat.min(axis=1)) < np.finfo(float).resolution
-    live = np.flatnonzero(~constant)
-    if len(live) == 0:
-        return out
-    x = x[live]
-    centred = x - x.mean(axis=2, keepdims=True)
-    size = next_fast_len(2 * n)
-    f = np.fft.rfft(centred, n=size, axis=2)
-    acov = np.fft.irfft(f * np.conjugate(f), n=size, axis=2)[:, :, :n] / n
-    mean_acov = acov.mean(axis=1)  # (P, n)
-    mean_var = mean_acov[:, 0] * n / (n - 1.0)
-    var_plus = mean_var * (n - 1.0) / n
-    if m > 1:
-        var_plus = var_plus + np.var(x.mean(axis=2), axis=1, ddof=1)
-    rho = np.zeros((len(live), n))
+def _acov(centred: np.ndarray, lags: int) -> np.ndarray:
+    """Autocovariances sum_t c_t c_{t+k} / n of centred (P, chains, n) for k < lags (all n: by FFT, as ArviZ)."""
+    n = centred.shape[2]
+    if lags >= n:
+        size = next_fast_len(2 * n)
+        f = np.fft.rfft(centred, n=size, axis=2)
+        return np.fft.irfft(f * np.conjugate(f), n=size, axis=2)[:, :, :n] / n
+    out = np.empty(centred.shape[:2] + (lags,))
+    for k in range(lags):
+        out[:, :, k] = np.einsum("pct,pct->pc", centred[:, :, :n - k], centred[:, :, k:]) / n
+    return out
+
+
+def _geyer(mean_acov: np.ndarray, mean_var: np.ndarray, var_plus: np.ndarray, m: int, n: int):
+    """ESS by Geyer's initial positive and monotone sequences, every parameter at the same lag.
+
+    ``mean_acov`` (P, K) holds the first K lags; parameters whose sequence needs
+    more come back flagged in ``short`` (their ESS is not computed).
+    """
+    P, K = mean_acov.shape
+    rho = np.zeros((P, K + 2))
     rho[:, 0] = 1.0
-    even = np.ones(len(live))
+    even = np.ones(P)
     odd = 1.0 - (mean_var - mean_acov[:, 1]) / var_plus
     rho[:, 1] = odd
-    t_end = np.ones(len(live), dtype=int)
+    t_end = np.ones(P, dtype=int)
+    short = np.zeros(P, dtype=bool)
     t = 1
     active = (t < n - 3) & (even + odd > 0.0)
-    while active.any():  # Geyer's initial positive sequence, every parameter at the same lag
+    while active.any():
+        if t + 2 >= K:
+            short |= active
+            break
         even = np.where(active, 1.0 - (mean_var - mean_acov[:, t + 1]) / var_plus, even)
         odd = np.where(active, 1.0 - (mean_var - mean_acov[:, t + 2]) / var_plus, odd)
         keep = active & (even + odd >= 0)
@@ -141,21 +146,51 @@ def _ess(x: np.ndarray) -> np.ndarray:
         t_end[active] = t
         active = active & (t < n - 3) & (even + odd > 0.0)
     max_t = t_end - 2
-    rows = np.arange(len(live))
+    rows = np.arange(P)
     improve = even > 0
     rho[rows[improve], max_t[improve] + 1] = even[improve]
-    for t in range(1, int(max_t.max()) - 1, 2):  # Geyer's initial monotone sequence
+    for t in range(1, int(max_t.max()) - 1, 2):
         go = (t <= max_t - 2) & (rho[:, t + 1] + rho[:, t + 2] > rho[:, t - 1] + rho[:, t])
         rho[go, t + 1] = (rho[go, t - 1] + rho[go, t]) / 2.0
         rho[go, t + 2] = rho[go, t + 1]
     csum = np.cumsum(rho, axis=1)
-    nxt = np.where(max_t + 1 < n, rho[rows, np.minimum(max_t + 1, n - 1)], 0.0)
+    nxt = np.where(max_t + 1 < n, rho[rows, max_t + 1], 0.0)
     lead = np.where(max_t >= 0, csum[rows, np.maximum(max_t, 0)], 0.0)
-    tau = -1.0 + 2.0 * lead + nxt
-    tau = np.maximum(tau, 1 / np.log10(m * n))
+    tau = np.maximum(-1.0 + 2.0 * lead + nxt, 1 / np.log10(m * n))
     ess = m * n / tau
     ess[np.isnan(rho).any(axis=1)] = np.nan
-    out[live] = ess
+    return ess, short
+
+
+def _ess(x: np.ndarray) -> np.ndarray:
+    """ESS of (P, chains, draws) arrays, as ArviZ's ``_ess``.
+
+    The autocovariances of the first 8 lags are summed directly (enough for
+    well-mixed draws), then of 64 for the parameters that need more, and all
+    lags by FFT for the rest.
+    """
+    P, m, n = x.shape
+    out = np.full(P, float(m * n))
+    flat = x.reshape(P, -1)
+    constant = (flat.max(axis=1) - flat.min(axis=1)) < np.finfo(float).resolution
+    live = np.flatnonzero(~constant)
+    if len(live) == 0:
+        return out
+    x = x[live]
+    centred = x - x.mean(axis=2, keepdims=True)
+    mean_var, var_plus = None, None
+    todo = np.arange(len(live))
+    for lags in (min(8, n), min(64, n), n):
+        mean_acov = _acov(centred[todo], lags).mean(axis=1)
+        mean_var = mean_acov[:, 0] * n / (n - 1.0)
+        var_plus = mean_var * (n - 1.0) / n
+        if m > 1:
+            var_plus = var_plus + np.var(x[todo].mean(axis=2), axis=1, ddof=1)
+        ess, short = _geyer(mean_acov, mean_var, var_plus, m, n)
+        out[live[todo[~short]]] = ess[~short]
+        todo = todo[short]
+        if len(todo) == 0:
+            break
     return out
 
 
