@@ -34,7 +34,7 @@ from .kernels import group_terms_kernel
 
 __all__ = ["GroupTerms", "group_terms"]
 
-_KERNEL_VERSION = 2
+_KERNEL_VERSION = 3
 
 
 class GroupTerms(Op):

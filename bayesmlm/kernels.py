@@ -30,7 +30,7 @@ from pathlib import Path
 
 __all__ = ["group_terms_kernel", "conditional_draws_kernel", "kernel_source"]
 
-_VERSION = 2
+_VERSION = 3
 # Reassociation and contraction, but not "no NaN / no infinity": a NaN must still reach the sampler.
 _FASTMATH = {"nsz", "arcp", "contract", "afn", "reassoc"}
 
@@ -194,7 +194,8 @@ def _module(kind: str, q: int):
     spec.loader.exec_module(module)
     for name in list(vars(module)):
         if name in ("group_terms", "group_terms_op", "conditional_draws"):
-            setattr(module, name, numba.njit(cache=True, fastmath=_FASTMATH)(getattr(module, name)))
+            # error_model="numpy": a division by zero gives inf or NaN (a rejected proposal), not an exception
+            setattr(module, name, numba.njit(cache=True, fastmath=_FASTMATH, error_model="numpy")(getattr(module, name)))
     return module
 
 
