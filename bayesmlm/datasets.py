@@ -156,8 +156,24 @@ _DATASETS: dict[str, _Dataset] = {
 }
 
 
+def _ucb_wide(long: pd.DataFrame) -> pd.DataFrame:
+    wide = long.pivot_table(index=["Dept", "Gender"], columns="Admit", values="Freq", aggfunc="sum").reset_index()
+    wide.columns.name = None
+    return wide[["Dept", "Gender", "Admitted", "Rejected"]].astype({"Admitted": "int64", "Rejected": "int64"})
+
+
+# Reshaped views of a shipped table: name -> (base data set, reshaping, description).
+_DERIVED = {
+    "ucb_admissions_wide": (
+        "ucb_admissions", _ucb_wide,
+        "ucb_admissions reshaped to one row per department and gender (12 rows) with Admitted and "
+        "Rejected counts, for a binomial model: cbind(Admitted, Rejected) ~ Gender + (1 | Dept).",
+    ),
+}
+
+
 def _names() -> list[str]:
-    return list(_DATASETS)
+    return list(_DATASETS) + list(_DERIVED)
 
 
 def load(name: str) -> pd.DataFrame:
@@ -187,7 +203,9 @@ def load(name: str) -> pd.DataFrame:
     ``wvs7_sim`` is SIMULATED (``scripts/make_wvs7_sim.py``), tuned so that
     its REML fits resemble those of the tutorial's World Values Survey
     extract; it is not survey data.  ``ucb_admissions`` is a long table of
-    counts (``Freq``); reshape it with ``pivot_table`` for a binomial model.
+    counts (``Freq``); ``ucb_admissions_wide`` is the same counts with one row
+    per department and gender (``Admitted``, ``Rejected``), for a binomial
+    model.
 
     Examples
     --------
@@ -197,11 +215,13 @@ def load(name: str) -> pd.DataFrame:
     (180, 3)
     >>> sleep["Subject"].nunique()
     18
-    >>> ucb = load("ucb_admissions")
-    >>> wide = ucb.pivot_table(index=["Dept", "Gender"], columns="Admit", values="Freq")
-    >>> int(wide.to_numpy().sum())
+    >>> wide = load("ucb_admissions_wide")
+    >>> int(wide[["Admitted", "Rejected"]].to_numpy().sum())
     4526
     """
+    if name in _DERIVED:
+        base, reshape, _ = _DERIVED[name]
+        return reshape(load(base))
     try:
         ds = _DATASETS[name]
     except (KeyError, TypeError):
@@ -230,7 +250,7 @@ def describe() -> pd.DataFrame:
     >>> from bayesmlm.datasets import describe
     >>> table = describe()
     >>> list(table["name"])
-    ['wvs7_sim', 'sleepstudy', 'radon', 'hsb82', 'ucb_admissions']
+    ['wvs7_sim', 'sleepstudy', 'radon', 'hsb82', 'ucb_admissions', 'ucb_admissions_wide']
     >>> int(table.set_index("name").loc["hsb82", "groups"])
     160
     >>> bool(table.set_index("name").loc["wvs7_sim", "simulated"])
@@ -248,5 +268,17 @@ def describe() -> pd.DataFrame:
                 "source": ds.source,
             }
             for name, ds in _DATASETS.items()
+        ]
+        + [
+            {
+                "name": name,
+                "rows": 12,
+                "groups": _DATASETS[base].groups,
+                "grouping": _DATASETS[base].grouping,
+                "simulated": _DATASETS[base].simulated,
+                "description": text,
+                "source": _DATASETS[base].source,
+            }
+            for name, (base, _, text) in _DERIVED.items()
         ]
     )

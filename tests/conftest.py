@@ -111,10 +111,7 @@ def pytest_terminal_summary(terminalreporter, config):
 # -- generalized families, predictions and LOO (issue 6) ---------------------------------------------------------
 def ucb_wide():
     """ucb_admissions as one row per Gender x Dept with Admitted and Rejected counts (R's ucb_wide)."""
-    long = bayesmlm.datasets.load("ucb_admissions")
-    wide = long.pivot_table(index=["Dept", "Gender"], columns="Admit", values="Freq", aggfunc="sum").reset_index()
-    wide.columns.name = None
-    return wide
+    return bayesmlm.datasets.load("ucb_admissions_wide")
 
 
 SIM_POISSON = {"(Intercept)": 0.3, "x": 0.5, "sd_int": 0.5, "sd_x": 0.3, "cor": 0.3}

@@ -43,7 +43,7 @@ def test_to_dict_round_trips():
     assert again.level2 == {"1": "~ 1 + meanses + sector", "cses": "~ 1 + meanses + sector"}
 
 
-def test_ucb_csv_is_the_bundled_counts():
+def test_ucb_config_reads_the_bundled_counts_one_row_per_cell():
     cfg = load_config(CONFIGS / "ucb_admissions.yaml")
     wide = load_data(cfg)
     assert len(wide) == 12 and int(wide[["Admitted", "Rejected"]].to_numpy().sum()) == 4526

@@ -23,6 +23,7 @@ EXPECTED = {
     "radon": (919, "county", 85),
     "hsb82": (7_185, "school", 160),
     "ucb_admissions": (24, "Dept", 6),
+    "ucb_admissions_wide": (12, "Dept", 6),
 }
 
 # The 20 countries the tutorial prints, with their sizes.
