@@ -42,7 +42,7 @@ def _simulated(seed: int, shift_y: float = 0.0, shift_x: float = 0.0) -> pd.Data
 def _dense_loglik(design, gamma, cov, sigma) -> float:
     """sum_j log N(y_j | X_j gamma, Z_j T Z_j' + sigma^2 I), row by row, no statistics."""
     Z = np.column_stack([b.Z for b in design.blocks])
-    r = design.y - design.X @ np.asarray(gamma)
+    r = design.y - design.X @ np.asarray(gamma) - (design.offset if design.offset is not None else 0.0)
     index = next(iter(design.factors.values())).index
     total = 0.0
     for j in np.unique(index):
@@ -60,6 +60,7 @@ def _dense_loglik(design, gamma, cov, sigma) -> float:
     ("y ~ x + z + (1 + x | g) + (0 + z | g)", 0.0),
     ("y ~ 0 + x + (0 + x + z | g)", 0.0),
     ("y ~ x + z + (1 + x + z | g)", 1e4),
+    ("y ~ x + offset(z) + (1 + x | g)", 0.0),
 ])
 def test_collapsed_loglik_equals_dense_mvn(formula, shift):
     data = _simulated(1, shift_y=shift, shift_x=shift / 10)
