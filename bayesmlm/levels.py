@@ -18,7 +18,7 @@ import numpy as np
 from ._errors import SpecError
 from .design import Design, lme4_name
 
-__all__ = ["LevelStructure", "level_structure"]
+__all__ = ["LevelStructure", "level_structure", "level1_column"]
 
 
 @dataclass(frozen=True, eq=False)
@@ -107,7 +107,7 @@ def level_structure(design: Design, factor: str | None = None) -> LevelStructure
         if l2 == "1":
             continue
         x = design.X[:, c]
-        base = _level1_column(design, l1)
+        base = level1_column(design, l1)
         # W_j is constant within group j: read it off a row where the level-1 part is non-zero.
         ok = base != 0
         Wc = np.full(J, np.nan)
@@ -119,7 +119,16 @@ def level_structure(design: Design, factor: str | None = None) -> LevelStructure
     return LevelStructure(factor, tuple(level1_terms), tuple(l1_of), tuple(l2_of), W, random_terms)
 
 
-def _level1_column(design: Design, term: str) -> np.ndarray:
+def level1_column(design: Design, term: str) -> np.ndarray:
+    """The values of a level-1 term, one per row used (the intercept is ones).
+
+    Examples
+    --------
+    >>> import bayesmlm
+    >>> m = bayesmlm.MLM("Reaction ~ Days + (Days | Subject)", bayesmlm.datasets.load("sleepstudy"))
+    >>> level1_column(m.design, "Days")[:3]
+    array([0., 1., 2.])
+    """
     if term == "(Intercept)":
         return np.ones(design.n_obs)
     if term in design.fixed_terms:

@@ -20,7 +20,7 @@ from bayesmlm.results import COLUMNS
 from conftest import reference
 
 
-def _fixed_within_half_sd(fit, ref):
+def check_fixed_within_half_sd(fit, ref):
     fe = fit.fixef()
     for term, r in ref["fixef"].items():
         gap = abs(fe.loc[term, "mean"] - r["estimate"]) / fe.loc[term, "sd"]
@@ -30,7 +30,7 @@ def _fixed_within_half_sd(fit, ref):
 
 
 def test_sleepstudy_fixed_effects_match_lme4(sleep_fit):
-    _fixed_within_half_sd(sleep_fit, reference("sleepstudy"))
+    check_fixed_within_half_sd(sleep_fit, reference("sleepstudy"))
 
 
 def test_sleepstudy_variance_components_near_lme4(sleep_fit):
@@ -68,7 +68,7 @@ def test_coef_is_fixef_plus_ranef_per_draw(sleep_fit):
 
 def test_radon_with_a_level2_predictor_matches_lme4(radon_fit):
     ref = reference("radon")
-    _fixed_within_half_sd(radon_fit, ref)
+    check_fixed_within_half_sd(radon_fit, ref)
     vc = radon_fit.varcorr()
     resid = vc[vc.group == "Residual"].iloc[0]
     assert abs(resid["mean"] - ref["sd"]["Residual"]) < resid["sd"]

@@ -16,7 +16,7 @@ from matplotlib.transforms import Bbox
 
 from .._visuals import check_visuals, style  # noqa: F401  (the plots' shared convention)
 from ..chunked import SummaryDesign
-from ..levels import level_structure
+from ..levels import level1_column, level_structure
 
 INTERCEPT = "(Intercept)"
 
@@ -129,15 +129,7 @@ def fmt(x: float) -> str:
 
 def predictor(fit, term: str) -> np.ndarray:
     """The level-1 column of ``term``, one value per row used in the fit."""
-    d = fit.design
-    if term in d.fixed_terms:
-        return d.X[:, d.fixed_terms.index(term)]
-    for b in d.blocks:
-        if term in b.terms:
-            return b.Z[:, b.terms.index(term)]
-    if term in d.data.columns:
-        return d.data[term].to_numpy(dtype=float)
-    raise ValueError(f"The term '{term}' has no column in the design; fixed terms: {', '.join(d.fixed_terms)}.")
+    return level1_column(fit.design, term)
 
 
 def group_sizes(fit, factor: str) -> pd.Series:
