@@ -163,7 +163,7 @@ def kernel_source(kind: str, q: int) -> str:
 
     Examples
     --------
-    >>> "math.sqrt" in kernel_source("group_terms", 2)
+    >>> "math.sqrt" in kernel_source("conditional_draws", 2)
     True
     """
     body = {"group_terms": _group_terms_source, "conditional_draws": _conditional_draws_source}[kind](int(q))
