@@ -76,6 +76,9 @@ def fit_collapsed(design, priors: dict[str, Prior], settings: SamplerSettings, s
     if problem:
         raise SpecError(f"method='collapsed' cannot fit this model: {problem}. Use method='full' (or 'auto').")
     s = settings.resolved()
+    if s.sampler not in ("nutpie", "pymc"):
+        raise ValueError(f"method='collapsed' runs with sampler='nutpie' (default) or 'pymc': its likelihood is a Numba "
+                         f"kernel that sampler='{s.sampler}' (JAX) cannot run. Use one of those, or method='full'.")
     start = time.perf_counter()
     stats = group_stats(design) if stats is None else stats
     if not design.has_intercept and (np.any(stats.x_shift != 0) or stats.y_shift != 0):

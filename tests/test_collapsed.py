@@ -211,6 +211,9 @@ def test_method_choice_and_its_errors(tmp_path):
         two.fit(method="collapsed", draws=10, tune=10)
     with pytest.raises(ValueError, match="Valid methods: auto, full, collapsed"):
         two.fit(method="fast")
+    sleep = bayesmlm.MLM("Reaction ~ Days + (Days | Subject)", bayesmlm.datasets.load("sleepstudy"))
+    with pytest.raises(ValueError, match="sampler='nutpie'"):
+        sleep.fit(method="collapsed", sampler="numpyro", draws=10, tune=10)
     path = tmp_path / "sleep.csv"
     bayesmlm.datasets.load("sleepstudy").to_csv(path, index=False)
     m = bayesmlm.MLM.from_files("Reaction ~ Days + (Days | Subject)", path, chunksize=60)
