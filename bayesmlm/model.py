@@ -218,7 +218,8 @@ class MLM:
             statistics, and draws every u_j from its exact conditional
             afterwards (:mod:`bayesmlm.collapsed`); ``"full"`` samples the
             non-centred model with the u_j as parameters; ``"auto"`` (default)
-            is ``"collapsed"`` where it applies and ``"full"`` otherwise.
+            is ``"collapsed"`` where it applies (with ``sampler="nutpie"`` or
+            ``"pymc"``) and ``"full"`` otherwise.
             ``fit.record.method`` says which ran.
 
         Examples
@@ -231,7 +232,7 @@ class MLM:
             raise ValueError(f"Unknown method '{method}'. Valid methods: {', '.join(METHODS)}.")
         problem = collapse_problem(self.design)
         if method == "auto":
-            method = "full" if problem else "collapsed"
+            method = "full" if problem or sampler not in ("nutpie", "pymc") else "collapsed"
         if method == "full":
             self._needs_rows("method='full'")
         settings = SamplerSettings(draws, tune, chains, seed, sampler, target_accept, progressbar).resolved()
