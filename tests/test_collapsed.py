@@ -152,7 +152,7 @@ def sleep_collapsed():
                                                                             progressbar=False)
 
 
-def _agree(a: pd.DataFrame, b: pd.DataFrame, z: float = 4.5) -> None:
+def check_agree(a: pd.DataFrame, b: pd.DataFrame, z: float = 4.5) -> None:
     """Means differ by less than z Monte Carlo standard errors (sd / sqrt(ess), both fits)."""
     mcse = np.sqrt((a["sd"] ** 2 / a["ess_bulk"]) + (b["sd"] ** 2 / b["ess_bulk"]))
     gap = (a["mean"] - b["mean"]).abs() / mcse
@@ -173,10 +173,10 @@ def test_auto_is_collapsed_and_posterior_has_the_full_models_variables(sleep_col
 
 
 def test_collapsed_and_full_posteriors_agree_on_sleepstudy(sleep_collapsed, sleep_fit):
-    _agree(sleep_collapsed.fixef(), sleep_fit.fixef())
-    _agree(sleep_collapsed.varcorr().set_index(["group", "var1", "var2"]), sleep_fit.varcorr().set_index(["group", "var1", "var2"]))
-    _agree(sleep_collapsed.ranef(), sleep_fit.ranef())
-    _agree(sleep_collapsed.coef(), sleep_fit.coef())
+    check_agree(sleep_collapsed.fixef(), sleep_fit.fixef())
+    check_agree(sleep_collapsed.varcorr().set_index(["group", "var1", "var2"]), sleep_fit.varcorr().set_index(["group", "var1", "var2"]))
+    check_agree(sleep_collapsed.ranef(), sleep_fit.ranef())
+    check_agree(sleep_collapsed.coef(), sleep_fit.coef())
 
 
 def test_recovery_is_seeded_and_vectorised(sleep_collapsed):
