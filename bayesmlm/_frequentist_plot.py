@@ -5,7 +5,6 @@ Private: reached through :meth:`bayesmlm.frequentist.Comparison.plot`.
 
 from __future__ import annotations
 
-import numpy as np
 from matplotlib.figure import Figure
 
 from ._visuals import check_visuals, style

@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 
 import bayesmlm
-from bayesmlm.render import Image, Math, Note, Section, Table, equation_html, format_table
+from bayesmlm.render import Math, Note, Section, Table, equation_html, format_table
 from bayesmlm.report import report_html, write_report
 from bayesmlm.sample import ESS_MIN, RHAT_MAX
 from bayesmlm.sections import (diagnostics_section, equations_section, figure_image, fixed_section, plots_section,

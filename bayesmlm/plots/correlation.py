@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
-from adjustText import adjust_text
 from matplotlib.colors import to_rgba
 from matplotlib.patches import Ellipse
 
