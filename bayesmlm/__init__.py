@@ -10,13 +10,13 @@ Examples
 """
 
 from . import datasets
-from ._errors import ConvergenceWarning, DataError, RowsDroppedWarning, SpecError
-from .loo import compare
+from .errors import ConvergenceWarning, DataError, RowsDroppedWarning, SpecError
+from .comparison.loo import compare
 from .model import MLM
-from .pooling import pooling
-from .priors import Prior
-from .results import Fit
-from .store import load
+from .comparison.pooling import pooling
+from .design.priors import Prior
+from .results.fit import Fit
+from .results.store import load
 
 __all__ = ["MLM", "Fit", "Prior", "load", "datasets", "SpecError", "DataError", "ConvergenceWarning",
            "RowsDroppedWarning", "pooling", "compare"]

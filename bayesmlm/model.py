@@ -9,14 +9,15 @@ import time
 
 import pandas as pd
 
-from .collapsed import fit_collapsed
-from .design import Design, build_design
-from .equations import Equations, model_equations
-from .priors import Prior, priors_table, resolve_priors
-from .results import Fit, FitRecord
-from .sample import SamplerSettings, check_convergence, diagnose, sample_model
-from .spec import ModelSpec, parse_formula, spec_from_levels
-from .suffstats import GroupStats, collapse_problem
+from .fastpath.fit import fit_collapsed
+from .design.matrices import Design, build_design
+from .design.equations import Equations, model_equations
+from .design.priors import Prior, priors_table, resolve_priors
+from .results.fit import Fit, FitRecord
+from .schema import is_parameter
+from .sample.nuts import SamplerSettings, check_convergence, diagnose, sample_model
+from .spec.formula import ModelSpec, parse_formula, spec_from_levels
+from .fastpath.stats import GroupStats, collapse_problem
 
 __all__ = ["MLM"]
 
@@ -65,7 +66,7 @@ class MLM:
         """A model from level-1 and level-2 equations.
 
         Each level-1 term gets a random effect by ``group`` unless it is
-        named in ``fixed``. See :func:`bayesmlm.spec.spec_from_levels`.
+        named in ``fixed``. See :func:`bayesmlm.spec.formula.spec_from_levels`.
 
         Examples
         --------
@@ -86,7 +87,7 @@ class MLM:
 
         Only the model's columns are read, ``chunksize`` rows at a time, and
         each chunk is reduced to per-group sufficient statistics
-        (:mod:`bayesmlm.chunked`); the fit is always ``method="collapsed"``.
+        (:mod:`bayesmlm.fastpath.readers`); the fit is always ``method="collapsed"``.
         The first chunk fixes the design (categorical levels), so it must
         vary in every predictor. Fit tables, ``coef`` and plots work as for
         an in-memory model; predictions and checks that need the rows do not.
@@ -109,7 +110,7 @@ class MLM:
         >>> m = bayesmlm.MLM.from_files("y ~ x + (1 + x | g)", "big.parquet")  # doctest: +SKIP
         >>> fit = m.fit(seed=1)  # doctest: +SKIP
         """
-        from .chunked import reduce_files
+        from .fastpath.readers import reduce_files
 
         spec = parse_formula(formula, "gaussian")
         return cls._from_reduced(reduce_files(spec, paths, chunksize=chunksize, offset=offset), priors, offset)
@@ -119,7 +120,7 @@ class MLM:
         """A Gaussian model of a ``dask.dataframe``, reduced to per-group sufficient statistics by Dask.
 
         Each partition is summed where Dask runs it and the partial sums are
-        added in a tree (:func:`bayesmlm.chunked.reduce_dask`); only those
+        added in a tree (:func:`bayesmlm.fastpath.readers.reduce_dask`); only those
         sums reach this process. The fit is always ``method="collapsed"``.
 
         Examples
@@ -127,7 +128,7 @@ class MLM:
         >>> import dask.dataframe as dd
         >>> m = bayesmlm.MLM.from_dask("y ~ x + (1 + x | g)", dd.read_parquet("big/"))  # doctest: +SKIP
         """
-        from .chunked import reduce_dask
+        from .fastpath.readers import reduce_dask
 
         spec = parse_formula(formula, "gaussian")
         return cls._from_reduced(reduce_dask(spec, data, offset=offset), priors, offset)
@@ -178,20 +179,20 @@ class MLM:
         --------
         >>> m.build().free_RVs  # doctest: +SKIP
         """
-        from .build import build_full_model
+        from .build.full import build_full_model
 
         self._needs_rows("The full model")
         return build_full_model(self.design, self.prior_dict)
 
     def prior_predictive(self, draws: int = 500, seed: int | None = None):
-        """Outcomes simulated from the priors alone (see :func:`bayesmlm.checks.prior_predictive`).
+        """Outcomes simulated from the priors alone (see :func:`bayesmlm.predict.predictive.prior_predictive`).
 
         Examples
         --------
         >>> m.prior_predictive(draws=100, seed=1)["prior_predictive"]["y"].dims  # doctest: +SKIP
         ('chain', 'draw', 'obs')
         """
-        from .checks import prior_predictive
+        from .predict.predictive import prior_predictive
 
         self._needs_rows("A prior predictive simulation")
         return prior_predictive(self, draws=draws, seed=seed)
@@ -216,7 +217,7 @@ class MLM:
             ``"collapsed"`` integrates the random effects out of a Gaussian
             model with one grouping factor, samples on per-group sufficient
             statistics, and draws every u_j from its exact conditional
-            afterwards (:mod:`bayesmlm.collapsed`); ``"full"`` samples the
+            afterwards (:mod:`bayesmlm.fastpath.fit`); ``"full"`` samples the
             non-centred model with the u_j as parameters; ``"auto"`` (default)
             is ``"collapsed"`` where it applies (with ``sampler="nutpie"`` or
             ``"pymc"``) and ``"full"`` otherwise.
@@ -257,4 +258,4 @@ class MLM:
 def _reported_vars(idata) -> list[str]:
     """The posterior variables that diagnostics cover: every parameter users read."""
     names = list(idata["posterior"].data_vars)
-    return [v for v in names if v in ("fixef", "sigma") or v.split("_", 1)[0] in ("sd", "cor", "u")]
+    return [v for v in names if is_parameter(v)]

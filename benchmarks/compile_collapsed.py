@@ -5,7 +5,7 @@ country)), 4 chains x 1000 draws after 1000 tuning steps:
 
 - ``nutpie-compile_pymc_model``: nutpie's own ``compile_pymc_model`` (Numba
   backend), which wraps PyTensor's function in a ``numba.cfunc``;
-- ``bayesmlm``: what ``MLM.fit`` does (``bayesmlm.compiled``: PyTensor's
+- ``bayesmlm``: what ``MLM.fit`` does (``bayesmlm.fastpath.nutpie_driver``: PyTensor's
   Numba function called through ``nutpie.compiled_pyfunc``);
 - ``pymc-sampler``: ``pm.sample(nuts_sampler="pymc")`` on the same model.
 
@@ -34,9 +34,9 @@ DRAWS = {"draws": 1000, "tune": 1000, "chains": 4, "seed": 2024}
 
 def _model():
     import bayesmlm
-    from bayesmlm.build_collapsed import build_collapsed_model, collapsed_data, collapsed_structure
-    from bayesmlm.collapsed import x_centre
-    from bayesmlm.suffstats import group_stats
+    from bayesmlm.fastpath.model import build_collapsed_model, collapsed_data, collapsed_structure
+    from bayesmlm.fastpath.fit import x_centre
+    from bayesmlm.fastpath.stats import group_stats
 
     m = bayesmlm.MLM("tech ~ smu + (1 + smu | country)", bayesmlm.datasets.load("wvs7_sim"))
     stats = group_stats(m.design)
@@ -52,8 +52,8 @@ def worker(kind: str) -> dict:
     import nutpie
     import pymc as pm
 
-    from bayesmlm.compiled import compile_collapsed, sample_collapsed
-    from bayesmlm.sample import SamplerSettings
+    from bayesmlm.fastpath.nutpie_driver import compile_collapsed, sample_collapsed
+    from bayesmlm.sample.nuts import SamplerSettings
 
     m, structure, data, pmodel = _model()
     names = ["fixef", "sd_country", "cor_country", "sigma"]

@@ -16,7 +16,7 @@ import pandas as pd
 import pytest
 
 import bayesmlm
-from bayesmlm.cli import DEMO_CONFIG, main
+from bayesmlm.app.cli import DEMO_CONFIG, main
 
 from browser import find_chromium, probe, screenshot
 from conftest import record_artefact, reference
@@ -136,7 +136,7 @@ def test_config_runs(run_config, name):
 
 
 def test_demo_config_is_the_m2_file():
-    from bayesmlm.config import load_config, parse_config
+    from bayesmlm.app.config import load_config, parse_config
 
     from_file = load_config(CONFIGS / "wvs7_m2.yaml").to_dict()
     built_in = parse_config(DEMO_CONFIG).to_dict()
@@ -188,4 +188,4 @@ def test_overrides_subsample_and_plots(tmp_path):
     assert fit.record.n_obs == 120 and fit.record.settings.seed == 5 and fit.record.settings.chains == 1
     assert "Number of obs: 120" in (out / "summary.txt").read_text()
     assert not (out / "plots").exists() or not any((out / "plots").glob("bar.*"))
-    assert "'which': []" in str(bayesmlm.config.load_config(out / "config.yaml").to_dict()["plots"])
+    assert "'which': []" in str(bayesmlm.app.config.load_config(out / "config.yaml").to_dict()["plots"])

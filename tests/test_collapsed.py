@@ -20,10 +20,10 @@ import xarray as xr
 from conftest import reference
 
 import bayesmlm
-from bayesmlm.build_collapsed import loglik_at
-from bayesmlm.levels import level_structure
-from bayesmlm.recover import _draw, recover_random_effects
-from bayesmlm.suffstats import collapse_problem, group_stats
+from bayesmlm.fastpath.model import loglik_at
+from bayesmlm.design.levels import level_structure
+from bayesmlm.fastpath.recover import _draw, recover_random_effects
+from bayesmlm.fastpath.stats import collapse_problem, group_stats
 
 FIELDS = ("n", "XtX", "XtZ", "ZtZ", "Xty", "Zty", "yty", "x_sum", "z_sum", "y_sum")
 
@@ -82,7 +82,7 @@ def test_group_terms_gradient_matches_finite_differences(q):
     import pytensor
     import pytensor.tensor as pt
 
-    from bayesmlm.collapsed_op import group_terms
+    from bayesmlm.fastpath.op import group_terms
 
     rng = np.random.default_rng(q)
     J = 5

@@ -1,4 +1,4 @@
-"""Vectorised R-hat and ESS give ArviZ's numbers (bayesmlm.convergence)."""
+"""Vectorised R-hat and ESS give ArviZ's numbers (bayesmlm.sample.convergence)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import xarray as xr
 
-from bayesmlm.convergence import dataset_diagnostics, rhat_and_ess
+from bayesmlm.sample.convergence import dataset_diagnostics, rhat_and_ess
 
 
 def _draws(seed: int, chains: int = 4, draws: int = 300) -> np.ndarray:

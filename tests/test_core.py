@@ -16,7 +16,7 @@ import pandas as pd
 import pytest
 
 import bayesmlm
-from bayesmlm.results import COLUMNS
+from bayesmlm.results.fit import COLUMNS
 from conftest import reference
 
 

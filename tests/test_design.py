@@ -8,7 +8,7 @@ import pytest
 
 import bayesmlm
 from bayesmlm import DataError, RowsDroppedWarning, SpecError
-from bayesmlm.levels import level_structure
+from bayesmlm.design.levels import level_structure
 
 
 @pytest.fixture()

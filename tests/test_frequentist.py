@@ -19,9 +19,9 @@ import pytest
 from matplotlib.figure import Figure
 
 import bayesmlm
-from bayesmlm.frequentist import Comparison, compare_frequentist
-from bayesmlm.mixedlm import UnsupportedModelError, fit_frequentist
-from bayesmlm.results import Fit
+from bayesmlm.comparison.frequentist import Comparison, compare_frequentist
+from bayesmlm.comparison.statsmodels_reml import UnsupportedModelError, fit_frequentist
+from bayesmlm.results.fit import Fit
 from conftest import reference
 
 HSB = "mAch ~ meanses * cses + sector * cses + (1 + cses | school)"

@@ -19,7 +19,7 @@ from matplotlib.patches import Ellipse
 
 import bayesmlm
 import bayesmlm.plots as plots
-from bayesmlm.plots import _common
+from bayesmlm.plots import common
 
 TOL = 1e-9
 

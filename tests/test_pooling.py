@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 
 import bayesmlm
-from bayesmlm.pooling import complete_pooling, no_pooling, pooling_table, simpson_report
+from bayesmlm.comparison.pooling import complete_pooling, no_pooling, pooling_table, simpson_report
 
 SLEEP = "Reaction ~ Days + (Days | Subject)"
 

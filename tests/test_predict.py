@@ -13,10 +13,10 @@ from scipy import stats
 from scipy.special import expit
 
 import bayesmlm
-import bayesmlm.checks as checks
-import bayesmlm.predict
+import bayesmlm.predict.predictive as checks
+import bayesmlm.predict.predictions
 from bayesmlm import DataError
-from bayesmlm.predictive_plot import plot_predictive
+from bayesmlm.plots.predictive import plot_predictive
 
 
 def _eta(fit, chain: int, draw: int) -> np.ndarray:
@@ -198,7 +198,7 @@ def test_plot_of_the_checks_draws_the_data(ucb_fit, poisson_fit, artefact_dir):
 
 
 def test_fits_from_per_group_sums_are_refused_where_rows_are_needed(ucb_fit):
-    # A fit made by MLM.from_files / from_dask keeps column moments and no rows (bayesmlm.chunked.SummaryDesign).
+    # A fit made by MLM.from_files / from_dask keeps column moments and no rows (bayesmlm.fastpath.readers.SummaryDesign).
     reduced = SimpleNamespace(design=SimpleNamespace(**vars(ucb_fit.design), moments=object()),
                               posterior=ucb_fit.posterior)
     with pytest.raises(ValueError, match=r"pointwise_log_likelihood \(and so LOO\) needs the fitted rows.*MLM.from_files"):
@@ -206,7 +206,7 @@ def test_fits_from_per_group_sums_are_refused_where_rows_are_needed(ucb_fit):
     with pytest.raises(ValueError, match=r"posterior_predictive needs the fitted rows"):
         checks.posterior_predictive(reduced)
     with pytest.raises(ValueError, match=r"predict\(\) without newdata needs the fitted rows.*pass newdata="):
-        bayesmlm.predict.predict(reduced)
+        bayesmlm.predict.predictions.predict(reduced)
 
 
 def test_draws_of_many_rows_are_thinned_with_a_warning(ucb_fit, monkeypatch):

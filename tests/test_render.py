@@ -1,4 +1,4 @@
-"""The renderer (bayesmlm.render), the report's sections (bayesmlm.sections) and report.html (bayesmlm.report)."""
+"""The renderer (bayesmlm.report.render), the report's sections (bayesmlm.report.sections) and report.html (bayesmlm.report.html)."""
 
 from __future__ import annotations
 
@@ -11,10 +11,10 @@ import pandas as pd
 import pytest
 
 import bayesmlm
-from bayesmlm.render import Math, Note, Section, Table, equation_html, format_table
-from bayesmlm.report import report_html, write_report
-from bayesmlm.sample import ESS_MIN, RHAT_MAX
-from bayesmlm.sections import (diagnostics_section, equations_section, figure_image, fixed_section, plots_section,
+from bayesmlm.report.render import Math, Note, Section, Table, equation_html, format_table
+from bayesmlm.report.html import report_html, write_report
+from bayesmlm.sample.nuts import ESS_MIN, RHAT_MAX
+from bayesmlm.report.sections import (diagnostics_section, equations_section, figure_image, fixed_section, plots_section,
                                priors_section, variance_section)
 
 

@@ -9,7 +9,7 @@ import pytest
 
 import bayesmlm
 from bayesmlm import SpecError
-from bayesmlm.spec import RandomBlock, parse_formula, spec_from_levels
+from bayesmlm.spec.formula import RandomBlock, parse_formula, spec_from_levels
 
 
 @pytest.mark.parametrize("formula, fixed, blocks", [

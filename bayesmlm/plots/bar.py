@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from . import _common as c
+from . import common as c
 
 __all__ = ["bar"]
 

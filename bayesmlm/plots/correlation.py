@@ -7,8 +7,8 @@ import pandas as pd
 from matplotlib.colors import to_rgba
 from matplotlib.patches import Ellipse
 
-from ..design import pair_dim, safe_name, term_dim
-from . import _common as c
+from ..schema import cor_var, pair_dim, sd_var, term_dim
+from . import common as c
 
 __all__ = ["correlation"]
 
@@ -142,11 +142,11 @@ def _population_cov(fit, factor: str, x: str, y: str) -> np.ndarray | None:
     if bx is None or by is None:
         return None
     post = fit.posterior
-    sx = post[f"sd_{safe_name(bx.label)}"].sel({term_dim(bx.label): x}, drop=True)
-    sy = post[f"sd_{safe_name(by.label)}"].sel({term_dim(by.label): y}, drop=True)
+    sx = post[sd_var(bx.label)].sel({term_dim(bx.label): x}, drop=True)
+    sy = post[sd_var(by.label)].sel({term_dim(by.label): y}, drop=True)
     rho = 0.0
     if bx is by and bx.correlated:
-        cor = post[f"cor_{safe_name(bx.label)}"]
+        cor = post[cor_var(bx.label)]
         pair = f"{x}:{y}" if f"{x}:{y}" in cor[pair_dim(bx.label)].values else f"{y}:{x}"
         rho = cor.sel({pair_dim(bx.label): pair}, drop=True)
     cxy = float((sx * sy * rho).mean()) if bx is by else 0.0

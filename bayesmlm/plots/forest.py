@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from . import _common as c
+from . import common as c
 
 __all__ = ["forest"]
 

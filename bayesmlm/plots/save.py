@@ -5,7 +5,7 @@ from __future__ import annotations
 import warnings
 from pathlib import Path
 
-from . import _common as c
+from . import common as c
 from .bar import bar
 from .correlation import correlation
 from .forest import forest

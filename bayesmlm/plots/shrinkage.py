@@ -6,8 +6,8 @@ import numpy as np
 import pandas as pd
 from matplotlib.ticker import MaxNLocator
 
-from ..pooling import complete_pooling, no_pooling
-from . import _common as c
+from ..comparison.pooling import complete_pooling, no_pooling
+from . import common as c
 
 __all__ = ["shrinkage"]
 
@@ -19,9 +19,9 @@ def shrinkage(fit, term: str | None = None, *, factor: str | None = None, view: 
               ax=None, visuals: dict | None = None):
     """Arrows from no pooling (a least-squares fit per group) to partial pooling (the posterior mean).
 
-    The no-pooling estimates come from :func:`bayesmlm.pooling.no_pooling`
+    The no-pooling estimates come from :func:`bayesmlm.comparison.pooling.no_pooling`
     (one regression of y on the factor's level-1 terms per group), the
-    complete-pooling estimate from :func:`bayesmlm.pooling.complete_pooling`
+    complete-pooling estimate from :func:`bayesmlm.comparison.pooling.complete_pooling`
     (one regression over all rows, groups ignored), and the partial-pooling
     estimate is the posterior mean of the group-specific coefficient. Small
     groups, whose own estimate is least precise, move most.

@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 from matplotlib.collections import LineCollection
 
-from . import _common as c
+from . import common as c
 
 __all__ = ["slopes"]
 

@@ -1,0 +1,1 @@
+"""The application layer: run configs (YAML) and the command line."""

@@ -1,0 +1,1 @@
+"""Comparing fits: the frequentist fit beside the posterior, pooling, PSIS-LOO."""

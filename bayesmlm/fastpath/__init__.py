@@ -1,0 +1,1 @@
+"""The Gaussian fast path: per-group statistics (in memory, from files, from Dask), the collapsed model with its likelihood Op and kernels, the nutpie driver, and the exact recovery of the random effects."""

@@ -1,0 +1,471 @@
+"""Stage 2, design (fast path): sufficient statistics of data that are never in memory at once.
+
+Files are read in chunks (CSV with pandas, Parquet with pyarrow, only the
+model's columns) and a ``dask.dataframe`` is reduced partition by partition by
+Dask's own scheduler (a cluster's, if it has one). Both routes run the same two
+functions: :func:`_partial` turns one chunk into its per-group sums and
+:func:`_merge` adds two such partials, so the result does not depend on how the
+rows were split, and the sampler never sees a row.
+
+The first chunk fixes the design: its formulae encodings (categorical levels),
+the shift that keeps the sums free of cancellation, and the data checks. The
+result is a :class:`Reduced`: the :class:`~bayesmlm.fastpath.stats.GroupStats`
+and a :class:`SummaryDesign`, a Design that holds a few representative rows per
+group (enough to read level-2 predictors off, for ``Fit.coef``) and the
+columns' moments (for the data-scaled default priors) instead of the data.
+Nothing here imports PyMC.
+"""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from ..errors import DataError, RowsDroppedWarning, SpecError
+from ..design.matrices import BlockDesign, Design, GroupingFactor, build_design, new_data_design
+from ..spec.formula import ModelSpec
+from .stats import _FIELDS, GroupStats, accumulate, collapse_problem, default_shift
+
+__all__ = ["ColumnMoments", "SummaryDesign", "Reduced", "reduce_frames", "reduce_files", "reduce_dask", "read_chunks"]
+
+
+@dataclass(frozen=True)
+class ColumnMoments:
+    """Mean and SD of the outcome, and SDs of X's and each block's Z columns, over every row.
+
+    Attributes
+    ----------
+    n : int
+    y_mean, y_sd : float
+    x_sd : tuple of float
+    z_sd : dict of str to tuple of float
+        By block label.
+    """
+
+    n: int
+    y_mean: float
+    y_sd: float
+    x_sd: tuple
+    z_sd: dict
+
+
+@dataclass(frozen=True, eq=False)
+class SummaryDesign(Design):
+    """A Design whose rows were reduced to sufficient statistics.
+
+    ``data``, ``X`` and the blocks' ``Z`` hold representative rows: for each
+    group its first row and, for each column of X and Z, its first row where
+    that column is non-zero, so that level-2 predictors can be read off per
+    group. The outcome is NaN there: these rows are not data to fit or plot.
+    ``level2`` was computed over every row.
+
+    Attributes
+    ----------
+    moments : ColumnMoments
+        Read by :func:`bayesmlm.design.priors.default_priors`.
+    n_rows : int
+        Rows summarised (after dropping rows with missing values).
+    source : str
+        Where the rows came from.
+    """
+
+    moments: ColumnMoments | None = None
+    n_rows: int = 0
+    source: str = ""
+
+
+@dataclass(frozen=True, eq=False)
+class Reduced:
+    """Sufficient statistics and the summary design of data read in chunks."""
+
+    design: SummaryDesign
+    stats: GroupStats
+
+
+def _model_columns(template: Design) -> list[str]:
+    return list(template.data.columns)
+
+
+def _group_columns(template: Design) -> list[str]:
+    return template.spec.groups[0].split(":")
+
+
+def _template(spec: ModelSpec, first: pd.DataFrame, offset: str | None, where: str) -> Design:
+    """The design of the first chunk: encodings, shift and checks for every chunk."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RowsDroppedWarning)  # counted again, over all chunks, by _partial
+            template = build_design(spec, first, offset=offset)
+    except (DataError, SpecError) as err:
+        raise type(err)(f"In the first chunk of {where} ({len(first)} rows): {err} The first chunk fixes the design, so it "
+                        "must vary in every predictor and hold two or more groups: pass a larger chunksize=, or "
+                        "shuffle the rows.") from None
+    problem = collapse_problem(template)
+    if problem:
+        raise SpecError(f"Only the collapsed fit reads data in chunks, and {problem}.")
+    return template
+
+
+@dataclass
+class _Partial:
+    labels: np.ndarray          # sorted group labels (object)
+    sums: dict                  # GroupStats fields, first axis over labels
+    moment_sum: np.ndarray      # sums of (v - centre) over rows, v = [y, X..., Z...]
+    moment_sq: np.ndarray
+    n: int
+    dropped: dict               # missing values per column
+    n_dropped: int
+    level2: dict                # column -> DataFrame(index=label): [lo, hi] (numeric) or [varies, first]
+    rep: pd.DataFrame           # representative rows with __label, __chunk, __row, __x*, __z*
+
+
+def _moment_centre(template: Design) -> np.ndarray:
+    Z = np.column_stack([b.Z for b in template.blocks])
+    return np.concatenate([[template.y.mean()], template.X.mean(axis=0), Z.mean(axis=0)])
+
+
+def _clean(chunk: pd.DataFrame, template: Design, chunk_no: int) -> tuple[pd.DataFrame, pd.Series]:
+    cols = _model_columns(template)
+    missing = [c for c in cols if c not in chunk.columns]
+    if missing:
+        raise DataError(f"Chunk {chunk_no} lacks the column(s) {', '.join(map(repr, missing))} that the model uses. "
+                        f"Columns it has: {', '.join(map(str, chunk.columns))}.")
+    chunk = chunk[cols]
+    na = chunk.isna()
+    keep = ~na.any(axis=1)
+    clean = chunk.loc[keep].reset_index(drop=True)
+    for col in cols:
+        if pd.api.types.is_numeric_dtype(clean[col]) and not pd.api.types.is_bool_dtype(clean[col]):
+            bad = ~np.isfinite(clean[col].to_numpy(dtype=float))
+            if bad.any():
+                raise DataError(f"Column '{col}' has {int(bad.sum())} infinite value(s) in chunk {chunk_no}. "
+                                "Remove or recode them before fitting.")
+    return clean, na.sum()
+
+
+def _group_codes(clean: pd.DataFrame, template: Design) -> tuple[np.ndarray, np.ndarray]:
+    """Each row's group code and the sorted labels, as ``str`` of the values (as the in-memory design reads them)."""
+    cols = _group_columns(template)
+    if len(cols) == 1:
+        codes, uniques = pd.factorize(clean[cols[0]])
+        labels = np.asarray(pd.Index(uniques).astype(str), dtype=object)
+    else:
+        values = clean[cols[0]].astype(str)
+        for c in cols[1:]:
+            values = values + ":" + clean[c].astype(str)
+        codes, uniques = pd.factorize(values)
+        labels = np.asarray(uniques, dtype=object)
+    order = np.argsort(labels)
+    rank = np.empty(len(order), dtype=np.int64)
+    rank[order] = np.arange(len(order))
+    return rank[codes], labels[order]
+
+
+def _matrices(clean: pd.DataFrame, template: Design, chunk_no: int):
+    """X, Z (all blocks) and the offset of a chunk, with the first chunk's formulae encodings."""
+    try:
+        nd = new_data_design(template, clean, groups=False)
+        Z = np.column_stack([b.Z_matrix.evaluate_new_data(clean).as_dataframe().to_numpy(dtype=float)
+                             for b in template.blocks])
+    except Exception as err:  # formulae raises its own errors for unseen categories
+        raise DataError(f"Chunk {chunk_no}: {err} The first chunk fixes the levels of categorical predictors: give "
+                        "them a pandas categorical dtype with every level, or put every level in the first chunk.") from None
+    return nd.X, Z, nd.offset
+
+
+def _first_rows(codes: np.ndarray, n_groups: int, mask: np.ndarray | None = None) -> np.ndarray:
+    """Per group, the first row (where ``mask``); len(codes) where there is none."""
+    rows = np.arange(len(codes))
+    if mask is not None:
+        codes, rows = codes[mask], rows[mask]
+    first = np.full(n_groups, len(mask) if mask is not None else len(rows))
+    np.minimum.at(first, codes, rows)
+    return first
+
+
+def _is_numeric(template: Design, col: str) -> bool:
+    dtype = template.data[col].dtype
+    return pd.api.types.is_numeric_dtype(dtype) and not pd.api.types.is_bool_dtype(dtype)
+
+
+def _level2_evidence(clean: pd.DataFrame, codes: np.ndarray, labels: np.ndarray, template: Design) -> dict:
+    """Per column and group: min and max (numeric columns) or whether it varies and its first value."""
+    out, J = {}, len(labels)
+    for col in clean.columns:
+        if col in _group_columns(template):
+            continue
+        if _is_numeric(template, col):
+            v = pd.to_numeric(clean[col], errors="raise").to_numpy(dtype=float)
+            lo, hi = np.full(J, np.inf), np.full(J, -np.inf)
+            np.minimum.at(lo, codes, v)
+            np.maximum.at(hi, codes, v)
+            out[col] = pd.DataFrame({"lo": lo, "hi": hi}, index=pd.Index(labels, name="label"))
+        else:
+            agg = clean[col].groupby(codes).agg(["nunique", "first"])
+            out[col] = pd.DataFrame({"varies": agg["nunique"].to_numpy() > 1, "first": agg["first"].to_numpy()},
+                                    index=pd.Index(labels[agg.index.to_numpy()], name="label"))
+    return out
+
+
+def _partial(chunk: pd.DataFrame, template: Design, chunk_no: int) -> _Partial:
+    """One chunk's per-group sums, moments, level-2 evidence and representative rows."""
+    clean, na_counts = _clean(chunk, template, chunk_no)
+    response = template.spec.response
+    if not pd.api.types.is_numeric_dtype(clean[response]) or pd.api.types.is_bool_dtype(clean[response]):
+        raise DataError(f"The outcome '{response}' is {clean[response].dtype} in chunk {chunk_no}, not numeric: "
+                        "a gaussian model needs a numeric outcome.")
+    y = clean[response].to_numpy(dtype=float)
+    X, Z, offset = _matrices(clean, template, chunk_no)
+    codes, labels = _group_codes(clean, template)
+    J = len(labels)
+    x_shift, y_shift = default_shift(template)
+    outcome = y - offset if offset is not None else y
+    sums = accumulate(codes, J, X - x_shift, Z, outcome - y_shift)
+    v = np.column_stack([y, X, Z]) - _moment_centre(template)
+    picks = [_first_rows(codes, J)]
+    for col in [*X.T, *Z.T, *(clean[c].to_numpy(dtype=float) for c in clean.columns
+                               if c not in _group_columns(template) and _is_numeric(template, c))]:
+        picks.append(_first_rows(codes, J, col != 0))
+    rows = np.unique(np.concatenate(picks))
+    rows = rows[rows < len(clean)]
+    rep = clean.iloc[rows].reset_index(drop=True).assign(__label=labels[codes[rows]], __chunk=chunk_no, __row=rows)
+    for k in range(X.shape[1]):
+        rep[f"__x{k}"] = X[rows, k]
+    for k in range(Z.shape[1]):
+        rep[f"__z{k}"] = Z[rows, k]
+    if offset is not None:
+        rep["__offset"] = offset[rows]
+    return _Partial(labels, sums, v.sum(axis=0), (v**2).sum(axis=0), len(clean),
+                    {c: int(n) for c, n in na_counts.items() if n}, len(chunk) - len(clean),
+                    _level2_evidence(clean, codes, labels, template), _representatives(rep, template))
+
+
+def _representatives(rep: pd.DataFrame, template: Design) -> pd.DataFrame:
+    """Per group: the first row, and the first row where each X, Z or numeric column is non-zero."""
+    rep = rep.sort_values(["__chunk", "__row"], kind="stable")
+    keep = [rep.groupby("__label", sort=False).head(1).index]
+    numeric = [c for c in rep.columns if c.startswith(("__x", "__z"))]
+    numeric += [c for c in _model_columns(template) if c not in _group_columns(template) and _is_numeric(template, c)]
+    for c in numeric:
+        nonzero = rep[rep[c].to_numpy(dtype=float) != 0]
+        keep.append(nonzero.groupby("__label", sort=False).head(1).index)
+    index = keep[0].append(keep[1:]).unique()
+    return rep.loc[rep.index.isin(index)]
+
+
+def _merge(a: _Partial, b: _Partial, template: Design) -> _Partial:
+    """The partial of the union of two disjoint sets of rows."""
+    labels = np.union1d(a.labels, b.labels).astype(object)
+    ia, ib = np.searchsorted(labels, a.labels), np.searchsorted(labels, b.labels)
+    sums = {}
+    for key in _FIELDS:
+        total = np.zeros((len(labels),) + a.sums[key].shape[1:])
+        total[ia] += a.sums[key]
+        total[ib] += b.sums[key]
+        sums[key] = total
+    level2 = {}
+    for col in a.level2:
+        g = pd.concat([a.level2[col], b.level2[col]]).groupby(level=0)
+        if "lo" in a.level2[col]:
+            level2[col] = pd.DataFrame({"lo": g["lo"].min(), "hi": g["hi"].max()})
+        else:
+            level2[col] = pd.DataFrame({"varies": g["varies"].any() | (g["first"].nunique(dropna=False) > 1),
+                                        "first": g["first"].first()})
+    dropped = dict(a.dropped)
+    for c, n in b.dropped.items():
+        dropped[c] = dropped.get(c, 0) + n
+    return _Partial(labels, sums, a.moment_sum + b.moment_sum, a.moment_sq + b.moment_sq, a.n + b.n, dropped,
+                    a.n_dropped + b.n_dropped, level2, _representatives(pd.concat([a.rep, b.rep], ignore_index=True),
+                                                                        template))
+
+
+def _moments(part: _Partial, template: Design) -> ColumnMoments:
+    n = part.n
+    mean = _moment_centre(template) + part.moment_sum / n
+    var = (part.moment_sq - part.moment_sum**2 / n) / max(n - 1, 1)
+    sd = np.sqrt(np.maximum(var, 0.0))
+    p = template.X.shape[1]
+    z_sd, k = {}, 1 + p
+    for b in template.blocks:
+        z_sd[b.label] = tuple(float(s) for s in sd[k:k + b.q])
+        k += b.q
+    return ColumnMoments(n, float(mean[0]), float(sd[0]), tuple(float(s) for s in sd[1:1 + p]), z_sd)
+
+
+def _finish(part: _Partial, template: Design, source: str) -> Reduced:
+    if part.n_dropped:
+        detail = ", ".join(f"{c}: {n}" for c, n in part.dropped.items())
+        warnings.warn(f"Dropped {part.n_dropped} of {part.n + part.n_dropped} rows with missing values ({detail}), "
+                      "as lme4's na.omit does.", RowsDroppedWarning, stacklevel=4)
+    factor = template.spec.groups[0]
+    if len(part.labels) < 2:
+        raise DataError(f"The grouping factor '{factor}' has only one level in {source}: a random effect needs at least two groups.")
+    levels = tuple(str(v) for v in part.labels)
+    x_shift, y_shift = default_shift(template)
+    stats = GroupStats(factor, levels, tuple(template.fixed_terms), tuple(t for b in template.blocks for t in b.terms),
+                       x_shift, y_shift, **part.sums)
+    rep = part.rep.sort_values(["__chunk", "__row"], kind="stable").reset_index(drop=True)
+    index = np.searchsorted(part.labels, rep["__label"].to_numpy(dtype=object))
+    X = rep[[f"__x{k}" for k in range(template.X.shape[1])]].to_numpy(dtype=float)
+    blocks, k = [], 0
+    for b in template.blocks:
+        Z = rep[[f"__z{i}" for i in range(k, k + b.q)]].to_numpy(dtype=float)
+        blocks.append(BlockDesign(b.label, b.group, b.terms, b.correlated, Z, b.Z_matrix))
+        k += b.q
+    data = rep[_model_columns(template)].copy()
+    data[template.spec.response] = np.nan
+    level2 = frozenset(c for c, frame in part.level2.items()
+                       if ((frame["lo"] == frame["hi"]).all() if "lo" in frame else not frame["varies"].any()))
+    design = SummaryDesign(
+        spec=template.spec, data=data, y=np.full(len(rep), np.nan), X=X, fixed_terms=template.fixed_terms,
+        fixed_labels=template.fixed_labels, blocks=tuple(blocks),
+        factors={factor: GroupingFactor(factor, levels, index.astype(np.int64))}, level2={factor: level2},
+        rows_dropped=part.n_dropped, offset=rep["__offset"].to_numpy() if "__offset" in rep else None,
+        options=template.options, fixed_matrix=template.fixed_matrix, moments=_moments(part, template), n_rows=part.n,
+        source=source)
+    return Reduced(design, stats)
+
+
+def reduce_frames(spec: ModelSpec, frames, *, offset: str | None = None, source: str = "the data") -> Reduced:
+    """Sufficient statistics of a sequence of DataFrames (chunks of one data set).
+
+    Parameters
+    ----------
+    spec : ModelSpec
+        A gaussian model with one grouping factor.
+    frames : iterable of DataFrame
+        Disjoint chunks of the rows; each is read once and let go.
+    offset : str, optional
+        A column to subtract from the outcome.
+    source : str
+        Where the rows come from, for messages.
+
+    Returns
+    -------
+    Reduced
+
+    Examples
+    --------
+    >>> import bayesmlm
+    >>> from bayesmlm.spec.formula import parse_formula
+    >>> data = bayesmlm.datasets.load("sleepstudy")
+    >>> r = reduce_frames(parse_formula("Reaction ~ Days + (Days | Subject)"), [data[:90], data[90:]])
+    >>> r.stats.n_obs, r.stats.n_groups
+    (180, 18)
+    """
+    frames = iter(frames)
+    first = next(frames, None)
+    if first is None or len(first) == 0:
+        raise DataError(f"{source} has no rows.")
+    template = _template(spec, first, offset, source)
+    total = _partial(first, template, 0)
+    for i, frame in enumerate(frames, start=1):
+        if len(frame):
+            total = _merge(total, _partial(frame, template, i), template)
+    return _finish(total, template, source)
+
+
+def read_chunks(paths, columns: list[str], *, chunksize: int = 1_000_000, text_columns=()):
+    """DataFrames of at most ``chunksize`` rows from CSV or Parquet files, only ``columns``.
+
+    Parameters
+    ----------
+    paths : str, Path or list of them
+        ``.csv`` / ``.csv.gz`` / ``.txt`` read with pandas; ``.parquet`` /
+        ``.pq`` read by row batches with pyarrow.
+    columns : list of str
+    chunksize : int
+    text_columns : sequence of str
+        Columns read as text from CSV (grouping factors: labels, never numbers).
+
+    Examples
+    --------
+    >>> chunks = read_chunks("big.parquet", ["y", "x", "g"], chunksize=500_000)  # doctest: +SKIP
+    """
+    if isinstance(paths, (str, Path)):
+        paths = [paths]
+    if int(chunksize) < 1:
+        raise ValueError(f"chunksize must be a positive number of rows; got {chunksize!r}.")
+    for path in map(Path, paths):
+        if not path.exists():
+            raise DataError(f"No such file: '{path}'.")
+        suffixes = "".join(path.suffixes).lower()
+        if suffixes.endswith((".parquet", ".pq")):
+            import pyarrow.parquet as pq
+
+            pfile = pq.ParquetFile(path)
+            missing = [c for c in columns if c not in pfile.schema_arrow.names]
+            if missing:
+                raise DataError(f"'{path}' lacks the column(s) {', '.join(map(repr, missing))} that the model uses. "
+                                f"Columns it has: {', '.join(pfile.schema_arrow.names)}.")
+            for batch in pfile.iter_batches(batch_size=int(chunksize), columns=columns):
+                yield batch.to_pandas()
+        elif suffixes.endswith((".csv", ".csv.gz", ".txt", ".csv.bz2", ".csv.zip")):
+            header = pd.read_csv(path, nrows=0).columns
+            missing = [c for c in columns if c not in header]
+            if missing:
+                raise DataError(f"'{path}' lacks the column(s) {', '.join(map(repr, missing))} that the model uses. "
+                                f"Columns it has: {', '.join(header)}.")
+            yield from pd.read_csv(path, usecols=columns, chunksize=int(chunksize),
+                                   dtype={c: str for c in text_columns})
+        else:
+            raise DataError(f"Cannot tell the format of '{path}' from its name: use .csv (optionally .gz) or .parquet.")
+
+
+def _spec_columns(spec: ModelSpec, offset: str | None) -> list[str]:
+    """The columns to read: the model's (as build_design reads them) and the offset."""
+    from ..design.matrices import _model_columns as columns_of
+
+    cols = columns_of(spec)
+    return cols + ([offset] if offset and offset not in cols else [])
+
+
+def reduce_files(spec: ModelSpec, paths, *, chunksize: int = 1_000_000, offset: str | None = None) -> Reduced:
+    """Sufficient statistics of CSV or Parquet files, read ``chunksize`` rows at a time.
+
+    Memory holds one chunk and the per-group sums, never the data.
+
+    Examples
+    --------
+    >>> from bayesmlm.spec.formula import parse_formula
+    >>> r = reduce_files(parse_formula("y ~ x + (1 + x | g)"), "big.parquet")  # doctest: +SKIP
+    """
+    columns = _spec_columns(spec, offset)
+    where = ", ".join(map(str, [paths] if isinstance(paths, (str, Path)) else paths))
+    chunks = read_chunks(paths, columns, chunksize=chunksize, text_columns=spec.groups[0].split(":"))
+    return reduce_frames(spec, chunks, offset=offset, source=where)
+
+
+def reduce_dask(spec: ModelSpec, ddf, *, offset: str | None = None) -> Reduced:
+    """Sufficient statistics of a ``dask.dataframe``, reduced by Dask.
+
+    Each partition becomes a partial on whatever workers Dask uses, and the
+    partials are added in a tree (``_merge`` is associative), so no machine
+    holds more than a partition and a few per-group sums.
+
+    Examples
+    --------
+    >>> import dask.dataframe as dd
+    >>> from bayesmlm.spec.formula import parse_formula
+    >>> r = reduce_dask(parse_formula("y ~ x + (1 + x | g)"), dd.read_parquet("big/"))  # doctest: +SKIP
+    """
+    import dask
+
+    columns = _spec_columns(spec, offset)
+    missing = [c for c in columns if c not in ddf.columns]
+    if missing:
+        raise DataError(f"The Dask DataFrame lacks the column(s) {', '.join(map(repr, missing))} that the model uses. "
+                        f"Columns it has: {', '.join(map(str, ddf.columns))}.")
+    parts = ddf[columns].to_delayed()
+    first = parts[0].compute()
+    template = _template(spec, first, offset, "the Dask DataFrame's first partition")
+    nodes = [dask.delayed(_partial)(p, template, i) for i, p in enumerate(parts)]
+    while len(nodes) > 1:
+        nodes = [dask.delayed(_merge)(nodes[i], nodes[i + 1], template) if i + 1 < len(nodes) else nodes[i]
+                 for i in range(0, len(nodes), 2)]
+    total = nodes[0].compute()
+    return _finish(total, template, "the Dask DataFrame")

@@ -1,0 +1,109 @@
+"""Posterior draws as flat arrays, and the linear predictor computed in chunks.
+
+Private helpers shared by :mod:`bayesmlm.predict.predictive` and :mod:`bayesmlm.predict.predictions`.
+They read only the posterior variables every fit has (``fixef``, ``u_<label>``,
+``sigma``), so they work for the full model and for the collapsed Gaussian
+fast path alike. The linear predictor of N rows and S draws is never held
+whole: it is computed a chunk of draws at a time (about ``CHUNK`` values).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import xarray as xr
+
+from ..sample.draws import flat
+from ..schema import FIXED, FIXED_DIM, SIGMA, level_dim, term_dim, u_var
+
+CHUNK = 4_000_000
+
+
+def thin(posterior: xr.Dataset, draws: int | None) -> xr.Dataset:
+    """The posterior with at most ``draws`` draws in all, evenly spaced within each chain."""
+    if draws is None:
+        return posterior
+    if int(draws) < 1:
+        raise ValueError(f"draws must be a positive integer or None (all draws); got {draws!r}.")
+    n_chain, n_draw = posterior.sizes["chain"], posterior.sizes["draw"]
+    per_chain = min(n_draw, max(1, -(-int(draws) // n_chain)))
+    keep = np.unique(np.linspace(0, n_draw - 1, per_chain).round().astype(int))
+    return posterior.isel(draw=keep)
+
+
+@dataclass(frozen=True, eq=False)
+class Draws:
+    """Posterior draws flattened over (chain, draw).
+
+    Attributes
+    ----------
+    shape : tuple of int
+        (n_chain, n_draw), to fold flat draws back.
+    coords : dict
+        ``chain`` and ``draw`` coordinates.
+    beta : ndarray (S, p)
+    u : tuple of ndarray (S, J, q)
+        One per random block, in the design's block order.
+    sigma : ndarray (S,) or None
+    """
+
+    shape: tuple[int, int]
+    coords: dict
+    beta: np.ndarray
+    u: tuple
+    sigma: np.ndarray | None
+
+    @property
+    def n(self) -> int:
+        """Number of draws S."""
+        return self.beta.shape[0]
+
+
+def posterior_draws(fit, draws: int | None = None) -> Draws:
+    """Flat arrays of fixef, u per block and sigma (thinned to ``draws`` in all)."""
+    post = thin(fit.posterior, draws)
+    design = fit.design
+    beta = flat(post[FIXED], (FIXED_DIM,)) if FIXED in post else np.zeros((post.sizes["chain"] * post.sizes["draw"], 0))
+    u = []
+    for b in design.blocks:
+        name = u_var(b.label)
+        if name not in post:
+            raise ValueError(f"The posterior has no '{name}' (random effects of {b.label}); this needs the random effects "
+                             "sampled, or recovered by the collapsed fit.")
+        da = post[name].reindex({level_dim(b.group): list(design.factors[b.group].levels), term_dim(b.label): list(b.terms)})
+        u.append(flat(da, (level_dim(b.group), term_dim(b.label))))
+    sigma = flat(post[SIGMA], ()) if design.spec.family.has_sigma else None
+    coords = {"chain": post["chain"].values, "draw": post["draw"].values}
+    return Draws((post.sizes["chain"], post.sizes["draw"]), coords, beta, tuple(u), sigma)
+
+
+def require_rows(design, what: str) -> None:
+    """Refuse a design whose rows were reduced to per-group sums (``bayesmlm.fastpath.readers.SummaryDesign``)."""
+    if getattr(design, "moments", None) is not None:
+        raise ValueError(f"{what} needs the fitted rows, but this fit was made from per-group sums (MLM.from_files or "
+                         "MLM.from_dask), which keep no rows. Fit the model from a DataFrame for this"
+                         + (", or pass newdata= with the rows to predict." if what.startswith("predict") else "."))
+
+
+def chunks(n_draws: int, n_obs: int, size: int = CHUNK):
+    """Slices of draws whose linear predictor holds about ``size`` values."""
+    step = max(1, size // max(n_obs, 1))
+    for start in range(0, n_draws, step):
+        yield slice(start, min(start + step, n_draws))
+
+
+def linear_predictor(beta: np.ndarray, u: tuple, X: np.ndarray, Z: tuple, index: tuple, offset) -> np.ndarray:
+    """eta = X beta + sum_b (Z_b * u_b[index_b]).sum(-1) + offset, for a chunk of draws: (s, N)."""
+    eta = beta @ X.T
+    for u_b, Z_b, idx in zip(u, Z, index):
+        eta += np.einsum("snq,nq->sn", u_b[:, idx, :], Z_b)
+    if offset is not None:
+        eta += offset
+    return eta
+
+
+def design_eta_parts(design) -> tuple[np.ndarray, tuple, tuple, np.ndarray | None]:
+    """(X, Z per block, group index per block, offset) of the fitted rows."""
+    return (design.X, tuple(b.Z for b in design.blocks), tuple(design.factors[b.group].index for b in design.blocks),
+            design.offset)

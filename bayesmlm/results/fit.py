@@ -1,0 +1,447 @@
+"""Stage 5, results: a Fit over the posterior DataTree, and its tables.
+
+Every table has the columns mean, sd, lower, upper (an equal-tailed credible
+interval, ``prob=0.95`` by default), ess_bulk and r_hat, and real labels in
+its index: terms, and groups as they appear in the data.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+import xarray as xr
+
+from ..sample.convergence import rhat_and_ess
+from ..design.matrices import Design
+from ..schema import FIXED, FIXED_DIM, SIGMA, cor_var, level_dim, pair_dim, sd_var, split_pair, term_dim, u_var
+from ..design.levels import level_structure
+from ..design.priors import Prior, priors_table
+from ..sample.nuts import Diagnostics, SamplerSettings
+
+__all__ = ["FitRecord", "Fit", "Summary", "summarise_draws", "COLUMNS"]
+
+COLUMNS = ["mean", "sd", "lower", "upper", "ess_bulk", "r_hat"]
+
+
+@dataclass(frozen=True)
+class FitRecord:
+    """How a fit was made: settings, method, timings and diagnostics.
+
+    Attributes
+    ----------
+    settings : SamplerSettings
+        With the seed actually used.
+    method : str
+        ``"full"`` (non-centred random effects sampled) or ``"collapsed"``
+        (random effects integrated out, then drawn from their conditional).
+    diagnostics : Diagnostics
+    seconds_build, seconds_sample : float
+        Wall time to build the PyMC model, and to compile and sample it.
+    n_obs, rows_dropped : int
+        Rows used, and rows dropped for missing values.
+    """
+
+    settings: SamplerSettings
+    method: str
+    diagnostics: Diagnostics
+    seconds_build: float
+    seconds_sample: float
+    n_obs: int
+    rows_dropped: int
+
+
+def summarise_draws(da: xr.DataArray, prob: float = 0.95) -> pd.DataFrame:
+    """Summary columns of posterior draws, one row per element.
+
+    Parameters
+    ----------
+    da : DataArray
+        Dimensions ``chain``, ``draw`` and any others; the others' coordinates
+        become the index (a MultiIndex for two or more).
+    prob : float
+        Mass of the equal-tailed credible interval.
+
+    Examples
+    --------
+    >>> import numpy as np, xarray as xr
+    >>> da = xr.DataArray(np.random.default_rng(1).normal(size=(4, 1000, 2)), dims=("chain", "draw", "term"),
+    ...                   coords={"term": ["a", "b"]})
+    >>> bool(summarise_draws(da).loc["a", "lower"] < -1.8)
+    True
+    """
+    if not 0 < prob < 1:
+        raise ValueError(f"prob must be between 0 and 1; got {prob!r}.")
+    other = [d for d in da.dims if d not in ("chain", "draw")]
+    alpha = (1 - prob) / 2
+    q = da.quantile([alpha, 1 - alpha], dim=("chain", "draw"))
+    r_hat, ess_bulk = rhat_and_ess(da)  # ArviZ's numbers, every element at once
+    cols = {
+        "mean": da.mean(("chain", "draw")),
+        "sd": da.std(("chain", "draw"), ddof=1),
+        "lower": q.isel(quantile=0, drop=True),
+        "upper": q.isel(quantile=1, drop=True),
+        "ess_bulk": ess_bulk,
+        "r_hat": r_hat,
+    }
+    if not other:
+        return pd.DataFrame({k: [float(v)] for k, v in cols.items()})
+    frame = pd.DataFrame({k: np.ravel(v.transpose(*other).values) for k, v in cols.items()})
+    frame.index = pd.MultiIndex.from_product([list(da[d].values) for d in other], names=other) if len(other) > 1 \
+        else pd.Index(list(da[other[0]].values), name=other[0])
+    return frame
+
+
+class Summary(pd.DataFrame):
+    """The summary table; prints like lme4's ``summary(lmer(...))``.
+
+    A DataFrame (index: section, parameter) whose text form adds the formula,
+    the diagnostics and the sampler settings. Slices are plain DataFrames.
+    """
+
+    _metadata = ["_text"]
+
+    @property
+    def _constructor(self):
+        return pd.DataFrame
+
+    def __repr__(self) -> str:
+        return getattr(self, "_text", None) or pd.DataFrame.__repr__(self)
+
+    __str__ = __repr__
+
+
+class Fit:
+    """A fitted model: the posterior and the tables read off it.
+
+    Made by :meth:`bayesmlm.MLM.fit`; read back with :func:`bayesmlm.load`.
+
+    Attributes
+    ----------
+    design : Design
+        The data and design matrices that were fitted.
+    prior_dict : dict of str to Prior
+        The priors used, by name.
+    idata : DataTree
+        ArviZ data: ``posterior`` (``fixef``, ``sd_<group>``, ``cor_<group>``,
+        ``u_<group>``, ``sigma``) and ``sample_stats``.
+    record : FitRecord
+    """
+
+    def __init__(self, design: Design, prior_dict: dict[str, Prior], idata, record: FitRecord):
+        self.design = design
+        self.prior_dict = prior_dict
+        self.idata = idata
+        self.record = record
+
+    # -- small accessors -------------------------------------------------
+    @property
+    def formula(self) -> str:
+        """The combined mixed formula."""
+        return self.design.spec.formula
+
+    @property
+    def converged(self) -> bool:
+        """Whether R-hat, ESS and divergences pass (see :mod:`bayesmlm.sample.nuts`)."""
+        return self.record.diagnostics.converged
+
+    @property
+    def diagnostics(self) -> Diagnostics:
+        """Max R-hat, min ESS, divergences and flagged parameters."""
+        return self.record.diagnostics
+
+    @property
+    def posterior(self) -> xr.Dataset:
+        """The posterior draws as an xarray Dataset."""
+        return self.idata["posterior"].to_dataset()
+
+    def priors(self) -> pd.DataFrame:
+        """The table of priors this fit used (see :func:`bayesmlm.design.priors.priors_table`)."""
+        return priors_table(self.prior_dict, self.design)
+
+    # -- draws -------------------------------------------------------------
+    def fixef_draws(self) -> xr.DataArray:
+        """Draws of the fixed effects, dims (chain, draw, term)."""
+        return self.posterior[FIXED].rename({FIXED_DIM: "term"})
+
+    def ranef_draws(self, factor: str | None = None) -> xr.DataArray:
+        """Draws of the random effects u_j of one factor, dims (chain, draw, group, term).
+
+        Examples
+        --------
+        >>> fit.ranef_draws().dims  # doctest: +SKIP
+        ('chain', 'draw', 'group', 'term')
+        """
+        factor = self.design.spec.resolve_group(factor)
+        parts = [self.posterior[u_var(b.label)].rename({level_dim(factor): "group", term_dim(b.label): "term"})
+                 for b in self.design.blocks if b.group == factor]
+        return xr.concat(parts, dim="term").transpose("chain", "draw", "group", "term")
+
+    def coef_draws(self, factor: str | None = None) -> xr.DataArray:
+        """Draws of the group-specific coefficients b_kj (level-2 predictors included).
+
+        b_kj = sum_m gamma_km W_mj + u_kj over level-1 terms k; dims (chain,
+        draw, group, term).
+        """
+        factor = self.design.spec.resolve_group(factor)
+        ls = level_structure(self.design, factor)
+        A = xr.DataArray(ls.loadings(), dims=("group", "term", "fixed"),
+                         coords={"group": list(self.design.factors[factor].levels), "term": list(ls.level1_terms)})
+        gamma = self.posterior[FIXED].rename({FIXED_DIM: "fixed"}).drop_vars("fixed")
+        total = xr.dot(A, gamma, dim="fixed")
+        u = self.ranef_draws(factor)
+        total = total + u.reindex(term=list(ls.level1_terms), fill_value=0.0)
+        return total.transpose("chain", "draw", "group", "term")
+
+    def _varcorr_draws(self) -> list[tuple[str, str, str, xr.DataArray]]:
+        rows = []
+        for b in self.design.blocks:
+            sd = self.posterior[sd_var(b.label)]
+            for t in b.terms:
+                rows.append((b.label, t, "", sd.sel({term_dim(b.label): t}, drop=True)))
+            if b.correlated:
+                cor = self.posterior[cor_var(b.label)]
+                for pair in cor[pair_dim(b.label)].values:
+                    a, c = split_pair(str(pair), b.terms)
+                    rows.append((b.label, a, c, cor.sel({pair_dim(b.label): pair}, drop=True)))
+        if self.design.spec.family.has_sigma:
+            rows.append(("Residual", "", "", self.posterior[SIGMA]))
+        return rows
+
+    def icc_draws(self, factor: str | None = None) -> xr.DataArray:
+        """Draws of the intraclass correlation tau_00 / (tau_00 + sigma^2) of one factor.
+
+        Defined for random-intercept models (each grouping factor has only a
+        random intercept); with several factors, the denominator holds all
+        their variances. For logit models the residual variance is pi^2/3
+        (the latent-scale ICC).
+        """
+        factor = self.design.spec.resolve_group(factor)
+        slopes = [f"{b.label}: {t}" for b in self.design.blocks for t in b.terms if t != "(Intercept)"]
+        if slopes:
+            raise ValueError("The ICC is defined for random-intercept models; this model has random slopes "
+                             f"({', '.join(slopes)}), so the share of variance between groups depends on the predictors. "
+                             "Fit the empty model, e.g. 'y ~ 1 + (1 | g)', for the ICC.")
+        variances = {b.group: self.posterior[sd_var(b.label)].squeeze(drop=True) ** 2 for b in self.design.blocks}
+        link = self.design.spec.family.link
+        if self.design.spec.family.has_sigma:
+            resid = self.posterior[SIGMA] ** 2
+        elif link == "logit":
+            resid = np.pi**2 / 3
+        else:
+            raise ValueError(f"An ICC for the {link} link is not defined here; it is for gaussian and logit models.")
+        total = sum(variances.values()) + resid
+        return (variances[factor] / total).rename("icc")
+
+    # -- tables ------------------------------------------------------------
+    def fixef(self, prob: float = 0.95) -> pd.DataFrame:
+        """Fixed effects gamma, indexed by term (lme4's names).
+
+        Examples
+        --------
+        >>> fit.fixef().loc["Days", "mean"]  # doctest: +SKIP
+        10.47
+        """
+        return _on_scale(summarise_draws(self.fixef_draws(), prob), self)
+
+    def ranef(self, prob: float = 0.95, factor: str | None = None) -> pd.DataFrame:
+        """Random effects u_j, indexed by (group, term).
+
+        Examples
+        --------
+        >>> fit.ranef().loc[("308", "Days"), "mean"]  # doctest: +SKIP
+        9.2
+        """
+        return _on_scale(summarise_draws(self.ranef_draws(factor), prob), self)
+
+    def coef(self, prob: float = 0.95, factor: str | None = None) -> pd.DataFrame:
+        """Group-specific coefficients gamma + u_j (level-2 predictors folded in), by (group, term).
+
+        Examples
+        --------
+        >>> fit.coef().loc[("308", "Days"), "mean"]  # doctest: +SKIP
+        19.7
+        """
+        return _on_scale(summarise_draws(self.coef_draws(factor), prob), self)
+
+    def varcorr(self, prob: float = 0.95) -> pd.DataFrame:
+        """SDs and correlations of the random effects, and the residual SD.
+
+        The layout of lme4's ``as.data.frame(VarCorr(fit))``: columns group,
+        var1, var2 (empty except for correlations), then the summary columns.
+
+        Examples
+        --------
+        >>> fit.varcorr().query("group == 'Residual'")["mean"]  # doctest: +SKIP
+        """
+        out = []
+        for group, v1, v2, da in self._varcorr_draws():
+            row = summarise_draws(da, prob).iloc[0].to_dict()
+            out.append({"group": group, "var1": v1, "var2": v2, **row})
+        return _on_scale(pd.DataFrame(out, columns=["group", "var1", "var2", *COLUMNS]), self)
+
+    def icc(self, prob: float = 0.95) -> pd.DataFrame:
+        """Posterior of the intraclass correlation, one row per grouping factor.
+
+        Examples
+        --------
+        >>> fit_m0.icc().loc["country", "mean"]  # doctest: +SKIP
+        0.086
+        """
+        rows = [summarise_draws(self.icc_draws(f), prob).set_axis([f]) for f in self.design.spec.groups]
+        out = pd.concat(rows).rename_axis("group")
+        if not self.design.spec.family.has_sigma:
+            out.attrs["scale"] = ("latent scale: the residual variance of the logit link's latent outcome is pi^2/3 "
+                                  "(about 3.29)")
+        return out
+
+    def summary(self, prob: float = 0.95) -> Summary:
+        """All population-level parameters in one table that prints like lme4's summary.
+
+        Examples
+        --------
+        >>> print(fit.summary())  # doctest: +SKIP
+        Bayesian linear mixed model fit by NUTS (nutpie), method: full
+        Formula: Reaction ~ 1 + Days + (1 + Days | Subject)
+        ...
+        """
+        fe = self.fixef(prob)
+        vc = self.varcorr(prob)
+        vc_index = [f"{g}: {a}" + (f" ~ {b}" if b else "") if g != "Residual" else "Residual" for g, a, b in
+                    zip(vc.group, vc.var1, vc.var2)]
+        parts = [fe.assign(section="fixed").set_index("section", append=True).reorder_levels([1, 0]),
+                 vc[COLUMNS].set_axis(pd.MultiIndex.from_arrays([["random"] * len(vc), vc_index]))]
+        table = pd.concat(parts)
+        table.index.names = ["section", "parameter"]
+        out = Summary(table)
+        out._text = _summary_text(self, fe, vc, prob)
+        return out
+
+    def __repr__(self) -> str:
+        return f"<bayesmlm.Fit {self.formula} | {self.record.method}, {self.record.settings.chains}x{self.record.settings.draws} draws>"
+
+    # -- downstream views (each lives in its own module; a Fit never refits) --
+    def compare_frequentist(self, method: str = "reml"):
+        """The same model fitted by REML (or ML) with statsmodels, side by side with this posterior.
+
+        Examples
+        --------
+        >>> fit.compare_frequentist().fixed  # doctest: +SKIP
+        """
+        from ..comparison.frequentist import compare_frequentist
+
+        return compare_frequentist(self, method=method)
+
+    def pooling(self, factor: str | None = None, prob: float = 0.95):
+        """Complete-, no- and partial-pooling estimates per group and term.
+
+        Examples
+        --------
+        >>> fit.pooling().head()  # doctest: +SKIP
+        """
+        from ..comparison.pooling import pooling_table
+
+        return pooling_table(self, factor=factor, prob=prob)
+
+    def predict(self, newdata=None, kind: str = "mean", groups: str = "include", *, prob: float = 0.95,
+                draws: int | None = None, seed: int | None = None):
+        """Predictions from the posterior, population- or group-level (see :func:`bayesmlm.predict.predictions.predict`).
+
+        Examples
+        --------
+        >>> fit.predict(kind="mean").head()  # doctest: +SKIP
+        """
+        from ..predict.predictions import predict
+
+        return predict(self, newdata=newdata, kind=kind, groups=groups, prob=prob, draws=draws, seed=seed)
+
+    def ppc(self, draws: int | None = None, seed: int | None = None):
+        """Posterior predictive draws as ArviZ data.
+
+        Examples
+        --------
+        >>> fit.ppc()  # doctest: +SKIP
+        """
+        from ..predict.predictive import posterior_predictive
+
+        return posterior_predictive(self, draws=draws, seed=seed)
+
+    def log_likelihood(self, draws: int | None = None):
+        """Pointwise log-likelihood draws (chain, draw, obs), for LOO (see :mod:`bayesmlm.predict.predictive`).
+
+        Examples
+        --------
+        >>> fit.log_likelihood().shape  # doctest: +SKIP
+        """
+        from ..predict.predictive import pointwise_log_likelihood
+
+        return pointwise_log_likelihood(self, draws=draws)
+
+    def save(self, path) -> None:
+        """Write the fit to one NetCDF file; :func:`bayesmlm.load` reads it back.
+
+        Examples
+        --------
+        >>> fit.save("m2.nc"); bayesmlm.load("m2.nc").fixef()  # doctest: +SKIP
+        """
+        from .store import save_fit
+
+        save_fit(self, path)
+
+
+_SCALES = {"logit": "log odds (logit link)", "log": "log rate (log link)"}
+
+
+def _scale_words(family) -> str:
+    """`` (on the log odds scale ...)`` for a link other than identity, else nothing."""
+    return f", on the {_SCALES[family.link]} scale" if family.link in _SCALES else ""
+
+
+def _on_scale(table: pd.DataFrame, fit: Fit) -> pd.DataFrame:
+    """A table labelled with the scale of its numbers (``attrs["scale"]``)."""
+    link = fit.design.spec.family.link
+    table.attrs["scale"] = _SCALES.get(link, "outcome scale (identity link)")
+    return table
+
+
+def _fmt(x: float) -> str:
+    return f"{x:.4g}" if abs(x) >= 1e-3 or x == 0 else f"{x:.3e}"
+
+
+def _summary_text(fit: Fit, fe: pd.DataFrame, vc: pd.DataFrame, prob: float) -> str:
+    r, d, s = fit.record, fit.record.diagnostics, fit.record.settings
+    family = fit.design.spec.family
+    kind = "linear" if family.name == "gaussian" else f"generalized linear ({family.name}, {family.link} link)"
+    pct = f"{100 * prob:g}%"
+    lines = [f"Bayesian {kind} mixed model fit by NUTS ({s.sampler}), method: {r.method}",
+             f"Formula: {fit.formula}",
+             f"Draws: {s.chains} chains x {s.draws} (tune {s.tune}), seed {s.seed}",
+             *([f"Outcome: {fit.design.spec.response} = {fit.design.success!r} is 1"] if fit.design.success else []),
+             "", f"Random effects (posterior of SDs and correlations){_scale_words(family)}:"]
+    vt = vc.copy()
+    vt["var1"] = vt["var1"].where(vt["var2"] == "", vt["var1"] + " ~ " + vt["var2"])
+    lines.append(_table_text(vt.drop(columns="var2").rename(columns={"var1": "name", "lower": f"lower {pct}",
+                                                                         "upper": f"upper {pct}"})))
+    ngroups = ", ".join(f"{f.name}, {f.n_levels}" for f in fit.design.factors.values())
+    lines.append(f"Number of obs: {r.n_obs}, groups:  {ngroups}" + (f"  ({r.rows_dropped} rows with missing values dropped)"
+                                                                    if r.rows_dropped else ""))
+    lines += ["", f"Fixed effects{_scale_words(family)}:"]
+    lines.append(_table_text(fe.rename(columns={"lower": f"lower {pct}", "upper": f"upper {pct}"})))
+    verdict = "converged" if d.converged else "NOT converged (see the warning)"
+    lines += ["", f"Diagnostics: {verdict}; max R-hat {d.max_rhat:.3f}, min bulk ESS {d.min_ess_bulk:.0f}, "
+                  f"min tail ESS {d.min_ess_tail:.0f}, divergences {d.divergences}",
+              f"Time: build {r.seconds_build:.1f} s, compile and sample {r.seconds_sample:.1f} s"]
+    return "\n".join(lines)
+
+
+def _table_text(df: pd.DataFrame) -> str:
+    formatted = df.copy()
+    for c in formatted.columns:
+        if c in ("ess_bulk",):
+            formatted[c] = formatted[c].map(lambda v: f"{v:.0f}")
+        elif c == "r_hat":
+            formatted[c] = formatted[c].map(lambda v: f"{v:.3f}")
+        elif pd.api.types.is_float_dtype(formatted[c]):
+            formatted[c] = formatted[c].map(_fmt)
+    return formatted.to_string()

@@ -1,0 +1,1 @@
+"""Stage 4, sample: NUTS settings, running the sampler, diagnostics (R-hat, ESS, divergences)."""

@@ -1,0 +1,183 @@
+"""Stage 4, sample: NUTS through PyMC, and the convergence diagnostics.
+
+Diagnostics are judged in one place, :func:`check_convergence`: R-hat above
+1.01, bulk or tail ESS below 400, or any divergence gives a
+:class:`~bayesmlm.ConvergenceWarning` that names the parameters.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+import warnings
+from dataclasses import dataclass
+
+import numpy as np
+import pymc as pm
+import xarray as xr
+
+from ..errors import ConvergenceWarning
+from .convergence import dataset_diagnostics
+
+__all__ = ["SamplerSettings", "Diagnostics", "sample_model", "diagnose", "check_convergence",
+           "RHAT_MAX", "ESS_MIN"]
+
+RHAT_MAX = 1.01
+ESS_MIN = 400
+SAMPLERS = ("nutpie", "pymc", "numpyro", "blackjax")
+
+
+@dataclass(frozen=True)
+class SamplerSettings:
+    """What the sampler was asked to do.
+
+    ``seed`` is never None once settings are resolved: a fit drawn without a
+    seed records the one it used, so that it can be repeated.
+    """
+
+    draws: int = 1000
+    tune: int = 1000
+    chains: int = 4
+    seed: int | None = None
+    sampler: str = "nutpie"
+    target_accept: float = 0.9
+    progressbar: bool = True
+
+    def resolved(self) -> "SamplerSettings":
+        """These settings with a concrete seed, checked.
+
+        Examples
+        --------
+        >>> SamplerSettings(seed=None).resolved().seed is not None
+        True
+        """
+        if self.sampler not in SAMPLERS:
+            raise ValueError(f"Unknown sampler '{self.sampler}'. Valid samplers: {', '.join(SAMPLERS)}.")
+        for k in ("draws", "tune", "chains"):
+            if int(getattr(self, k)) < (1 if k != "tune" else 0):
+                raise ValueError(f"{k} must be a positive integer; got {getattr(self, k)!r}.")
+        if not 0 < self.target_accept < 1:
+            raise ValueError(f"target_accept must be between 0 and 1; got {self.target_accept!r}.")
+        seed = self.seed if self.seed is not None else int(np.random.SeedSequence().entropy % (2**31 - 1))
+        return SamplerSettings(int(self.draws), int(self.tune), int(self.chains), int(seed), self.sampler,
+                               float(self.target_accept), bool(self.progressbar))
+
+
+@dataclass(frozen=True)
+class Diagnostics:
+    """Convergence summary of one fit.
+
+    Attributes
+    ----------
+    max_rhat, min_ess_bulk, min_ess_tail : float
+        Over every reported parameter, random effects included.
+    divergences : int
+        Divergent transitions after tuning.
+    flagged : tuple of str
+        Parameters past the thresholds, worst first (at most ten).
+    """
+
+    max_rhat: float
+    min_ess_bulk: float
+    min_ess_tail: float
+    divergences: int
+    flagged: tuple[str, ...]
+
+    @property
+    def converged(self) -> bool:
+        """R-hat <= 1.01, bulk and tail ESS >= 400 and no divergence."""
+        return bool(self.max_rhat <= RHAT_MAX and self.min_ess_bulk >= ESS_MIN and self.min_ess_tail >= ESS_MIN
+                    and self.divergences == 0)
+
+
+def sample_model(model: pm.Model, settings: SamplerSettings):
+    """Draw from a PyMC model with NUTS; return the DataTree and the seconds it took.
+
+    Examples
+    --------
+    >>> import pymc as pm
+    >>> with pm.Model() as m:
+    ...     _ = pm.Normal("x")
+    >>> tree, seconds = sample_model(m, SamplerSettings(draws=50, tune=50, chains=1, seed=1, progressbar=False))
+    >>> tree.posterior["x"].shape
+    (1, 50)
+    """
+    s = settings.resolved()
+    start = time.perf_counter()
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*chains.*robust.*")
+        warnings.filterwarnings("ignore", message=".*could not link to a BLAS.*")
+        idata = pm.sample(draws=s.draws, tune=s.tune, chains=s.chains, cores=min(s.chains, os.cpu_count() or 1),
+                          random_seed=s.seed, nuts_sampler=s.sampler, target_accept=s.target_accept,
+                          progressbar=s.progressbar, compute_convergence_checks=False, model=model)
+    return idata, time.perf_counter() - start
+
+
+def _flat_names(da: xr.DataArray) -> list[str]:
+    if da.ndim == 0:
+        return [da.name]
+    stacked = da.stack(_p=da.dims)
+    return [f"{da.name}[" + ", ".join(str(v) for v in idx) + "]" if isinstance(idx, tuple) else f"{da.name}[{idx}]"
+            for idx in stacked["_p"].values]
+
+
+def diagnose(idata, var_names: list[str]) -> Diagnostics:
+    """R-hat, ESS and divergences over the named posterior variables.
+
+    Examples
+    --------
+    >>> import numpy as np, xarray as xr
+    >>> post = xr.Dataset({"x": (("chain", "draw"), np.random.default_rng(0).normal(size=(4, 500)))})
+    >>> diagnose(xr.DataTree.from_dict({"posterior": post}), ["x"]).max_rhat < 1.01
+    True
+    """
+    post = idata["posterior"].to_dataset()[var_names]
+    rhat, bulk, tail = dataset_diagnostics(post)  # ArviZ's numbers, all parameters at once
+    rows = []
+    for v in var_names:
+        for name, r, b, t in zip(_flat_names(rhat[v].rename(v)), np.ravel(rhat[v].values), np.ravel(bulk[v].values),
+                                 np.ravel(tail[v].values)):
+            rows.append((name, float(r), float(b), float(t)))
+    r_all = np.array([r[1] for r in rows])
+    b_all = np.array([r[2] for r in rows])
+    t_all = np.array([r[3] for r in rows])
+    bad = [r for r in rows if r[1] > RHAT_MAX or r[2] < ESS_MIN or r[3] < ESS_MIN]
+    bad.sort(key=lambda r: (-r[1], r[2]))
+    div = 0
+    if "sample_stats" in idata.children and "diverging" in idata["sample_stats"].data_vars:
+        div = int(idata["sample_stats"]["diverging"].sum())
+    return Diagnostics(float(np.nanmax(r_all)), float(np.nanmin(b_all)), float(np.nanmin(t_all)), div,
+                       tuple(r[0] for r in bad[:10]))
+
+
+def check_convergence(diag: Diagnostics, settings: SamplerSettings) -> None:
+    """Warn, naming parameters and what to try, when the diagnostics fail.
+
+    Examples
+    --------
+    >>> import warnings
+    >>> d = Diagnostics(1.2, 50.0, 40.0, 3, ("sd_g[(Intercept)]",))
+    >>> with warnings.catch_warnings(record=True) as w:
+    ...     warnings.simplefilter("always")
+    ...     check_convergence(d, SamplerSettings())
+    >>> "sd_g[(Intercept)]" in str(w[0].message)
+    True
+    """
+    if diag.converged:
+        return
+    problems = []
+    if diag.max_rhat > RHAT_MAX:
+        problems.append(f"max R-hat {diag.max_rhat:.3f} > {RHAT_MAX}")
+    if min(diag.min_ess_bulk, diag.min_ess_tail) < ESS_MIN:
+        problems.append(f"min ESS {min(diag.min_ess_bulk, diag.min_ess_tail):.0f} < {ESS_MIN}")
+    if diag.divergences:
+        problems.append(f"{diag.divergences} divergent transition(s)")
+    advice = []
+    if diag.divergences:
+        advice.append(f"raise target_accept (now {settings.target_accept}; try 0.95 or 0.99)")
+    if diag.max_rhat > RHAT_MAX or min(diag.min_ess_bulk, diag.min_ess_tail) < ESS_MIN:
+        advice.append(f"draw more (draws={settings.draws}, tune={settings.tune}, chains={settings.chains} now)")
+    advice.append("check the priors with model.priors()")
+    flagged = f" Parameters: {', '.join(diag.flagged)}." if diag.flagged else ""
+    warnings.warn(f"The sampler may not have converged: {'; '.join(problems)}.{flagged} Try to {', or '.join(advice)}.",
+                  ConvergenceWarning, stacklevel=3)

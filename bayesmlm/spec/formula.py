@@ -1,0 +1,335 @@
+"""Stage 1, spec: what the user wrote, parsed and checked, as one description.
+
+A model is written either as one lme4-style mixed formula or as level-1 and
+level-2 equations. Both become the same :class:`ModelSpec`; the formula is its
+canonical text. Nothing here looks at data or imports PyMC.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from ..errors import SpecError
+
+__all__ = ["Family", "FAMILIES", "RandomBlock", "ModelSpec", "parse_formula", "spec_from_levels"]
+
+
+@dataclass(frozen=True)
+class Family:
+    """An outcome distribution and its link.
+
+    Attributes
+    ----------
+    name : str
+        "gaussian", "bernoulli", "binomial" or "poisson".
+    link : str
+        "identity", "logit" or "log".
+    has_sigma : bool
+        Whether the family has a residual standard deviation.
+    """
+
+    name: str
+    link: str
+    has_sigma: bool
+
+
+FAMILIES = {
+    "gaussian": Family("gaussian", "identity", True),
+    "bernoulli": Family("bernoulli", "logit", False),
+    "binomial": Family("binomial", "logit", False),
+    "poisson": Family("poisson", "log", False),
+}
+
+
+@dataclass(frozen=True)
+class RandomBlock:
+    """One bar term ``(expr | group)``: random effects that share a covariance.
+
+    Attributes
+    ----------
+    expr : str
+        The left of the bar, e.g. ``"1 + smu"`` (an intercept is implied unless
+        the expression has ``0 +`` or ``- 1``, as in lme4).
+    group : str
+        The grouping factor: a column, or ``"a:b"`` for the interaction of two.
+    correlated : bool
+        True for ``|`` with two or more terms (LKJ prior on their correlation);
+        ``||`` is split into one uncorrelated block per term by the parser.
+    """
+
+    expr: str
+    group: str
+    correlated: bool = True
+
+    def text(self) -> str:
+        """The block as lme4 writes it, e.g. ``(1 + smu | country)``."""
+        return f"({self.expr} | {self.group})"
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """A parsed model: response, fixed part, random blocks and family.
+
+    Attributes
+    ----------
+    response : str
+        The outcome column, or ``cbind(successes, failures)`` for binomial.
+    fixed : str
+        The fixed-effects right-hand side, e.g. ``"1 + smu"``.
+    random : tuple of RandomBlock
+        The random-effect blocks in the order written.
+    family : Family
+        Outcome distribution and link.
+    """
+
+    response: str
+    fixed: str
+    random: tuple[RandomBlock, ...]
+    family: Family
+
+    @property
+    def formula(self) -> str:
+        """The combined mixed formula in canonical lme4 text."""
+        parts = [self.fixed] + [b.text() for b in self.random]
+        return f"{self.response} ~ " + " + ".join(parts)
+
+    @property
+    def groups(self) -> tuple[str, ...]:
+        """The grouping factors, each once, in the order first written."""
+        return tuple(dict.fromkeys(b.group for b in self.random))
+
+    def resolve_group(self, group: str | None) -> str:
+        """The grouping factor named, or the only one when ``group`` is None.
+
+        Examples
+        --------
+        >>> parse_formula("y ~ x + (1 | g)").resolve_group(None)
+        'g'
+        """
+        if group is None:
+            if len(self.groups) > 1:
+                raise ValueError(f"This model has several grouping factors ({', '.join(self.groups)}); "
+                                 "pass factor= one of them.")
+            return self.groups[0]
+        if group not in self.groups:
+            raise ValueError(f"Unknown grouping factor '{group}'. This model's factors: {', '.join(self.groups)}.")
+        return group
+
+
+def _split_top(text: str, sep: str, formula: str, offset: int) -> list[tuple[str, int]]:
+    """Split ``text`` at ``sep`` outside parentheses; keep each piece's offset."""
+    pieces, depth, start = [], 0, 0
+    for i, ch in enumerate(text):
+        if ch == "(":
+            depth += 1
+        elif ch == ")":
+            depth -= 1
+            if depth < 0:
+                raise SpecError(_point(formula, offset + i, "unmatched ')'"))
+        elif ch == sep and depth == 0:
+            pieces.append((text[start:i], offset + start))
+            start = i + 1
+    if depth != 0:
+        raise SpecError(_point(formula, offset + text.rfind("("), "unclosed '('"))
+    pieces.append((text[start:], offset + start))
+    return pieces
+
+
+def _point(formula: str, pos: int, what: str) -> str:
+    """An error message with a caret under the offending place."""
+    return f"Formula syntax error: {what}.\n  {formula}\n  {' ' * max(pos, 0)}^"
+
+
+_IDENT = re.compile(r"^[A-Za-z_.][A-Za-z0-9_.]*$")
+_CBIND = re.compile(r"^cbind\(\s*([A-Za-z_.][\w.]*)\s*,\s*([A-Za-z_.][\w.]*)\s*\)$")
+
+
+def _parse_bar(term: str, formula: str, offset: int) -> list[RandomBlock]:
+    inner = term.strip()[1:-1]
+    double = "||" in inner
+    sep = "||" if double else "|"
+    if inner.count(sep) != 1 or (not double and "||" in inner):
+        raise SpecError(_point(formula, offset, "a random term needs exactly one '|' or '||', as in (1 + x | g)"))
+    expr, group = (s.strip() for s in inner.split(sep))
+    if not expr:
+        raise SpecError(_point(formula, offset, "nothing left of '|'; write (1 | g) for a random intercept"))
+    if not group:
+        raise SpecError(_point(formula, offset + len(term) - 1, "no grouping factor right of '|'"))
+    groups = _expand_group(group, formula, offset)
+    blocks = []
+    for g in groups:
+        if double:
+            blocks.extend(RandomBlock(t, g, False) for t in _uncorrelated_terms(expr))
+        else:
+            blocks.append(RandomBlock(_normalise_rhs(expr), g, _n_terms(expr) > 1))
+    return blocks
+
+
+def _expand_group(group: str, formula: str, offset: int) -> list[str]:
+    """``a/b`` is lme4's nesting: ``a`` and ``a:b``."""
+    parts = [p.strip() for p in group.split("/")]
+    for p in parts:
+        for name in p.split(":"):
+            if not _IDENT.match(name.strip()):
+                raise SpecError(_point(formula, offset, f"grouping factor '{p}' must be a column name (or a:b, a/b)"))
+    return [":".join(n.strip() for n in ":".join(parts[: i + 1]).split(":")) for i in range(len(parts))]
+
+
+def _rhs_terms(expr: str) -> tuple[bool, list[str]]:
+    """(has intercept, non-intercept terms) of a simple ``+``-separated expression."""
+    intercept, terms = True, []
+    text = expr.replace("-1", "+ -1").replace("- 1", "+ -1")
+    for raw in text.split("+"):
+        t = raw.strip()
+        if t in ("0", "-1"):
+            intercept = False
+        elif t == "1":
+            intercept = True
+        elif t:
+            terms.append(t)
+    return intercept, terms
+
+
+def _n_terms(expr: str) -> int:
+    intercept, terms = _rhs_terms(expr)
+    return int(intercept) + len(terms)
+
+
+def _normalise_rhs(expr: str) -> str:
+    intercept, terms = _rhs_terms(expr)
+    return " + ".join(["1" if intercept else "0"] + terms)
+
+
+def _uncorrelated_terms(expr: str) -> list[str]:
+    intercept, terms = _rhs_terms(expr)
+    return (["1"] if intercept else []) + [f"0 + {t}" for t in terms]
+
+
+def parse_formula(formula: str, family: str = "gaussian") -> ModelSpec:
+    """Parse an lme4-style mixed formula.
+
+    Parameters
+    ----------
+    formula : str
+        ``response ~ fixed + (expr | group) + ...``. ``||`` gives uncorrelated
+        random effects; ``(1 | a/b)`` nests ``b`` in ``a``.
+    family : str
+        One of :data:`FAMILIES`.
+
+    Returns
+    -------
+    ModelSpec
+
+    Examples
+    --------
+    >>> spec = parse_formula("tech ~ smu + (1 + smu | country)")
+    >>> spec.formula
+    'tech ~ 1 + smu + (1 + smu | country)'
+    >>> [b.correlated for b in parse_formula("y ~ x + (1 + x || g)").random]
+    [False, False]
+    """
+    if family not in FAMILIES:
+        raise SpecError(f"Unknown family '{family}'. Valid families: {', '.join(FAMILIES)}.")
+    if not isinstance(formula, str) or "~" not in formula:
+        raise SpecError(f"A formula needs '~' between the outcome and the predictors, as in 'y ~ x + (1 | g)'; got {formula!r}.")
+    lhs, rhs = formula.split("~", 1)
+    response = lhs.strip()
+    if not response:
+        raise SpecError(_point(formula, 0, "no outcome left of '~'"))
+    if not (_IDENT.match(response) or _CBIND.match(response)):
+        raise SpecError(_point(formula, 0, f"the outcome '{response}' must be a column name or cbind(successes, failures)"))
+    if _CBIND.match(response) and family != "binomial":
+        raise SpecError("cbind(successes, failures) is for family='binomial'.")
+    offset = len(lhs) + 1
+    fixed_parts, blocks = [], []
+    for piece, pos in _split_top(rhs, "+", formula, offset):
+        stripped = piece.strip()
+        if not stripped:
+            raise SpecError(_point(formula, pos, "empty term (two '+' in a row, or a trailing '+')"))
+        if stripped.startswith("(") and stripped.endswith(")") and "|" in stripped:
+            blocks.extend(_parse_bar(stripped, formula, pos + piece.find("(")))
+        elif "|" in stripped:
+            raise SpecError(_point(formula, pos + piece.find("|"), "'|' outside parentheses; write random terms as (1 + x | g)"))
+        else:
+            fixed_parts.append(stripped)
+    fixed = _normalise_fixed(" + ".join(fixed_parts))
+    return ModelSpec(response, fixed, tuple(blocks), FAMILIES[family])
+
+
+def _normalise_fixed(rhs: str) -> str:
+    """Make the intercept explicit: ``"smu"`` -> ``"1 + smu"``."""
+    if not rhs:
+        return "1"
+    terms = [t.strip() for t in rhs.split("+")]
+    if terms[0] in ("0", "1") or any(t in ("-1", "- 1") or t.endswith("- 1") for t in terms):
+        return rhs
+    return "1 + " + rhs
+
+
+def spec_from_levels(level1: str, level2: dict | None, group: str, *, fixed=(), family: str = "gaussian") -> ModelSpec:
+    """Combine level-1 and level-2 equations into one mixed model.
+
+    Substitutes each level-2 equation into the level-1 equation, as in
+    Raudenbush and Bryk: ``b_kj = gamma_k0 + gamma_k1 W_j + u_kj`` times the
+    level-1 predictor ``X_k`` gives the fixed terms ``X_k`` and ``X_k:W`` (a
+    cross-level interaction) and a random ``X_k`` by ``group``.
+
+    Parameters
+    ----------
+    level1 : str
+        ``"y ~ 1 + x"``: the outcome and the level-1 predictors.
+    level2 : dict, optional
+        Level-1 term (``"1"`` for the intercept) to a right-hand side of
+        group-level predictors, e.g. ``{"1": "~ 1 + w", "x": "~ 1 + w"}``.
+        A level-1 term left out gets ``"~ 1"``.
+    group : str
+        The level-2 grouping column.
+    fixed : sequence of str
+        Level-1 terms whose coefficient does not vary by group (no ``u_kj``).
+    family : str
+        One of :data:`FAMILIES`.
+
+    Examples
+    --------
+    >>> spec_from_levels("y ~ 1 + x", {"1": "~ 1 + w", "x": "~ 1 + w"}, "g").formula
+    'y ~ 1 + w + x + x:w + (1 + x | g)'
+    """
+    if "~" not in level1:
+        raise SpecError(f"level1 needs '~', as in 'y ~ 1 + x'; got {level1!r}.")
+    response, rhs = (s.strip() for s in level1.split("~", 1))
+    if "|" in rhs:
+        raise SpecError("level1 holds level-1 predictors only; random effects follow from level2 and group.")
+    intercept, l1_terms = _rhs_terms(rhs)
+    names = (["1"] if intercept else []) + l1_terms
+    level2 = dict(level2 or {})
+    unknown = set(level2) - set(names)
+    if unknown:
+        raise SpecError(f"level2 has equations for {sorted(unknown)}, which are not level-1 terms. Level-1 terms: {names}.")
+    bad_fixed = set(fixed) - set(names)
+    if bad_fixed:
+        raise SpecError(f"fixed names {sorted(bad_fixed)}, which are not level-1 terms. Level-1 terms: {names}.")
+    fixed_terms, random_terms = [], []
+    for name in names:
+        eq = level2.get(name, "~ 1").strip()
+        if "|" in eq:
+            raise SpecError(f"level2['{name}'] should hold group-level predictors only, e.g. '~ 1 + w'.")
+        w_intercept, w_terms = _rhs_terms(eq.lstrip("~"))
+        for w in (["1"] if w_intercept else []) + w_terms:
+            if name == "1":
+                fixed_terms.append(w)
+            else:
+                fixed_terms.append(name if w == "1" else f"{name}:{w}")
+        if name not in fixed:
+            random_terms.append(name)
+    if not intercept:
+        fixed_terms.insert(0, "0")
+    rand = ""
+    if random_terms:
+        expr = " + ".join(random_terms if "1" in random_terms else ["0"] + random_terms)
+        rand = f" + ({expr} | {group})"
+    formula = f"{response} ~ {' + '.join(fixed_terms)}{rand}"
+    spec = parse_formula(formula, family)
+    if not spec.random:
+        raise SpecError("Every level-1 term is marked fixed: a multilevel model needs at least one random term.")
+    return spec
