@@ -143,11 +143,6 @@ class MLM:
         self._stats = reduced.stats
         return self
 
-    def _needs_rows(self, what: str) -> None:
-        if self._stats is not None:
-            raise ValueError(f"{what} needs the data's rows, and this model was built from sufficient statistics "
-                             f"({self.design.source}); build the model from a DataFrame for it.")
-
     @property
     def formula(self) -> str:
         """The combined mixed formula (lme4 syntax)."""
@@ -181,7 +176,7 @@ class MLM:
         """
         from .build.full import build_full_model
 
-        self._needs_rows("The full model")
+        self.design.require_rows("The full model")
         return build_full_model(self.design, self.prior_dict)
 
     def prior_predictive(self, draws: int = 500, seed: int | None = None):
@@ -194,7 +189,7 @@ class MLM:
         """
         from .predict.predictive import prior_predictive
 
-        self._needs_rows("A prior predictive simulation")
+        self.design.require_rows("A prior predictive simulation")
         return prior_predictive(self, draws=draws, seed=seed)
 
     def fit(self, draws: int = 1000, tune: int = 1000, chains: int = 4, seed: int | None = None, sampler: str = "nutpie",
@@ -235,7 +230,7 @@ class MLM:
         if method == "auto":
             method = "full" if problem or sampler not in ("nutpie", "pymc") else "collapsed"
         if method == "full":
-            self._needs_rows("method='full'")
+            self.design.require_rows("method='full'")
         settings = SamplerSettings(draws, tune, chains, seed, sampler, target_accept, progressbar).resolved()
         if method == "collapsed":
             idata, seconds_build, seconds_sample = fit_collapsed(self.design, self.prior_dict, settings, self._stats)

@@ -217,9 +217,9 @@ def test_method_choice_and_its_errors(tmp_path):
     path = tmp_path / "sleep.csv"
     bayesmlm.datasets.load("sleepstudy").to_csv(path, index=False)
     m = bayesmlm.MLM.from_files("Reaction ~ Days + (Days | Subject)", path, chunksize=60)
-    with pytest.raises(ValueError, match="needs the data's rows"):
+    with pytest.raises(ValueError, match="needs the fitted rows"):
         m.fit(method="full")
-    with pytest.raises(ValueError, match="needs the data's rows"):
+    with pytest.raises(ValueError, match="needs the fitted rows"):
         m.build()
 
 

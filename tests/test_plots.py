@@ -19,7 +19,7 @@ from matplotlib.patches import Ellipse
 
 import bayesmlm
 import bayesmlm.plots as plots
-from bayesmlm.plots import common
+from bayesmlm.plots import common as plot_common
 
 TOL = 1e-9
 
@@ -52,9 +52,9 @@ def _quantiles(sleep_fit, term, prob):
 
 # -- terms -------------------------------------------------------------------------
 def test_default_term_is_first_random_slope_and_intercept_spellings(sleep_fit):
-    assert _common.resolve_term(sleep_fit, "Subject", None) == "Days"
-    assert _common.resolve_term(sleep_fit, "Subject", "Intercept") == "(Intercept)"
-    assert _common.resolve_term(sleep_fit, "Subject", "(Intercept)") == "(Intercept)"
+    assert plot_common.resolve_term(sleep_fit, "Subject", None) == "Days"
+    assert plot_common.resolve_term(sleep_fit, "Subject", "Intercept") == "(Intercept)"
+    assert plot_common.resolve_term(sleep_fit, "Subject", "(Intercept)") == "(Intercept)"
 
 
 def test_unknown_term_names_the_valid_ones(sleep_fit):
@@ -235,8 +235,8 @@ def test_shrinkage_size_view_puts_group_size_on_x(sleep_fit, coef):
 def test_generalized_families_label_the_link_scale():
     logit = SimpleNamespace(design=SimpleNamespace(spec=SimpleNamespace(family=SimpleNamespace(link="logit"))))
     ident = SimpleNamespace(design=SimpleNamespace(spec=SimpleNamespace(family=SimpleNamespace(link="identity"))))
-    assert _common.effect_label(logit, "x") == "Effect of x (logit link scale)"
-    assert _common.effect_label(ident, "x") == "Effect of x"
+    assert plot_common.effect_label(logit, "x") == "Effect of x (logit link scale)"
+    assert plot_common.effect_label(ident, "x") == "Effect of x"
 
 
 def test_many_groups_thin_the_names_and_say_so(sleep_fit):
@@ -249,8 +249,8 @@ def test_many_groups_thin_the_names_and_say_so(sleep_fit):
 
 
 def test_thin_keeps_at_most_max_labels():
-    assert len(_common.thin(1000, 80)) <= 80
-    assert list(_common.thin(10, 80)) == list(range(10))
+    assert len(plot_common.thin(1000, 80)) <= 80
+    assert list(plot_common.thin(10, 80)) == list(range(10))
 
 
 def test_fits_from_per_group_sums_refuse_the_plots_that_need_rows(tmp_path):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from types import SimpleNamespace
 
 import numpy as np
@@ -198,14 +199,13 @@ def test_plot_of_the_checks_draws_the_data(ucb_fit, poisson_fit, artefact_dir):
 
 
 def test_fits_from_per_group_sums_are_refused_where_rows_are_needed(ucb_fit):
-    # A fit made by MLM.from_files / from_dask keeps column moments and no rows (bayesmlm.fastpath.readers.SummaryDesign).
-    reduced = SimpleNamespace(design=SimpleNamespace(**vars(ucb_fit.design), moments=object()),
-                              posterior=ucb_fit.posterior)
+    # A fit made by MLM.from_files / from_dask keeps no rows (Design.has_rows is False; bayesmlm.fastpath.readers).
+    reduced = SimpleNamespace(design=dataclasses.replace(ucb_fit.design, has_rows=False), posterior=ucb_fit.posterior)
     with pytest.raises(ValueError, match=r"pointwise_log_likelihood \(and so LOO\) needs the fitted rows.*MLM.from_files"):
         checks.pointwise_log_likelihood(reduced)
     with pytest.raises(ValueError, match=r"posterior_predictive needs the fitted rows"):
         checks.posterior_predictive(reduced)
-    with pytest.raises(ValueError, match=r"predict\(\) without newdata needs the fitted rows.*pass newdata="):
+    with pytest.raises(ValueError, match=r"predict\(\) without newdata needs the fitted rows.*Pass newdata="):
         bayesmlm.predict.predictions.predict(reduced)
 
 

@@ -10,16 +10,17 @@ here imports PyMC.
 from __future__ import annotations
 
 import re
-import warnings
 from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
-from formulae import design_matrices, model_description
+from formulae import design_matrices
 from formulae.environment import Environment
 
-from ..errors import DataError, RowsDroppedWarning, SpecError
+from ..errors import DataError, SpecError
 from ..spec.formula import ModelSpec
+from .data_checks import (check_columns, formula_variables, check_finite, check_numeric_outcome, drop_missing, model_columns,
+                          response_columns)
 
 __all__ = ["GroupingFactor", "BlockDesign", "Design", "NewData", "build_design", "new_data_design", "lme4_name"]
 
@@ -94,6 +95,11 @@ class Design:
         :func:`new_data_design`); ``offset(...)`` terms included.
     success : str or None
         For a bernoulli outcome written as two labels, the label coded 1.
+    has_rows : bool
+        False for a design whose rows were reduced to per-group sums
+        (:class:`bayesmlm.fastpath.readers.SummaryDesign`): its ``data``,
+        ``X`` and ``Z`` then hold representative rows only, not data to
+        fit, plot or predict. Check it with :meth:`require_rows`.
     """
 
     spec: ModelSpec
@@ -111,6 +117,21 @@ class Design:
     options: dict = field(default_factory=dict)
     fixed_matrix: object = field(default=None, repr=False)
     success: str | None = None
+    has_rows: bool = True
+
+    def require_rows(self, what: str, instead: str = "") -> None:
+        """Refuse, naming ``what``, a design that keeps no rows (see ``has_rows``).
+
+        Examples
+        --------
+        >>> import bayesmlm
+        >>> m = bayesmlm.MLM("Reaction ~ Days + (1 | Subject)", bayesmlm.datasets.load("sleepstudy"))
+        >>> m.design.require_rows("shrinkage()")  # has rows: nothing happens
+        """
+        if not self.has_rows:
+            raise ValueError(f"{what} needs the fitted rows, and this model was made from per-group sums "
+                             f"(MLM.from_files or MLM.from_dask), which keep no rows. "
+                             + (instead or "Build the model from a DataFrame, MLM(formula, data), for this."))
 
     @property
     def n_obs(self) -> int:
@@ -168,69 +189,15 @@ def _lme4_terms(labels: tuple[str, ...], rhs: str, columns) -> tuple[str, ...]:
     return tuple(names)
 
 
-def _variables(rhs: str, where: str) -> set[str]:
-    try:
-        return set(model_description(rhs).var_names)
-    except Exception as err:  # formulae raises its own parse errors
-        raise SpecError(f"Cannot read the {where} '{rhs}': {err}") from None
-
-
-def _model_columns(spec: ModelSpec) -> list[str]:
-    cols = _response_columns(spec)
-    cols += sorted(_variables(spec.fixed, "fixed part"))
-    for b in spec.random:
-        cols += sorted(_variables(b.expr, f"random term {b.text()}"))
-        cols += b.group.split(":")
-    return list(dict.fromkeys(cols))
-
-
-def _response_columns(spec: ModelSpec) -> list[str]:
-    m = re.match(r"^cbind\(\s*([\w.]+)\s*,\s*([\w.]+)\s*\)$", spec.response)
-    return [m.group(1), m.group(2)] if m else [spec.response]
-
-
-def _check_columns(data: pd.DataFrame, cols: list[str], extra: dict) -> None:
-    missing = [c for c in cols if c not in data.columns]
-    missing += [f"{c} (given as {k}=)" for k, c in extra.items() if c is not None and c not in data.columns]
-    if missing:
-        raise DataError(f"Column(s) {', '.join(map(repr, missing))} not in the data. Columns that exist: {', '.join(map(str, data.columns))}.")
-
-
-def _drop_missing(data: pd.DataFrame, cols: list[str]) -> tuple[pd.DataFrame, int]:
-    complete = data[cols].notna().all(axis=1)
-    dropped = int((~complete).sum())
-    if dropped == len(data):
-        raise DataError(f"Every row has a missing value in the model's columns ({', '.join(cols)}): nothing left to fit.")
-    if dropped:
-        counts = data.loc[~complete, cols].isna().sum()
-        detail = ", ".join(f"{c}: {n}" for c, n in counts.items() if n)
-        warnings.warn(f"Dropped {dropped} of {len(data)} rows with missing values ({detail}), as lme4's na.omit does.",
-                      RowsDroppedWarning, stacklevel=5)
-    return data.loc[complete, cols].reset_index(drop=True), dropped
-
-
-def _check_finite(data: pd.DataFrame) -> None:
-    for col in data.columns:
-        if pd.api.types.is_numeric_dtype(data[col]) and not pd.api.types.is_bool_dtype(data[col]):
-            bad = ~np.isfinite(data[col].to_numpy(dtype=float))
-            if bad.any():
-                raise DataError(f"Column '{col}' has {int(bad.sum())} infinite value(s) (first at row {int(np.argmax(bad))}). "
-                                "Remove or recode them before fitting.")
-
-
 def _response(spec: ModelSpec, data: pd.DataFrame, trials: str | None) -> tuple[np.ndarray, np.ndarray | None, str | None]:
     """The outcome vector, binomial trials, and (bernoulli labels) the label coded 1."""
-    cols = _response_columns(spec)
+    cols = response_columns(spec)
     family = spec.family.name
     if trials is not None and family != "binomial":
         raise SpecError(f"trials='{trials}' is for family='binomial'; this model's family is '{family}'. Drop trials=, "
                         "or use family='binomial'.")
     if family == "gaussian":
-        col = data[cols[0]]
-        if not pd.api.types.is_numeric_dtype(col) or pd.api.types.is_bool_dtype(col):
-            raise DataError(f"The outcome '{cols[0]}' is {col.dtype}, not numeric: a gaussian model needs a numeric outcome. "
-                            "For a yes/no outcome use family='bernoulli'.")
-        return col.to_numpy(dtype=float), None, None
+        return check_numeric_outcome(data[cols[0]]), None, None
     if family == "bernoulli":
         y, success = _bernoulli(data[cols[0]])
         return y, None, success
@@ -387,11 +354,11 @@ def build_design(spec: ModelSpec, data: pd.DataFrame, *, trials: str | None = No
     if len(data) == 0:
         raise DataError("The data has no rows.")
     extra = {"trials": trials, "offset": offset}
-    cols = _model_columns(spec)
-    _check_columns(data, cols, extra)
+    cols = model_columns(spec)
+    check_columns(data, cols, extra)
     cols += [c for c in extra.values() if c is not None and c not in cols]
-    clean, dropped = _drop_missing(data, cols)
-    _check_finite(clean)
+    clean, dropped = drop_missing(data, cols)
+    check_finite(clean)
     y, n_trials, success = _response(spec, clean, trials)
     fixed_matrix, X, fixed_labels = _fixed_matrix(spec.fixed, clean, "fixed part")
     X, fixed_labels, formula_offset = _split_offset(X, fixed_labels)
@@ -484,10 +451,10 @@ def new_data_design(design: Design, newdata: pd.DataFrame, *, groups: bool = Tru
     if len(newdata) == 0:
         raise DataError("newdata has no rows.")
     spec = design.spec
-    need = sorted(_variables(spec.fixed, "fixed part"))
+    need = sorted(formula_variables(spec.fixed, "fixed part"))
     if groups:
         for b in spec.random:
-            need += sorted(_variables(b.expr, f"random term {b.text()}")) + b.group.split(":")
+            need += sorted(formula_variables(b.expr, f"random term {b.text()}")) + b.group.split(":")
     offset = design.options.get("offset")
     need = list(dict.fromkeys(need + ([offset] if offset else [])))
     missing = [c for c in need if c not in newdata.columns]

@@ -106,7 +106,7 @@ class Prior:
 def _link_scale(design: Design) -> tuple[float, float]:
     """(location, scale) of the outcome on the link scale."""
     link = design.spec.family.link
-    moments = getattr(design, "moments", None)  # a design whose rows were reduced to sums (bayesmlm.fastpath.readers)
+    moments = None if design.has_rows else design.moments  # rows reduced to sums: bayesmlm.fastpath.readers
     if moments is not None and link == "identity":
         return moments.y_mean, moments.y_sd or 1.0
     y = design.y
@@ -128,7 +128,7 @@ def _sd(col: np.ndarray) -> float:
 def _column_sd(design: Design, block, k: int) -> float:
     """SD of column k of X (``block`` None) or of a block's Z: from the rows, or from the
     moments of a design whose rows were reduced to sums (:class:`bayesmlm.fastpath.readers.SummaryDesign`)."""
-    moments = getattr(design, "moments", None)
+    moments = None if design.has_rows else design.moments
     if moments is None:
         return _sd(design.X[:, k] if block is None else block.Z[:, k])
     s = moments.x_sd[k] if block is None else moments.z_sd[block.label][k]

@@ -26,6 +26,7 @@ import numpy as np
 import pandas as pd
 
 from ..errors import DataError, RowsDroppedWarning, SpecError
+from ..design.data_checks import check_columns, check_finite, check_numeric_outcome, is_numeric, model_columns
 from ..design.matrices import BlockDesign, Design, GroupingFactor, build_design, new_data_design
 from ..spec.formula import ModelSpec
 from .stats import _FIELDS, GroupStats, accumulate, collapse_problem, default_shift
@@ -86,10 +87,6 @@ class Reduced:
     stats: GroupStats
 
 
-def _model_columns(template: Design) -> list[str]:
-    return list(template.data.columns)
-
-
 def _group_columns(template: Design) -> list[str]:
     return template.spec.groups[0].split(":")
 
@@ -129,21 +126,13 @@ def _moment_centre(template: Design) -> np.ndarray:
 
 
 def _clean(chunk: pd.DataFrame, template: Design, chunk_no: int) -> tuple[pd.DataFrame, pd.Series]:
-    cols = _model_columns(template)
-    missing = [c for c in cols if c not in chunk.columns]
-    if missing:
-        raise DataError(f"Chunk {chunk_no} lacks the column(s) {', '.join(map(repr, missing))} that the model uses. "
-                        f"Columns it has: {', '.join(map(str, chunk.columns))}.")
+    cols = list(template.data.columns)
+    check_columns(chunk, cols, where=f"chunk {chunk_no}")
     chunk = chunk[cols]
     na = chunk.isna()
     keep = ~na.any(axis=1)
     clean = chunk.loc[keep].reset_index(drop=True)
-    for col in cols:
-        if pd.api.types.is_numeric_dtype(clean[col]) and not pd.api.types.is_bool_dtype(clean[col]):
-            bad = ~np.isfinite(clean[col].to_numpy(dtype=float))
-            if bad.any():
-                raise DataError(f"Column '{col}' has {int(bad.sum())} infinite value(s) in chunk {chunk_no}. "
-                                "Remove or recode them before fitting.")
+    check_finite(clean, where=f" in chunk {chunk_no}")
     return clean, na.sum()
 
 
@@ -187,18 +176,13 @@ def _first_rows(codes: np.ndarray, n_groups: int, mask: np.ndarray | None = None
     return first
 
 
-def _is_numeric(template: Design, col: str) -> bool:
-    dtype = template.data[col].dtype
-    return pd.api.types.is_numeric_dtype(dtype) and not pd.api.types.is_bool_dtype(dtype)
-
-
 def _level2_evidence(clean: pd.DataFrame, codes: np.ndarray, labels: np.ndarray, template: Design) -> dict:
     """Per column and group: min and max (numeric columns) or whether it varies and its first value."""
     out, J = {}, len(labels)
     for col in clean.columns:
         if col in _group_columns(template):
             continue
-        if _is_numeric(template, col):
+        if is_numeric(template.data[col].dtype):
             v = pd.to_numeric(clean[col], errors="raise").to_numpy(dtype=float)
             lo, hi = np.full(J, np.inf), np.full(J, -np.inf)
             np.minimum.at(lo, codes, v)
@@ -214,11 +198,7 @@ def _level2_evidence(clean: pd.DataFrame, codes: np.ndarray, labels: np.ndarray,
 def _partial(chunk: pd.DataFrame, template: Design, chunk_no: int) -> _Partial:
     """One chunk's per-group sums, moments, level-2 evidence and representative rows."""
     clean, na_counts = _clean(chunk, template, chunk_no)
-    response = template.spec.response
-    if not pd.api.types.is_numeric_dtype(clean[response]) or pd.api.types.is_bool_dtype(clean[response]):
-        raise DataError(f"The outcome '{response}' is {clean[response].dtype} in chunk {chunk_no}, not numeric: "
-                        "a gaussian model needs a numeric outcome.")
-    y = clean[response].to_numpy(dtype=float)
+    y = check_numeric_outcome(clean[template.spec.response], where=f" in chunk {chunk_no}")
     X, Z, offset = _matrices(clean, template, chunk_no)
     codes, labels = _group_codes(clean, template)
     J = len(labels)
@@ -228,7 +208,7 @@ def _partial(chunk: pd.DataFrame, template: Design, chunk_no: int) -> _Partial:
     v = np.column_stack([y, X, Z]) - _moment_centre(template)
     picks = [_first_rows(codes, J)]
     for col in [*X.T, *Z.T, *(clean[c].to_numpy(dtype=float) for c in clean.columns
-                               if c not in _group_columns(template) and _is_numeric(template, c))]:
+                               if c not in _group_columns(template) and is_numeric(template.data[c].dtype))]:
         picks.append(_first_rows(codes, J, col != 0))
     rows = np.unique(np.concatenate(picks))
     rows = rows[rows < len(clean)]
@@ -249,7 +229,7 @@ def _representatives(rep: pd.DataFrame, template: Design) -> pd.DataFrame:
     rep = rep.sort_values(["__chunk", "__row"], kind="stable")
     keep = [rep.groupby("__label", sort=False).head(1).index]
     numeric = [c for c in rep.columns if c.startswith(("__x", "__z"))]
-    numeric += [c for c in _model_columns(template) if c not in _group_columns(template) and _is_numeric(template, c)]
+    numeric += [c for c in list(template.data.columns) if c not in _group_columns(template) and is_numeric(template.data[c].dtype)]
     for c in numeric:
         nonzero = rep[rep[c].to_numpy(dtype=float) != 0]
         keep.append(nonzero.groupby("__label", sort=False).head(1).index)
@@ -316,11 +296,12 @@ def _finish(part: _Partial, template: Design, source: str) -> Reduced:
         Z = rep[[f"__z{i}" for i in range(k, k + b.q)]].to_numpy(dtype=float)
         blocks.append(BlockDesign(b.label, b.group, b.terms, b.correlated, Z, b.Z_matrix))
         k += b.q
-    data = rep[_model_columns(template)].copy()
+    data = rep[list(template.data.columns)].copy()
     data[template.spec.response] = np.nan
     level2 = frozenset(c for c, frame in part.level2.items()
                        if ((frame["lo"] == frame["hi"]).all() if "lo" in frame else not frame["varies"].any()))
     design = SummaryDesign(
+        has_rows=False,
         spec=template.spec, data=data, y=np.full(len(rep), np.nan), X=X, fixed_terms=template.fixed_terms,
         fixed_labels=template.fixed_labels, blocks=tuple(blocks),
         factors={factor: GroupingFactor(factor, levels, index.astype(np.int64))}, level2={factor: level2},
@@ -418,9 +399,7 @@ def read_chunks(paths, columns: list[str], *, chunksize: int = 1_000_000, text_c
 
 def _spec_columns(spec: ModelSpec, offset: str | None) -> list[str]:
     """The columns to read: the model's (as build_design reads them) and the offset."""
-    from ..design.matrices import _model_columns as columns_of
-
-    cols = columns_of(spec)
+    cols = model_columns(spec)
     return cols + ([offset] if offset and offset not in cols else [])
 
 

@@ -15,7 +15,6 @@ from matplotlib.figure import Figure
 from matplotlib.transforms import Bbox
 
 from .visuals import check_visuals, style  # noqa: F401  (the plots' shared convention)
-from ..fastpath.readers import SummaryDesign
 from ..design.levels import level1_column, level_structure
 
 INTERCEPT = "(Intercept)"
@@ -51,12 +50,8 @@ def resolve_term(fit, factor: str, term: str | None, *, what: str = "term") -> s
     return term
 
 
-def require_rows(fit, plot: str, needs: str) -> None:
-    """Refuse, by name, a fit whose rows were reduced to per-group sums (MLM.from_files / from_dask)."""
-    if isinstance(fit.design, SummaryDesign):
-        raise ValueError(f"{plot}() needs {needs}, and this fit was made from per-group sums "
-                         f"(MLM.from_files or MLM.from_dask, source {fit.design.source or 'unknown'}), which keep no rows. "
-                         "bar(), forest() and correlation() work on it; refit in memory (MLM(formula, data)) for this plot.")
+ROWS_INSTEAD = ("bar(), forest() and correlation() work on a fit from per-group sums; refit in memory "
+                "(MLM(formula, data)) for this plot.")
 
 
 # -- numbers read off the fit ---------------------------------------------------

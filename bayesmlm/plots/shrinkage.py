@@ -64,7 +64,7 @@ def shrinkage(fit, term: str | None = None, *, factor: str | None = None, view: 
     vis = c.check_visuals(visuals, VISUALS, "shrinkage")
     factor = c.resolve_factor(fit, factor)
     term = c.resolve_term(fit, factor, term)
-    c.require_rows(fit, "shrinkage", "each group's rows for its own least-squares fit")
+    fit.design.require_rows("shrinkage() (each group's rows for its own least-squares fit)", c.ROWS_INSTEAD)
     link = fit.design.spec.family.link
     if link != "identity":
         raise ValueError(f"shrinkage() compares per-group least-squares fits with the posterior; for the {link} link the "

@@ -58,7 +58,7 @@ def slopes(fit, term: str | None = None, *, factor: str | None = None, prob: flo
     if term == c.INTERCEPT:
         raise ValueError(f"slopes() draws lines against a predictor; '{term}' is the intercept. Slope terms of "
                          f"'{factor}': {', '.join(t for t in c.coef_terms(fit, factor) if t != c.INTERCEPT)}.")
-    c.require_rows(fit, "slopes", f"the range of {term} each group observed")
+    fit.design.require_rows(f"slopes() (the range of {term} each group observed)", c.ROWS_INSTEAD)
     ends = _group_lines(fit, factor, term)
     n = len(ends)
     chosen = _highlighted(ends, highlight, factor)

@@ -78,14 +78,6 @@ def posterior_draws(fit, draws: int | None = None) -> Draws:
     return Draws((post.sizes["chain"], post.sizes["draw"]), coords, beta, tuple(u), sigma)
 
 
-def require_rows(design, what: str) -> None:
-    """Refuse a design whose rows were reduced to per-group sums (``bayesmlm.fastpath.readers.SummaryDesign``)."""
-    if getattr(design, "moments", None) is not None:
-        raise ValueError(f"{what} needs the fitted rows, but this fit was made from per-group sums (MLM.from_files or "
-                         "MLM.from_dask), which keep no rows. Fit the model from a DataFrame for this"
-                         + (", or pass newdata= with the rows to predict." if what.startswith("predict") else "."))
-
-
 def chunks(n_draws: int, n_obs: int, size: int = CHUNK):
     """Slices of draws whose linear predictor holds about ``size`` values."""
     step = max(1, size // max(n_obs, 1))

@@ -31,7 +31,7 @@ import xarray as xr
 from scipy.special import expit
 
 from ..sample.draws import block_cholesky
-from .linpred import CHUNK, linear_predictor, posterior_draws, require_rows, thin
+from .linpred import CHUNK, linear_predictor, posterior_draws, thin
 from ..design.matrices import new_data_design
 
 __all__ = ["predict", "KINDS", "GROUPS"]
@@ -48,7 +48,7 @@ def _rows(fit, newdata, groups: str):
     """X, Z per block, each row's level index and label per factor, offset, and the row labels."""
     design = fit.design
     if newdata is None:
-        require_rows(design, "predict() without newdata")
+        design.require_rows("predict() without newdata", "Pass newdata= with the rows to predict, or fit the model from a DataFrame.")
         labels = {n: np.asarray(f.levels, dtype=object)[f.index] for n, f in design.factors.items()}
         index = {n: f.index for n, f in design.factors.items()}
         return (design.X, tuple(b.Z for b in design.blocks), index, labels, design.offset,

@@ -28,8 +28,8 @@ import numpy as np
 import xarray as xr
 from scipy.special import expit, gammaln
 
-from .linpred import chunks, design_eta_parts, linear_predictor, posterior_draws, require_rows
-from ..design.matrices import _response_columns
+from .linpred import chunks, design_eta_parts, linear_predictor, posterior_draws
+from ..design.data_checks import response_columns
 
 __all__ = ["pointwise_log_likelihood", "posterior_predictive", "prior_predictive", "MAX_VALUES"]
 
@@ -103,7 +103,7 @@ def pointwise_log_likelihood(fit, draws: int | None = None) -> xr.DataArray:
     ('chain', 'draw', 'obs')
     """
     design = fit.design
-    require_rows(design, "pointwise_log_likelihood (and so LOO)")
+    design.require_rows("pointwise_log_likelihood (and so LOO)")
     d = posterior_draws(fit, _draws_to_use(fit, draws, "pointwise_log_likelihood"))
     X, Z, index, offset = design_eta_parts(design)
     out = np.empty((d.n, design.n_obs))
@@ -118,7 +118,7 @@ def _observed_groups(design) -> dict:
     y = design.y.astype(np.float32 if family == "gaussian" else np.int32)
     obs = {"obs": np.arange(design.n_obs)}
     groups = {"observed_data": xr.Dataset({"y": ("obs", y)}, coords=obs,
-                                          attrs={"outcome": _response_columns(design.spec)[0], "family": design.spec.family.name})}
+                                          attrs={"outcome": response_columns(design.spec)[0], "family": design.spec.family.name})}
     const = {f"group:{name}": ("obs", np.asarray(f.levels, dtype=object)[f.index].astype(str))
              for name, f in design.factors.items()}
     if design.trials is not None:
@@ -156,7 +156,7 @@ def posterior_predictive(fit, draws: int | None = None, seed: int | None = None)
     >>> tree["posterior_predictive"]["y"].dims  # doctest: +SKIP
     ('chain', 'draw', 'obs')
     """
-    require_rows(fit.design, "posterior_predictive")
+    fit.design.require_rows("posterior_predictive")
     pp = _replicate(fit, _draws_to_use(fit, draws, "posterior_predictive"), seed).to_dataset()
     return xr.DataTree.from_dict({"posterior_predictive": pp, **_observed_groups(fit.design)})
 
@@ -211,7 +211,7 @@ def prior_predictive(model, draws: int = 500, seed: int | None = None) -> xr.Dat
 
     if int(draws) < 1:
         raise ValueError(f"draws must be a positive integer; got {draws!r}.")
-    require_rows(model.design, "prior_predictive")
+    model.design.require_rows("prior_predictive")
     pmodel = build_full_model(model.design, model.prior_dict)
     names = [v.name for v in pmodel.free_RVs + pmodel.deterministics]
     tree = pm.sample_prior_predictive(draws=int(draws), model=pmodel, var_names=names, random_seed=seed,

@@ -31,10 +31,8 @@ def save_fit(fit: Fit, path) -> None:
     --------
     >>> save_fit(fit, "fit.nc")  # doctest: +SKIP
     """
-    if getattr(fit.design, "moments", None) is not None:  # bayesmlm.fastpath.readers.SummaryDesign
-        raise ValueError("This fit was made from sufficient statistics (MLM.from_files or MLM.from_dask), so there are no "
-                         "rows to save with it and load() could not rebuild it. Save the draws alone with "
-                         "fit.idata.to_netcdf(path).")
+    fit.design.require_rows("Saving a fit", "load() rebuilds a fit from its rows; save the draws alone with "
+                            "fit.idata.to_netcdf(path).")
     meta = {
         "formula": fit.design.spec.formula,
         "family": fit.design.spec.family.name,
