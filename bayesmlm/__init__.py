@@ -10,14 +10,20 @@ Examples
 """
 
 from . import datasets
-from .errors import ConvergenceWarning, DataError, RowsDroppedWarning, SpecError
 from .comparison.loo import compare
-from .model import MLM
 from .comparison.pooling import pooling
 from .design.priors import Prior
-from .results.fit import Fit
-from .results.store import load
+from .errors import (
+           ConfigError,
+           ConvergenceWarning,
+           DataError,
+           RowsDroppedWarning,
+           SpecError,
+           UnsupportedModelError,
+)
+from .model import MLM
+from .results.fit import Fit, load
 
-__all__ = ["MLM", "Fit", "Prior", "load", "datasets", "SpecError", "DataError", "ConvergenceWarning",
-           "RowsDroppedWarning", "pooling", "compare"]
+__all__ = ["MLM", "Fit", "Prior", "load", "datasets", "pooling", "compare", "SpecError", "DataError",
+           "ConfigError", "UnsupportedModelError", "ConvergenceWarning", "RowsDroppedWarning"]
 __version__ = "0.1.0"

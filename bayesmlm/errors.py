@@ -4,7 +4,7 @@ Whether a check warns or raises is decided where these are raised; the types
 only say which kind of problem it is.
 """
 
-__all__ = ["SpecError", "DataError", "ConvergenceWarning", "RowsDroppedWarning"]
+__all__ = ["SpecError", "DataError", "ConfigError", "UnsupportedModelError", "ConvergenceWarning", "RowsDroppedWarning"]
 
 
 class SpecError(ValueError):
@@ -13,6 +13,14 @@ class SpecError(ValueError):
 
 class DataError(ValueError):
     """The data cannot support the model (missing columns, bad values)."""
+
+
+class ConfigError(ValueError):
+    """A config file that cannot be run; the message names the key and the allowed values."""
+
+
+class UnsupportedModelError(ValueError):
+    """The model has no frequentist counterpart in the engine that was asked for; the message says what to use."""
 
 
 class ConvergenceWarning(UserWarning):

@@ -9,15 +9,16 @@ import time
 
 import pandas as pd
 
-from .fastpath.fit import fit_collapsed
-from .design.matrices import Design, build_design
 from .design.equations import Equations, model_equations
+from .design.matrices import Design, build_design
 from .design.priors import Prior, priors_table, resolve_priors
-from .results.fit import Fit, FitRecord
-from .schema import is_parameter
-from .sample.nuts import SamplerSettings, check_convergence, diagnose, sample_model
-from .spec.formula import ModelSpec, parse_formula, spec_from_levels
+from .fastpath.fit import fit_collapsed
 from .fastpath.stats import GroupStats, collapse_problem
+from .results.fit import Fit
+from .results.record import FitRecord
+from .sample.nuts import SamplerSettings, check_convergence, diagnose, sample_model
+from .schema import is_parameter
+from .spec.formula import ModelSpec, parse_formula, spec_from_levels
 
 __all__ = ["MLM"]
 

@@ -14,12 +14,11 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+from browser import find_chromium, probe, screenshot
+from conftest import record_artefact, reference
 
 import bayesmlm
 from bayesmlm.app.cli import DEMO_CONFIG, main
-
-from browser import find_chromium, probe, screenshot
-from conftest import record_artefact, reference
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 SMALL = ["--draws", "200", "--tune", "200", "--chains", "2", "--no-progress"]

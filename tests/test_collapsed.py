@@ -20,9 +20,9 @@ import xarray as xr
 from conftest import reference
 
 import bayesmlm
-from bayesmlm.fastpath.model import loglik_at
 from bayesmlm.design.levels import level_structure
-from bayesmlm.fastpath.recover import _draw, recover_random_effects
+from bayesmlm.fastpath.model import loglik_at
+from bayesmlm.fastpath.recover import conditional_draws, recover_random_effects
 from bayesmlm.fastpath.stats import collapse_problem, group_stats
 
 FIELDS = ("n", "XtX", "XtZ", "ZtZ", "Xty", "Zty", "yty", "x_sum", "z_sum", "y_sum")
@@ -132,7 +132,7 @@ def test_recovered_u_is_the_exact_conditional_lme4_modes_at_lme4_estimates():
     L = np.linalg.cholesky(np.diag(sd) @ np.array([[1, r], [r, 1]]) @ np.diag(sd))[None]
     gamma_t = gamma.copy()
     gamma_t[0] += gamma @ stats.x_shift - stats.y_shift
-    draw = lambda eps: _draw(L, np.array([sigma]), stats, gamma_t[None], eps)[0]  # noqa: E731
+    draw = lambda eps: conditional_draws(L, np.array([sigma]), stats, gamma_t[None], eps)[0]  # noqa: E731
     mean = draw(np.zeros((1, stats.n_groups, 2)))
     expected = np.array([[ref["ranef"][lev]["(Intercept)"], ref["ranef"][lev]["Days"]] for lev in stats.levels])
     np.testing.assert_allclose(mean, expected, rtol=1e-5, atol=1e-4)

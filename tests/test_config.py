@@ -7,7 +7,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from bayesmlm.app.config import ConfigError, build_model, load_config, load_data, parse_config
+from bayesmlm import ConfigError
+from bayesmlm.app.config import build_model, load_config, load_data, parse_config
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 BASE = {"data": "sleepstudy", "formula": "Reaction ~ Days + (Days | Subject)"}

@@ -14,10 +14,10 @@ import warnings
 import numpy as np
 import pandas as pd
 import pytest
+from conftest import reference
 
 import bayesmlm
 from bayesmlm.results.fit import COLUMNS
-from conftest import reference
 
 
 def check_fixed_within_half_sd(fit, ref):

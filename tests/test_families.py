@@ -6,7 +6,14 @@ import numpy as np
 import pandas as pd
 import pytest
 import statsmodels.api as sm
-from conftest import SIM_BERNOULLI, SIM_POISSON, bernoulli_sim, poisson_sim, reference, ucb_wide
+from conftest import (
+    SIM_BERNOULLI,
+    SIM_POISSON,
+    bernoulli_sim,
+    poisson_sim,
+    reference,
+    ucb_wide,
+)
 
 import bayesmlm
 from bayesmlm import DataError, SpecError

@@ -16,13 +16,14 @@ import dataclasses
 import numpy as np
 import pandas as pd
 import pytest
+from conftest import reference
 from matplotlib.figure import Figure
 
 import bayesmlm
+from bayesmlm import UnsupportedModelError
 from bayesmlm.comparison.frequentist import Comparison, compare_frequentist
-from bayesmlm.comparison.statsmodels_reml import UnsupportedModelError, fit_frequentist
+from bayesmlm.comparison.statsmodels_reml import fit_frequentist
 from bayesmlm.results.fit import Fit
-from conftest import reference
 
 HSB = "mAch ~ meanses * cses + sector * cses + (1 + cses | school)"
 SLEEP = "Reaction ~ Days + (Days | Subject)"

@@ -9,8 +9,8 @@ import xarray as xr
 from arviz_stats.base import array_stats
 
 import bayesmlm
-from bayesmlm.comparison.psis import psis
 from bayesmlm.comparison.loo import loo, relative_efficiency
+from bayesmlm.comparison.psis import psis
 
 
 def test_vectorized_psis_gives_arviz_weights_and_k():

@@ -11,7 +11,11 @@ import pandas as pd
 import pytest
 
 import bayesmlm
-from bayesmlm.comparison.pooling import complete_pooling, no_pooling, pooling_table, simpson_report
+from bayesmlm.comparison.pooling import (
+    complete_pooling,
+    no_pooling,
+    simpson_report,
+)
 
 SLEEP = "Reaction ~ Days + (Days | Subject)"
 
@@ -121,7 +125,7 @@ def test_pooling_table_of_a_fit(sleep_fit):
     # Partial pooling shrinks: the spread of the slopes is smaller than with no pooling, larger than with complete.
     days = table.xs("Days", level="term")
     assert 0 < days["partial_mean"].std() < days["no_pooling"].std()
-    assert pooling_table(sleep_fit, prob=0.5)["partial_upper"].lt(table["partial_upper"]).all()
+    assert bayesmlm.pooling(sleep_fit, prob=0.5)["partial_upper"].lt(table["partial_upper"]).all()
     assert bayesmlm.pooling(sleep_fit).equals(table)
 
 

@@ -14,8 +14,8 @@ from scipy import stats
 from scipy.special import expit
 
 import bayesmlm
-import bayesmlm.predict.predictive as checks
 import bayesmlm.predict.predictions
+import bayesmlm.predict.predictive as checks
 from bayesmlm import DataError
 from bayesmlm.plots.predictive import plot_predictive
 

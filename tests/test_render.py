@@ -11,11 +11,25 @@ import pandas as pd
 import pytest
 
 import bayesmlm
-from bayesmlm.report.render import Math, Note, Section, Table, equation_html, format_table
 from bayesmlm.report.html import report_html, write_report
+from bayesmlm.report.render import (
+    Math,
+    Note,
+    Section,
+    Table,
+    equation_html,
+    format_table,
+)
+from bayesmlm.report.sections import (
+    diagnostics_section,
+    equations_section,
+    figure_image,
+    fixed_section,
+    plots_section,
+    priors_section,
+    variance_section,
+)
 from bayesmlm.sample.nuts import ESS_MIN, RHAT_MAX
-from bayesmlm.report.sections import (diagnostics_section, equations_section, figure_image, fixed_section, plots_section,
-                               priors_section, variance_section)
 
 
 def test_format_table_digits():

@@ -22,7 +22,8 @@ from pathlib import Path
 
 import yaml
 
-from .config import ConfigError, RunConfig, build_model, load_config, load_data, parse_config
+from ..errors import ConfigError
+from .config import RunConfig, build_model, load_config, load_data, parse_config
 
 __all__ = ["main", "run_config", "DEMO_CONFIG"]
 

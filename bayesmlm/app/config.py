@@ -23,6 +23,7 @@ from pathlib import Path
 import pandas as pd
 import yaml
 
+from ..errors import ConfigError
 from ..spec.formula import FAMILIES
 
 __all__ = ["ConfigError", "RunConfig", "load_config", "parse_config", "load_data", "build_model", "PLOTS",
@@ -34,10 +35,6 @@ FIT_KEYS = ("draws", "tune", "chains", "seed", "sampler", "target_accept", "meth
 PLOTS = ("bar", "slopes", "forest", "correlation", "shrinkage")
 _PLOT_KEYS = ("which", "term")
 _INT_KEYS = ("draws", "tune", "chains", "seed")
-
-
-class ConfigError(ValueError):
-    """A config file that cannot be run; the message names the key and the allowed values."""
 
 
 @dataclass(frozen=True)
@@ -205,7 +202,7 @@ def parse_config(raw: dict, source: Path | None = None) -> RunConfig:
     >>> parse_config({"data": "sleepstudy", "formula": "Reaction ~ Days + (Days | Subject)", "famly": "gaussian"})
     Traceback (most recent call last):
     ...
-    bayesmlm.app.config.ConfigError: Unknown key 'famly'. Allowed: name, title, description, data, formula, ...
+    bayesmlm.errors.ConfigError: Unknown key 'famly'. Allowed: name, title, description, data, formula, ...
     """
     if not isinstance(raw, dict):
         raise ConfigError(f"A config must be a mapping of keys ({', '.join(TOP_KEYS)}){_where(source)}; got {type(raw).__name__}.")

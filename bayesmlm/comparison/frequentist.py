@@ -14,8 +14,8 @@ from dataclasses import dataclass
 import pandas as pd
 from scipy.stats import norm
 
-from .statsmodels_reml import fit_frequentist
 from ..report.render import Note, Section, Table
+from .statsmodels_reml import fit_frequentist
 
 __all__ = ["Comparison", "compare_frequentist"]
 

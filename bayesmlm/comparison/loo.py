@@ -19,9 +19,9 @@ import pandas as pd
 import xarray as xr
 from arviz_stats.utils import ELPDDataLOO
 
+from ..predict.predictive import pointwise_log_likelihood
 from ..schema import is_parameter
 from .psis import psis_loo
-from ..predict.predictive import pointwise_log_likelihood
 
 __all__ = ["loo", "compare", "relative_efficiency"]
 

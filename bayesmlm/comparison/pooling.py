@@ -9,7 +9,7 @@ predictor whose coefficient is fixed):
 - no pooling: one least-squares regression of y on those terms per group
   (:func:`no_pooling`); a group too small or too uniform for a term keeps its
   row, marked ``estimable=False`` with NaN, never dropped;
-- partial pooling: the posterior of b_kj (:func:`pooling_table`).
+- partial pooling: the posterior of b_kj (:func:`pooling` of a fit).
 
 The same table carries the numbers behind Simpson's paradox
 (:func:`simpson_report`): a pooled slope whose sign differs from most
@@ -22,11 +22,11 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from ..errors import SpecError
-from ..design.matrices import Design
 from ..design.levels import level_structure
+from ..design.matrices import Design
+from ..errors import SpecError
 
-__all__ = ["no_pooling", "complete_pooling", "simpson_report", "pooling_table", "pooling"]
+__all__ = ["no_pooling", "complete_pooling", "simpson_report", "pooling"]
 
 _RANK_TOL = 1e-10
 
@@ -216,55 +216,28 @@ def _pooling_frame(design: Design, factor: str) -> pd.DataFrame:
     return table
 
 
-def pooling_table(fit, factor: str | None = None, prob: float = 0.95) -> pd.DataFrame:
+def pooling(model_or_fit, factor: str | None = None, prob: float = 0.95) -> pd.DataFrame:
     """Complete-, no- and partial-pooling estimates per group and level-1 term.
 
-    Parameters
-    ----------
-    fit : Fit
-    factor : str, optional
-        The grouping factor; needed only when the model has several.
-    prob : float
-        Mass of the partial-pooling credible interval.
-
-    Returns
-    -------
-    DataFrame
-        Index (group, term); columns n, complete, no_pooling, no_pooling_se,
-        estimable, partial_mean, partial_lower, partial_upper (the posterior
-        of b_kj, as :meth:`bayesmlm.Fit.coef` gives it). ``attrs["simpson"]``
-        holds :func:`simpson_report` as a list of records, one per slope.
-
-    Examples
-    --------
-    >>> table = pooling_table(fit)  # doctest: +SKIP
-    >>> [r["message"] for r in table.attrs["simpson"] if r["paradox"]]  # doctest: +SKIP
-    """
-    design = fit.design
-    factor = design.spec.resolve_group(factor)
-    table = _pooling_frame(design, factor)
-    coef = fit.coef(prob, factor).reindex(table.index)
-    for col in ("mean", "lower", "upper"):
-        table[f"partial_{col}"] = coef[col].to_numpy()
-    return table
-
-
-def pooling(model_or_fit, factor: str | None = None, prob: float = 0.95) -> pd.DataFrame:
-    """The pooling table of a fit, or of a model before it is fitted.
-
-    A Fit gives :func:`pooling_table`; an MLM (or a Design) gives the same
-    table without the partial-pooling columns, which need a posterior.
+    An MLM (or a Design) gives the table without the partial-pooling
+    columns, which need a posterior.
 
     Parameters
     ----------
     model_or_fit : MLM, Fit or Design
     factor : str, optional
+        The grouping factor; needed only when the model has several.
     prob : float
         Mass of the partial-pooling credible interval (fits only).
 
     Returns
     -------
     DataFrame
+        Index (group, term); columns n, complete, no_pooling, no_pooling_se,
+        estimable and, for a fit, partial_mean, partial_lower, partial_upper
+        (the posterior of b_kj, as :meth:`bayesmlm.Fit.coef` gives it).
+        ``attrs["simpson"]`` holds :func:`simpson_report` as a list of
+        records, one per slope.
 
     Examples
     --------
@@ -273,7 +246,11 @@ def pooling(model_or_fit, factor: str | None = None, prob: float = 0.95) -> pd.D
     >>> bayesmlm.pooling(m).columns.tolist()
     ['n', 'complete', 'no_pooling', 'no_pooling_se', 'estimable']
     """
-    if hasattr(model_or_fit, "coef_draws"):
-        return pooling_table(model_or_fit, factor, prob)
     design = _design_of(model_or_fit)
-    return _pooling_frame(design, design.spec.resolve_group(factor))
+    factor = design.spec.resolve_group(factor)
+    table = _pooling_frame(design, factor)
+    if hasattr(model_or_fit, "coef_draws"):
+        coef = model_or_fit.coef(prob, factor).reindex(table.index)
+        for col in ("mean", "lower", "upper"):
+            table[f"partial_{col}"] = coef[col].to_numpy()
+    return table

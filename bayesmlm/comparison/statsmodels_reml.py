@@ -32,15 +32,12 @@ import numpy as np
 import pandas as pd
 
 from ..design.matrices import Design
+from ..errors import UnsupportedModelError
 
 __all__ = ["UnsupportedModelError", "FrequentistFit", "fit_frequentist", "METHODS"]
 
 METHODS = ("reml", "ml")
 _TOL = 1e-4  # lme4's isSingular(tol = 1e-4) on the relative Cholesky factor
-
-
-class UnsupportedModelError(ValueError):
-    """The model has no exact frequentist counterpart in statsmodels' MixedLM."""
 
 
 @dataclass(frozen=True, eq=False)

@@ -10,8 +10,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .matrices import Design
 from .levels import level_structure
+from .matrices import Design
 
 __all__ = ["Equations", "model_equations"]
 

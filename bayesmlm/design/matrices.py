@@ -19,10 +19,17 @@ from formulae.environment import Environment
 
 from ..errors import DataError, SpecError
 from ..spec.formula import ModelSpec
-from .data_checks import (check_columns, formula_variables, check_finite, check_numeric_outcome, drop_missing, model_columns,
-                          response_columns)
+from .data_checks import (
+    check_columns,
+    check_finite,
+    check_numeric_outcome,
+    drop_missing,
+    formula_variables,
+    model_columns,
+    response_columns,
+)
 
-__all__ = ["GroupingFactor", "BlockDesign", "Design", "NewData", "build_design", "new_data_design", "lme4_name"]
+__all__ = ["GroupingFactor", "BlockDesign", "Design", "NewData", "build_design", "assemble_design", "new_data_design", "lme4_name"]
 
 
 @dataclass(frozen=True, eq=False)
@@ -359,6 +366,27 @@ def build_design(spec: ModelSpec, data: pd.DataFrame, *, trials: str | None = No
     cols += [c for c in extra.values() if c is not None and c not in cols]
     clean, dropped = drop_missing(data, cols)
     check_finite(clean)
+    return assemble_design(spec, clean, trials=trials, offset=offset, rows_dropped=dropped)
+
+
+def assemble_design(spec: ModelSpec, clean: pd.DataFrame, *, trials: str | None = None, offset: str | None = None,
+                    rows_dropped: int = 0) -> Design:
+    """The design matrices of rows that already passed :func:`build_design`'s data checks.
+
+    For rows that were checked before (a saved fit's rows, read back by
+    :func:`bayesmlm.load`): the columns, missing and infinite values are not
+    checked again. Use :func:`build_design` for anything else.
+
+    Examples
+    --------
+    >>> import bayesmlm
+    >>> from bayesmlm.spec.formula import parse_formula
+    >>> spec = parse_formula("Reaction ~ Days + (Days | Subject)")
+    >>> d = build_design(spec, bayesmlm.datasets.load("sleepstudy"))
+    >>> assemble_design(spec, d.data).fixed_terms == d.fixed_terms
+    True
+    """
+    extra = {"trials": trials, "offset": offset}
     y, n_trials, success = _response(spec, clean, trials)
     fixed_matrix, X, fixed_labels = _fixed_matrix(spec.fixed, clean, "fixed part")
     X, fixed_labels, formula_offset = _split_offset(X, fixed_labels)
@@ -385,7 +413,7 @@ def build_design(spec: ModelSpec, data: pd.DataFrame, *, trials: str | None = No
     if formula_offset is not None:
         off = formula_offset if off is None else off + formula_offset
     return Design(spec=spec, data=clean, y=y, X=X, fixed_terms=fixed_terms, fixed_labels=fixed_labels, blocks=tuple(blocks), factors=factors,
-                  level2={g: _level2_columns(clean, f) for g, f in factors.items()}, rows_dropped=dropped,
+                  level2={g: _level2_columns(clean, f) for g, f in factors.items()}, rows_dropped=rows_dropped,
                   trials=n_trials, offset=off, options=extra, fixed_matrix=fixed_matrix, success=success)
 
 

@@ -14,12 +14,12 @@ import time
 import numpy as np
 import xarray as xr
 
+from ..design.priors import Prior
 from ..errors import SpecError
+from ..sample.nuts import SamplerSettings, sample_model
 from .model import build_collapsed_model, collapsed_data, collapsed_structure
 from .nutpie_driver import compile_collapsed, sample_collapsed
-from ..design.priors import Prior
 from .recover import recover_random_effects
-from ..sample.nuts import SamplerSettings, sample_model
 from .stats import GroupStats, collapse_problem, group_stats
 
 __all__ = ["fit_collapsed", "x_centre"]

@@ -25,11 +25,23 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from ..design.data_checks import (
+    check_columns,
+    check_finite,
+    check_numeric_outcome,
+    is_numeric,
+    model_columns,
+)
+from ..design.matrices import (
+    BlockDesign,
+    Design,
+    GroupingFactor,
+    build_design,
+    new_data_design,
+)
 from ..errors import DataError, RowsDroppedWarning, SpecError
-from ..design.data_checks import check_columns, check_finite, check_numeric_outcome, is_numeric, model_columns
-from ..design.matrices import BlockDesign, Design, GroupingFactor, build_design, new_data_design
 from ..spec.formula import ModelSpec
-from .stats import _FIELDS, GroupStats, accumulate, collapse_problem, default_shift
+from .stats import STATISTICS, GroupStats, accumulate, collapse_problem, default_shift
 
 __all__ = ["ColumnMoments", "SummaryDesign", "Reduced", "reduce_frames", "reduce_files", "reduce_dask", "read_chunks"]
 
@@ -242,7 +254,7 @@ def _merge(a: _Partial, b: _Partial, template: Design) -> _Partial:
     labels = np.union1d(a.labels, b.labels).astype(object)
     ia, ib = np.searchsorted(labels, a.labels), np.searchsorted(labels, b.labels)
     sums = {}
-    for key in _FIELDS:
+    for key in STATISTICS:
         total = np.zeros((len(labels),) + a.sums[key].shape[1:])
         total[ia] += a.sums[key]
         total[ib] += b.sums[key]

@@ -27,7 +27,7 @@ from ..schema import FIXED, FIXED_DIM, SIGMA, u_var, variable_dims
 from .kernels import conditional_draws_kernel
 from .stats import GroupStats
 
-__all__ = ["recover_random_effects"]
+__all__ = ["recover_random_effects", "conditional_draws"]
 
 _STREAM = 0x2EC0  # spawn key of the random stream used for u, apart from the sampler's
 _CELLS_PER_SLICE = 2_000_000  # draws x groups handled at once
@@ -54,7 +54,7 @@ def _draws_of(posterior: xr.Dataset, blocks) -> tuple[np.ndarray, np.ndarray, np
     return gamma, _block_diagonal(parts), sigma, (chains, draws)
 
 
-def _draw(L: np.ndarray, sigma: np.ndarray, stats: GroupStats, gamma_t: np.ndarray, eps: np.ndarray) -> np.ndarray:
+def conditional_draws(L: np.ndarray, sigma: np.ndarray, stats: GroupStats, gamma_t: np.ndarray, eps: np.ndarray) -> np.ndarray:
     """u (S, J, q) for draws of L (S, q, q), sigma (S,), gamma-tilde (S, p) and noise eps (S, J, q)."""
     q = L.shape[-1]
     iu = np.triu_indices(q)
@@ -102,7 +102,7 @@ def recover_random_effects(posterior: xr.Dataset, stats: GroupStats, blocks, *, 
     step = max(1, _CELLS_PER_SLICE // max(J, 1))
     for a in range(0, S, step):
         s = slice(a, min(S, a + step))
-        u[s] = _draw(L[s], sigma[s], stats, gamma[s], rng.standard_normal((s.stop - s.start, J, q)))
+        u[s] = conditional_draws(L[s], sigma[s], stats, gamma[s], rng.standard_normal((s.stop - s.start, J, q)))
     u = u.reshape(chains, draws, J, q)
     out, k = {}, 0
     levels = list(stats.levels)

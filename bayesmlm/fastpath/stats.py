@@ -20,12 +20,13 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
-from ..errors import SpecError
 from ..design.matrices import Design
+from ..errors import SpecError
 
-__all__ = ["GroupStats", "group_stats", "collapse_problem", "accumulate", "default_shift"]
+__all__ = ["STATISTICS", "GroupStats", "group_stats", "collapse_problem", "accumulate", "default_shift"]
 
-_FIELDS = ("n", "XtX", "XtZ", "ZtZ", "Xty", "Zty", "yty", "x_sum", "z_sum", "y_sum")
+STATISTICS = (  # the fields of GroupStats that are per-group sums, in order
+    "n", "XtX", "XtZ", "ZtZ", "Xty", "Zty", "yty", "x_sum", "z_sum", "y_sum")
 
 
 @dataclass(frozen=True, eq=False)

@@ -14,8 +14,8 @@ from adjustText import adjust_text, get_renderer
 from matplotlib.figure import Figure
 from matplotlib.transforms import Bbox
 
-from .visuals import check_visuals, style  # noqa: F401  (the plots' shared convention)
 from ..design.levels import level1_column, level_structure
+from .visuals import check_visuals, style  # noqa: F401  (the plots' shared convention)
 
 INTERCEPT = "(Intercept)"
 

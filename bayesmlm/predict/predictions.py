@@ -30,9 +30,9 @@ import pandas as pd
 import xarray as xr
 from scipy.special import expit
 
+from ..design.matrices import new_data_design
 from ..sample.draws import block_cholesky
 from .linpred import CHUNK, linear_predictor, posterior_draws, thin
-from ..design.matrices import new_data_design
 
 __all__ = ["predict", "KINDS", "GROUPS"]
 

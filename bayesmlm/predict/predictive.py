@@ -28,8 +28,8 @@ import numpy as np
 import xarray as xr
 from scipy.special import expit, gammaln
 
-from .linpred import chunks, design_eta_parts, linear_predictor, posterior_draws
 from ..design.data_checks import response_columns
+from .linpred import chunks, design_eta_parts, linear_predictor, posterior_draws
 
 __all__ = ["pointwise_log_likelihood", "posterior_predictive", "prior_predictive", "MAX_VALUES"]
 

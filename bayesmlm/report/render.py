@@ -11,6 +11,8 @@ The sections themselves are made in :mod:`bayesmlm.report.sections`.
 Examples
 --------
 >>> import pandas as pd
+
+from ..results.format import format_values
 >>> s = Section("Example", (Note("Two numbers."), Table(pd.DataFrame({"mean": [1.23456]}, index=["a"]))))
 >>> print(s.to_text())
 Example
@@ -28,6 +30,8 @@ import re
 from dataclasses import dataclass
 
 import pandas as pd
+
+from ..results.format import format_values
 
 __all__ = ["Note", "Table", "Math", "Image", "Section", "format_table", "equation_html"]
 
@@ -76,17 +80,8 @@ class Image:
     svg: str | None = None
 
 
-def _fmt(x) -> str:
-    if pd.isna(x):
-        return ""
-    x = float(x)
-    if x == 0:
-        return "0"
-    return f"{x:.4g}" if 1e-3 <= abs(x) < 1e6 else f"{x:.3e}"
-
-
 def format_table(frame: pd.DataFrame) -> pd.DataFrame:
-    """The table as strings: 4 significant digits, ESS as integers, R-hat with 3 decimals.
+    """The table as strings, its index as columns (:func:`bayesmlm.results.format.format_values`).
 
     Examples
     --------
@@ -98,18 +93,7 @@ def format_table(frame: pd.DataFrame) -> pd.DataFrame:
         if not isinstance(out.index, pd.MultiIndex) and out.index.name is None:
             out.index.name = ""
         out = out.reset_index()
-    for c in out.columns:
-        col = out[c]
-        if str(c).startswith("ess"):
-            out[c] = col.map(lambda v: "" if pd.isna(v) else f"{float(v):.0f}")
-        elif c == "r_hat":
-            out[c] = col.map(lambda v: "" if pd.isna(v) else f"{float(v):.3f}")
-        elif pd.api.types.is_bool_dtype(col):
-            out[c] = col.map(lambda v: "yes" if v else "no")
-        elif pd.api.types.is_numeric_dtype(col):
-            out[c] = col.map(_fmt)
-        else:
-            out[c] = col.map(lambda v: "" if v is None or (isinstance(v, float) and pd.isna(v)) else str(v))
+    out = format_values(out)
     out.columns = [str(c) for c in out.columns]
     return out
 

@@ -21,8 +21,8 @@ import io
 import pandas as pd
 
 from ..design.equations import model_equations
-from .render import Image, Math, Note, Section, Table
 from ..sample.nuts import ESS_MIN, RHAT_MAX
+from .render import Image, Math, Note, Section, Table
 
 __all__ = ["overview_section", "equations_section", "priors_section", "fixed_section", "variance_section",
            "diagnostics_section", "plots_section", "comparison_section", "report_sections", "figure_image",

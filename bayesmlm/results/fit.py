@@ -7,49 +7,34 @@ its index: terms, and groups as they appear in the data.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import numpy as np
 import pandas as pd
 import xarray as xr
 
-from ..sample.convergence import rhat_and_ess
-from ..design.matrices import Design
-from ..schema import FIXED, FIXED_DIM, SIGMA, cor_var, level_dim, pair_dim, sd_var, split_pair, term_dim, u_var
 from ..design.levels import level_structure
+from ..design.matrices import Design
 from ..design.priors import Prior, priors_table
-from ..sample.nuts import Diagnostics, SamplerSettings
+from ..sample.convergence import rhat_and_ess
+from ..sample.nuts import Diagnostics
+from ..schema import (
+    FIXED,
+    FIXED_DIM,
+    SIGMA,
+    cor_var,
+    level_dim,
+    pair_dim,
+    sd_var,
+    split_pair,
+    term_dim,
+    u_var,
+)
+from .format import format_values
+from .record import FitRecord
+from .store import read_fit, save_fit
 
-__all__ = ["FitRecord", "Fit", "Summary", "summarise_draws", "COLUMNS"]
+__all__ = ["Fit", "Summary", "load", "summarise_draws", "COLUMNS"]
 
 COLUMNS = ["mean", "sd", "lower", "upper", "ess_bulk", "r_hat"]
-
-
-@dataclass(frozen=True)
-class FitRecord:
-    """How a fit was made: settings, method, timings and diagnostics.
-
-    Attributes
-    ----------
-    settings : SamplerSettings
-        With the seed actually used.
-    method : str
-        ``"full"`` (non-centred random effects sampled) or ``"collapsed"``
-        (random effects integrated out, then drawn from their conditional).
-    diagnostics : Diagnostics
-    seconds_build, seconds_sample : float
-        Wall time to build the PyMC model, and to compile and sample it.
-    n_obs, rows_dropped : int
-        Rows used, and rows dropped for missing values.
-    """
-
-    settings: SamplerSettings
-    method: str
-    diagnostics: Diagnostics
-    seconds_build: float
-    seconds_sample: float
-    n_obs: int
-    rows_dropped: int
 
 
 def summarise_draws(da: xr.DataArray, prob: float = 0.95) -> pd.DataFrame:
@@ -340,9 +325,9 @@ class Fit:
         --------
         >>> fit.pooling().head()  # doctest: +SKIP
         """
-        from ..comparison.pooling import pooling_table
+        from ..comparison.pooling import pooling
 
-        return pooling_table(self, factor=factor, prob=prob)
+        return pooling(self, factor=factor, prob=prob)
 
     def predict(self, newdata=None, kind: str = "mean", groups: str = "include", *, prob: float = 0.95,
                 draws: int | None = None, seed: int | None = None):
@@ -385,7 +370,6 @@ class Fit:
         --------
         >>> fit.save("m2.nc"); bayesmlm.load("m2.nc").fixef()  # doctest: +SKIP
         """
-        from .store import save_fit
 
         save_fit(self, path)
 
@@ -403,10 +387,6 @@ def _on_scale(table: pd.DataFrame, fit: Fit) -> pd.DataFrame:
     link = fit.design.spec.family.link
     table.attrs["scale"] = _SCALES.get(link, "outcome scale (identity link)")
     return table
-
-
-def _fmt(x: float) -> str:
-    return f"{x:.4g}" if abs(x) >= 1e-3 or x == 0 else f"{x:.3e}"
 
 
 def _summary_text(fit: Fit, fe: pd.DataFrame, vc: pd.DataFrame, prob: float) -> str:
@@ -436,12 +416,14 @@ def _summary_text(fit: Fit, fe: pd.DataFrame, vc: pd.DataFrame, prob: float) -> 
 
 
 def _table_text(df: pd.DataFrame) -> str:
-    formatted = df.copy()
-    for c in formatted.columns:
-        if c in ("ess_bulk",):
-            formatted[c] = formatted[c].map(lambda v: f"{v:.0f}")
-        elif c == "r_hat":
-            formatted[c] = formatted[c].map(lambda v: f"{v:.3f}")
-        elif pd.api.types.is_float_dtype(formatted[c]):
-            formatted[c] = formatted[c].map(_fmt)
-    return formatted.to_string()
+    return format_values(df).to_string()
+
+
+def load(path) -> Fit:
+    """Read a fit written by :meth:`Fit.save`; the rows are not checked again.
+
+    Examples
+    --------
+    >>> fit2 = bayesmlm.load("fit.nc")  # doctest: +SKIP
+    """
+    return Fit(*read_fit(path))

@@ -2,7 +2,8 @@
 
 The file is the fit's DataTree plus a ``model_data`` group (the rows that were
 fitted) and, in the root's attributes, the formula, family, priors and fit
-record as JSON. Loading rebuilds the design from those rows.
+record as JSON. Loading rebuilds the design from those rows, without checking them again.
+This module knows nothing of :class:`bayesmlm.Fit`: it writes and reads parts.
 """
 
 from __future__ import annotations
@@ -13,18 +14,18 @@ from dataclasses import asdict
 import pandas as pd
 import xarray as xr
 
-from ..design.matrices import build_design
+from ..design.matrices import assemble_design
 from ..design.priors import Prior
-from .fit import Fit, FitRecord
 from ..sample.nuts import Diagnostics, SamplerSettings
 from ..spec.formula import parse_formula
+from .record import FitRecord
 
-__all__ = ["save_fit", "load"]
+__all__ = ["save_fit", "read_fit"]
 
 _KEY = "bayesmlm"
 
 
-def save_fit(fit: Fit, path) -> None:
+def save_fit(fit, path) -> None:
     """Write a fit to ``path`` (NetCDF). See :func:`load`.
 
     Examples
@@ -50,12 +51,16 @@ def save_fit(fit: Fit, path) -> None:
     tree.to_netcdf(path)
 
 
-def load(path) -> Fit:
-    """Read a fit written by :meth:`bayesmlm.Fit.save`.
+def read_fit(path) -> tuple:
+    """The parts of a fit written by :func:`save_fit`: (design, priors, idata, record).
+
+    The design is rebuilt from the stored rows without checking them again
+    (they were checked when the fit was made). :func:`bayesmlm.load` makes
+    the Fit.
 
     Examples
     --------
-    >>> fit2 = bayesmlm.load("fit.nc")  # doctest: +SKIP
+    >>> design, priors, idata, record = read_fit("fit.nc")  # doctest: +SKIP
     """
     tree = xr.open_datatree(path).load()
     if _KEY not in tree.attrs:
@@ -64,7 +69,8 @@ def load(path) -> Fit:
     data = tree["model_data"].to_dataset().to_dataframe().reset_index(drop=True)
     spec = parse_formula(meta["formula"], meta["family"])
     opts = meta.get("options") or {}
-    design = build_design(spec, data, trials=opts.get("trials"), offset=opts.get("offset"))
+    design = assemble_design(spec, data, trials=opts.get("trials"), offset=opts.get("offset"),
+                             rows_dropped=meta["record"]["rows_dropped"])
     priors = {k: Prior(d, **kw) for k, (d, kw) in meta["priors"].items()}
     rec = meta["record"]
     record = FitRecord(**{**rec, "settings": SamplerSettings(**rec["settings"]),
@@ -72,4 +78,4 @@ def load(path) -> Fit:
     idata = tree.copy()
     del idata["model_data"]
     idata.attrs = {k: v for k, v in tree.attrs.items() if k != _KEY}
-    return Fit(design, priors, idata, record)
+    return design, priors, idata, record

@@ -1,0 +1,36 @@
+"""The record of how a fit was made (MixedModels.jl's OptSummary, for a sampler)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from ..sample.nuts import Diagnostics, SamplerSettings
+
+__all__ = ["FitRecord"]
+
+
+@dataclass(frozen=True)
+class FitRecord:
+    """How a fit was made: settings, method, timings and diagnostics.
+
+    Attributes
+    ----------
+    settings : SamplerSettings
+        With the seed actually used.
+    method : str
+        ``"full"`` (non-centred random effects sampled) or ``"collapsed"``
+        (random effects integrated out, then drawn from their conditional).
+    diagnostics : Diagnostics
+    seconds_build, seconds_sample : float
+        Wall time to build the PyMC model, and to compile and sample it.
+    n_obs, rows_dropped : int
+        Rows used, and rows dropped for missing values.
+    """
+
+    settings: SamplerSettings
+    method: str
+    diagnostics: Diagnostics
+    seconds_build: float
+    seconds_sample: float
+    n_obs: int
+    rows_dropped: int
