@@ -16,13 +16,18 @@ from .fastpath.fit import fit_collapsed
 from .fastpath.stats import GroupStats, collapse_problem
 from .results.fit import Fit
 from .results.record import FitRecord
-from .sample.nuts import SamplerSettings, check_convergence, diagnose, sample_model
+from .sample.nuts import (
+    FIT_METHODS,
+    SamplerSettings,
+    check_convergence,
+    diagnose,
+    sample_model,
+)
 from .schema import is_parameter
 from .spec.formula import ModelSpec, parse_formula, spec_from_levels
 
 __all__ = ["MLM"]
 
-METHODS = ("auto", "full", "collapsed")
 
 
 class MLM:
@@ -225,8 +230,8 @@ class MLM:
         >>> fit.record.method  # doctest: +SKIP
         'collapsed'
         """
-        if method not in METHODS:
-            raise ValueError(f"Unknown method '{method}'. Valid methods: {', '.join(METHODS)}.")
+        if method not in FIT_METHODS:
+            raise ValueError(f"Unknown method '{method}'. Valid methods: {', '.join(FIT_METHODS)}.")
         problem = collapse_problem(self.design)
         if method == "auto":
             method = "full" if problem or sampler not in ("nutpie", "pymc") else "collapsed"

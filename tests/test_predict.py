@@ -14,6 +14,7 @@ from scipy import stats
 from scipy.special import expit
 
 import bayesmlm
+import bayesmlm.predict.linpred
 import bayesmlm.predict.predictions
 import bayesmlm.predict.predictive as checks
 from bayesmlm import DataError
@@ -63,7 +64,7 @@ def test_log_likelihood_reads_any_posterior_with_fixef_u_and_sigma():
 
 def test_large_data_is_thinned_with_a_warning(ucb_fit, monkeypatch):
     assert ucb_fit.log_likelihood(draws=100).shape == (4, 25, 12)
-    monkeypatch.setattr(checks, "MAX_VALUES", 1000)
+    monkeypatch.setattr(bayesmlm.predict.linpred, "MAX_VALUES", 1000)
     with pytest.warns(UserWarning, match=r"12 rows x 4000 draws is more than 1,000 values; using 83 draws"):
         ll = ucb_fit.log_likelihood()
     assert ll.shape == (4, 21, 12)
@@ -210,7 +211,7 @@ def test_fits_from_per_group_sums_are_refused_where_rows_are_needed(ucb_fit):
 
 
 def test_draws_of_many_rows_are_thinned_with_a_warning(ucb_fit, monkeypatch):
-    monkeypatch.setattr(checks, "MAX_VALUES", 1200)
+    monkeypatch.setattr(bayesmlm.predict.linpred, "MAX_VALUES", 1200)
     with pytest.warns(UserWarning, match=r"predict\(kind='draws'\): 12 rows x 4000 draws .*using 100 draws"):
         draws = ucb_fit.predict(kind="draws")
     assert draws.shape == (4, 25, 12)

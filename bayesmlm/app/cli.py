@@ -23,6 +23,7 @@ from pathlib import Path
 import yaml
 
 from ..errors import ConfigError
+from ..plots.save import PLOTS
 from .config import RunConfig, build_model, load_config, load_data, parse_config
 
 __all__ = ["main", "run_config", "DEMO_CONFIG"]
@@ -36,7 +37,7 @@ DEMO_CONFIG = {
     "family": "gaussian",
     "fit": {"draws": 1000, "tune": 1000, "chains": 4, "seed": 2024, "sampler": "nutpie", "target_accept": 0.9,
             "method": "auto"},
-    "plots": {"which": ["bar", "slopes", "forest", "correlation", "shrinkage"], "term": "smu"},
+    "plots": {"which": list(PLOTS), "term": "smu"},
     "compare_frequentist": True,
 }
 """The demo's config; configs/wvs7_m2.yaml holds the same (a test checks it)."""

@@ -24,15 +24,14 @@ import pandas as pd
 import yaml
 
 from ..errors import ConfigError
+from ..plots.save import PLOTS
 from ..spec.formula import FAMILIES
 
-__all__ = ["ConfigError", "RunConfig", "load_config", "parse_config", "load_data", "build_model", "PLOTS",
-           "FIT_KEYS", "TOP_KEYS"]
+__all__ = ["RunConfig", "load_config", "parse_config", "load_data", "build_model", "FIT_KEYS", "TOP_KEYS"]
 
 TOP_KEYS = ("name", "title", "description", "data", "formula", "level1", "level2", "group", "fixed", "family",
             "trials", "offset", "priors", "fit", "plots", "compare_frequentist")
 FIT_KEYS = ("draws", "tune", "chains", "seed", "sampler", "target_accept", "method")
-PLOTS = ("bar", "slopes", "forest", "correlation", "shrinkage")
 _PLOT_KEYS = ("which", "term")
 _INT_KEYS = ("draws", "tune", "chains", "seed")
 
@@ -133,8 +132,7 @@ def _check_str(raw: dict, key: str, source) -> None:
 
 
 def _parse_fit(raw, source) -> dict:
-    from ..model import METHODS
-    from ..sample.nuts import SAMPLERS
+    from ..sample.nuts import FIT_METHODS, SAMPLERS
 
     if raw is None:
         return {}
@@ -148,8 +146,8 @@ def _parse_fit(raw, source) -> dict:
                               f"integer; got {v!r}.")
     if raw.get("sampler", "nutpie") not in SAMPLERS:
         raise ConfigError(f"Key 'fit.sampler'{_where(source)} is '{raw['sampler']}'. Allowed values: {', '.join(SAMPLERS)}.")
-    if raw.get("method", "auto") not in METHODS:
-        raise ConfigError(f"Key 'fit.method'{_where(source)} is '{raw['method']}'. Allowed values: {', '.join(METHODS)}.")
+    if raw.get("method", "auto") not in FIT_METHODS:
+        raise ConfigError(f"Key 'fit.method'{_where(source)} is '{raw['method']}'. Allowed values: {', '.join(FIT_METHODS)}.")
     ta = raw.get("target_accept", 0.9)
     if isinstance(ta, bool) or not isinstance(ta, (int, float)) or not 0 < ta < 1:
         raise ConfigError(f"Key 'fit.target_accept'{_where(source)} must be a number between 0 and 1; got {ta!r}.")

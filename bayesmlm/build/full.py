@@ -51,8 +51,7 @@ def _fixed_part(design: Design, priors: dict[str, Prior]):
     X = design.X
     if X.shape[1] == 0:
         return pt.zeros(design.n_obs)
-    center = np.where([t != "(Intercept)" for t in design.fixed_terms], X.mean(axis=0), 0.0) if design.has_intercept \
-        else np.zeros(X.shape[1])
+    center = design.x_centre
     fixed = [priors[t] for t in design.fixed_terms]
     beta_c = vector_rv("b_centred", [p.dist for p in fixed], [p.kwargs for p in fixed], dims=FIXED_DIM)
     if design.has_intercept:

@@ -22,9 +22,8 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from ..design.levels import level_structure
+from ..design.levels import level1_column, level_structure
 from ..design.matrices import Design
-from ..errors import SpecError
 
 __all__ = ["no_pooling", "complete_pooling", "simpson_report", "pooling"]
 
@@ -32,20 +31,9 @@ _RANK_TOL = 1e-10
 
 
 def _level1_matrix(design: Design, factor: str) -> tuple[tuple[str, ...], np.ndarray]:
-    """The level-1 terms of a factor and their columns (from Z, else from X)."""
+    """The level-1 terms of a factor and their columns."""
     terms = level_structure(design, factor).level1_terms
-    columns = []
-    for t in terms:
-        block = next((b for b in design.blocks if b.group == factor and t in b.terms), None)
-        if block is not None:
-            columns.append(block.Z[:, block.terms.index(t)])
-        elif t in design.fixed_terms:
-            columns.append(design.X[:, design.fixed_terms.index(t)])
-        elif t == "(Intercept)":
-            columns.append(np.ones(design.n_obs))
-        else:
-            raise SpecError(f"The level-1 term '{t}' has no column of its own in the design; add '{t}' to the fixed "
-                            "part of the formula so that its per-group regression is defined.")
+    columns = [level1_column(design, t) for t in terms]
     return terms, np.column_stack(columns)
 
 

@@ -34,9 +34,9 @@ import pandas as pd
 from ..design.matrices import Design
 from ..errors import UnsupportedModelError
 
-__all__ = ["UnsupportedModelError", "FrequentistFit", "fit_frequentist", "METHODS"]
+__all__ = ["UnsupportedModelError", "FrequentistFit", "fit_frequentist", "REML_METHODS"]
 
-METHODS = ("reml", "ml")
+REML_METHODS = ("reml", "ml")
 _TOL = 1e-4  # lme4's isSingular(tol = 1e-4) on the relative Cholesky factor
 
 
@@ -249,8 +249,8 @@ def fit_frequentist(design: Design, method: str = "reml") -> FrequentistFit:
     (Intercept)   251.405  6.825
     Days           10.467  1.546
     """
-    if method not in METHODS:
-        raise ValueError(f"Unknown method '{method}'. Valid methods: {', '.join(METHODS)}.")
+    if method not in REML_METHODS:
+        raise ValueError(f"Unknown method '{method}'. Valid methods: {', '.join(REML_METHODS)}.")
     from statsmodels.regression.mixed_linear_model import MixedLM
 
     factor = design.factors[_check_supported(design)]

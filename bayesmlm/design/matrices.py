@@ -29,7 +29,7 @@ from .data_checks import (
     response_columns,
 )
 
-__all__ = ["GroupingFactor", "BlockDesign", "Design", "NewData", "build_design", "assemble_design", "new_data_design", "lme4_name"]
+__all__ = ["GroupingFactor", "BlockDesign", "Design", "NewData", "build_design", "assemble_design", "new_data_design", "centring", "lme4_name"]
 
 
 @dataclass(frozen=True, eq=False)
@@ -150,9 +150,38 @@ class Design:
         """Whether X has lme4's ``(Intercept)`` column."""
         return "(Intercept)" in self.fixed_terms
 
+    @property
+    def x_centre(self) -> np.ndarray:
+        """X's column means, 0 for the intercept (:func:`centring`).
+
+        Examples
+        --------
+        >>> import bayesmlm
+        >>> bayesmlm.MLM("Reaction ~ Days + (1 | Subject)", bayesmlm.datasets.load("sleepstudy")).design.x_centre.tolist()
+        [0.0, 4.5]
+        """
+        return centring(self.fixed_terms, self.X.mean(axis=0))
+
     def random_terms(self, factor: str) -> tuple[str, ...]:
         """The random terms of one grouping factor, across its blocks."""
         return tuple(t for b in self.blocks if b.group == factor for t in b.terms)
+
+
+def centring(fixed_terms: tuple[str, ...], column_means) -> np.ndarray:
+    """Where X's columns are centred: their means, 0 for the intercept; all 0 without an intercept.
+
+    Centring moves the intercept's prior to the outcome at the predictors'
+    means; without an intercept there is nothing to absorb the shift.
+
+    Examples
+    --------
+    >>> centring(("(Intercept)", "x"), [1.0, 4.5]).tolist(), centring(("x",), [4.5]).tolist()
+    ([0.0, 4.5], [0.0])
+    """
+    means = np.asarray(column_means, dtype=float)
+    if "(Intercept)" not in fixed_terms:
+        return np.zeros(len(fixed_terms))
+    return np.where([t != "(Intercept)" for t in fixed_terms], means, 0.0)
 
 
 _BRACKET = re.compile(r"([^\[\]:]+)\[([^\]]+)\]")

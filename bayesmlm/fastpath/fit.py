@@ -14,6 +14,7 @@ import time
 import numpy as np
 import xarray as xr
 
+from ..design.matrices import centring
 from ..design.priors import Prior
 from ..errors import SpecError
 from ..sample.nuts import SamplerSettings, sample_model
@@ -38,10 +39,7 @@ def x_centre(stats: GroupStats) -> np.ndarray:
     >>> x_centre(group_stats(m.design)).round(6).tolist()
     [0.0, 4.5]
     """
-    if "(Intercept)" not in stats.fixed_terms:
-        return np.zeros(len(stats.fixed_terms))
-    means = stats.x_shift + stats.x_sum.sum(axis=0) / stats.n_obs
-    return np.where([t != "(Intercept)" for t in stats.fixed_terms], means, 0.0)
+    return centring(stats.fixed_terms, stats.x_shift + stats.x_sum.sum(axis=0) / stats.n_obs)
 
 
 def fit_collapsed(design, priors: dict[str, Prior], settings: SamplerSettings, stats: GroupStats | None = None):

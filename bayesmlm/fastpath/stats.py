@@ -186,12 +186,9 @@ def default_shift(design: Design) -> tuple[np.ndarray, float]:
     >>> default_shift(m.design)[0].tolist()
     [0.0, 4.5]
     """
-    p = design.X.shape[1]
     if not design.has_intercept:
-        return np.zeros(p), 0.0
-    y = _outcome(design)
-    x_shift = np.where([t != "(Intercept)" for t in design.fixed_terms], design.X.mean(axis=0), 0.0)
-    return x_shift, float(y.mean())
+        return design.x_centre, 0.0
+    return design.x_centre, float(_outcome(design).mean())
 
 
 def _outcome(design: Design) -> np.ndarray:

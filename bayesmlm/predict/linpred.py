@@ -9,6 +9,7 @@ whole: it is computed a chunk of draws at a time (about ``CHUNK`` values).
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 
 import numpy as np
@@ -18,6 +19,31 @@ from ..sample.draws import flat
 from ..schema import FIXED, FIXED_DIM, SIGMA, level_dim, term_dim, u_var
 
 CHUNK = 4_000_000
+
+
+MAX_VALUES = 50_000_000  # rows x draws held at once by a check, log-likelihood or predict(kind="draws")
+
+
+def draws_within_memory(posterior: xr.Dataset, n_rows: int, draws: int | None, what: str) -> int | None:
+    """``draws`` as given, or, when rows x draws would pass :data:`MAX_VALUES`, fewer draws (with a warning).
+
+    Examples
+    --------
+    >>> import numpy as np, xarray as xr, warnings
+    >>> post = xr.Dataset({"a": (("chain", "draw"), np.zeros((4, 1000)))})
+    >>> draws_within_memory(post, 10, None, "ppc") is None
+    True
+    >>> with warnings.catch_warnings(record=True):
+    ...     draws_within_memory(post, 50_000, None, "ppc")
+    1000
+    """
+    total = posterior.sizes["chain"] * posterior.sizes["draw"]
+    if draws is not None or total * n_rows <= MAX_VALUES:
+        return draws
+    keep = max(posterior.sizes["chain"], MAX_VALUES // n_rows)
+    warnings.warn(f"{what}: {n_rows} rows x {total} draws is more than {MAX_VALUES:,} values; using {keep} draws, "
+                  "evenly spaced. Pass draws= to choose how many.", UserWarning, stacklevel=4)
+    return keep
 
 
 def thin(posterior: xr.Dataset, draws: int | None) -> xr.Dataset:

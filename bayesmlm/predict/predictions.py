@@ -32,7 +32,7 @@ from scipy.special import expit
 
 from ..design.matrices import new_data_design
 from ..sample.draws import block_cholesky
-from .linpred import CHUNK, linear_predictor, posterior_draws, thin
+from .linpred import CHUNK, draws_within_memory, linear_predictor, posterior_draws, thin
 
 __all__ = ["predict", "KINDS", "GROUPS"]
 
@@ -89,20 +89,6 @@ def _random_effects(fit, post: xr.Dataset, d, index: dict, labels: dict, groups:
     return tuple(us), tuple(idxs), note
 
 
-def _thin_for_memory(fit, n_rows: int) -> int | None:
-    """None (all draws), or fewer draws with a warning when rows x draws exceeds checks.MAX_VALUES."""
-    from .predictive import MAX_VALUES
-
-    post = fit.posterior
-    total = post.sizes["chain"] * post.sizes["draw"]
-    if total * n_rows <= MAX_VALUES:
-        return None
-    keep = max(post.sizes["chain"], MAX_VALUES // n_rows)
-    warnings.warn(f"predict(kind='draws'): {n_rows} rows x {total} draws is more than {MAX_VALUES:,} values; using {keep} "
-                  "draws, evenly spaced. Pass draws= to choose how many.", UserWarning, stacklevel=3)
-    return keep
-
-
 def predict(fit, newdata: pd.DataFrame | None = None, kind: str = "mean", groups: str = "include", *, prob: float = 0.95,
             draws: int | None = None, seed: int | None = None):
     """Posterior predictions of the mean (or the linear predictor) for the fitted or new rows.
@@ -126,7 +112,7 @@ def predict(fit, newdata: pd.DataFrame | None = None, kind: str = "mean", groups
         Use at most this many posterior draws in all. Tables are computed a
         block of rows at a time, so they need little memory with all draws;
         ``"draws"`` holds rows x draws doubles and is thinned, with a
-        warning, past :data:`bayesmlm.predict.predictive.MAX_VALUES`.
+        warning, past :data:`bayesmlm.predict.linpred.MAX_VALUES`.
     seed : int, optional
         Seed for the random effects of new groups.
 
@@ -151,8 +137,8 @@ def predict(fit, newdata: pd.DataFrame | None = None, kind: str = "mean", groups
         raise ValueError(f"prob must be between 0 and 1; got {prob!r}.")
     family = fit.design.spec.family
     X, Z, index, labels, offset, row_index = _rows(fit, newdata, groups)
-    if kind == "draws" and draws is None:
-        draws = _thin_for_memory(fit, X.shape[0])
+    if kind == "draws":
+        draws = draws_within_memory(fit.posterior, X.shape[0], draws, "predict(kind='draws')")
     d = posterior_draws(fit, draws)
     if groups == "exclude":
         u, idx, Z, note = (), (), (), "population level: random effects set to zero"

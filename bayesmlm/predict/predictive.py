@@ -21,7 +21,6 @@ ever reach (numpy cannot draw beyond about 9e18).
 
 from __future__ import annotations
 
-import warnings
 from types import SimpleNamespace
 
 import numpy as np
@@ -29,24 +28,17 @@ import xarray as xr
 from scipy.special import expit, gammaln
 
 from ..design.data_checks import response_columns
-from .linpred import chunks, design_eta_parts, linear_predictor, posterior_draws
+from .linpred import (
+    chunks,
+    design_eta_parts,
+    draws_within_memory,
+    linear_predictor,
+    posterior_draws,
+)
 
-__all__ = ["pointwise_log_likelihood", "posterior_predictive", "prior_predictive", "MAX_VALUES"]
+__all__ = ["pointwise_log_likelihood", "posterior_predictive", "prior_predictive"]
 
-MAX_VALUES = 50_000_000
 MAX_RATE = 1e15
-
-
-def _draws_to_use(fit, draws: int | None, what: str) -> int | None:
-    """``draws``, or a thinning that keeps N x S under MAX_VALUES (with a warning)."""
-    post = fit.posterior
-    total = post.sizes["chain"] * post.sizes["draw"]
-    if draws is not None or total * fit.design.n_obs <= MAX_VALUES:
-        return draws
-    keep = max(post.sizes["chain"], MAX_VALUES // fit.design.n_obs)
-    warnings.warn(f"{what}: {fit.design.n_obs} rows x {total} draws is more than {MAX_VALUES:,} values; using {keep} draws, "
-                  "evenly spaced. Pass draws= to choose how many.", UserWarning, stacklevel=3)
-    return keep
 
 
 def _loglik(family: str, y: np.ndarray, trials, eta: np.ndarray, sigma) -> np.ndarray:
@@ -104,7 +96,7 @@ def pointwise_log_likelihood(fit, draws: int | None = None) -> xr.DataArray:
     """
     design = fit.design
     design.require_rows("pointwise_log_likelihood (and so LOO)")
-    d = posterior_draws(fit, _draws_to_use(fit, draws, "pointwise_log_likelihood"))
+    d = posterior_draws(fit, draws_within_memory(fit.posterior, fit.design.n_obs, draws, "pointwise_log_likelihood"))
     X, Z, index, offset = design_eta_parts(design)
     out = np.empty((d.n, design.n_obs))
     for sl in chunks(d.n, design.n_obs):
@@ -157,7 +149,7 @@ def posterior_predictive(fit, draws: int | None = None, seed: int | None = None)
     ('chain', 'draw', 'obs')
     """
     fit.design.require_rows("posterior_predictive")
-    pp = _replicate(fit, _draws_to_use(fit, draws, "posterior_predictive"), seed).to_dataset()
+    pp = _replicate(fit, draws_within_memory(fit.posterior, fit.design.n_obs, draws, "posterior_predictive"), seed).to_dataset()
     return xr.DataTree.from_dict({"posterior_predictive": pp, **_observed_groups(fit.design)})
 
 

@@ -12,6 +12,7 @@ import html
 from datetime import datetime, timezone
 from pathlib import Path
 
+from ..plots.save import PLOTS
 from .render import Section
 
 __all__ = ["report_html", "write_report"]
@@ -64,7 +65,7 @@ def report_html(sections: list[Section], title: str, subtitle: str = "") -> str:
             f"<nav>{nav}</nav></header>\n<main>\n{body}\n</main>\n</body>\n</html>\n")
 
 
-def write_report(fit, path, *, title: str = "", which=("bar", "slopes", "forest", "correlation", "shrinkage"),
+def write_report(fit, path, *, title: str = "", which=PLOTS,
                  term: str | None = None, compare: bool = True, prob: float = 0.95, sections: list[Section] | None = None
                  ) -> Path:
     """Write report.html for a fit: one self-contained file.

@@ -21,6 +21,7 @@ import io
 import pandas as pd
 
 from ..design.equations import model_equations
+from ..plots.save import PLOTS
 from ..sample.nuts import ESS_MIN, RHAT_MAX
 from .render import Image, Math, Note, Section, Table
 
@@ -231,7 +232,7 @@ def _draw(name: str, fit, term: str | None):
     return fn(fit, term)
 
 
-def plots_section(fit, which=("bar", "slopes", "forest", "correlation", "shrinkage"), term: str | None = None,
+def plots_section(fit, which=PLOTS, term: str | None = None,
                   prob: float = 0.95, svg: bool = False) -> Section:
     """The plots of :mod:`bayesmlm.plots` for this fit, each with a caption that says what it shows.
 
@@ -282,7 +283,7 @@ def comparison_section(fit) -> Section:
     return Section(sec.title, (*sec.blocks, fig), key=sec.key or "frequentist")
 
 
-def report_sections(fit, *, title: str = "", which=("bar", "slopes", "forest", "correlation", "shrinkage"),
+def report_sections(fit, *, title: str = "", which=PLOTS,
                     term: str | None = None, compare: bool = True, prob: float = 0.95, svg: bool = False
                     ) -> list[Section]:
     """Every section of a report on one fit, in reading order (``svg``: keep SVG renderings of the plots).

@@ -19,12 +19,13 @@ import xarray as xr
 from ..errors import ConvergenceWarning
 from .convergence import dataset_diagnostics
 
-__all__ = ["SamplerSettings", "Diagnostics", "sample_model", "diagnose", "check_convergence",
+__all__ = ["FIT_METHODS", "SamplerSettings", "Diagnostics", "sample_model", "diagnose", "check_convergence",
            "RHAT_MAX", "ESS_MIN"]
 
 RHAT_MAX = 1.01
 ESS_MIN = 400
 SAMPLERS = ("nutpie", "pymc", "numpyro", "blackjax")
+FIT_METHODS = ("auto", "full", "collapsed")  # MLM.fit(method=): the random effects sampled, or integrated out
 
 
 @dataclass(frozen=True)
