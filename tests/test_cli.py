@@ -18,6 +18,7 @@ from browser import find_chromium, probe, screenshot
 from conftest import record_artefact, reference
 
 import bayesmlm
+import bayesmlm.app.config
 from bayesmlm.app.cli import DEMO_CONFIG, main
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
@@ -129,7 +130,10 @@ def test_config_runs(run_config, name):
     md = (out / "summary.md").read_text()
     for heading in ("## Equations", "## Priors", "## Fixed effects", "## Variance components", "## Diagnostics"):
         assert heading in md
-    for png in (out / "plots").glob("*.png"):
+    which = bayesmlm.app.config.load_config(out / "config.yaml").plots
+    pngs = sorted((out / "plots").glob("*.png"))
+    assert which and set(which) <= {p.stem for p in pngs}, (which, pngs)
+    for png in pngs:
         assert f"]({png.relative_to(out)})" in md
     CHECKS[name](out)
 

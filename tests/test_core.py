@@ -139,12 +139,13 @@ def test_seed_reproduces_draws_and_icc_is_a_posterior():
     np.testing.assert_array_equal(a.posterior["sigma"].values, b.posterior["sigma"].values)
     icc = a.icc()
     assert icc.index.tolist() == ["Subject"]
-    # ICC = tau^2 / (tau^2 + sigma^2) per draw; lme4's REML values give 1378.2 / (1378.2 + 1958.9) = 0.413.
-    assert 0.25 < icc.loc["Subject", "mean"] < 0.6
-    draws = a.icc_draws()
-    direct = a.posterior["sd_Subject"].squeeze(drop=True) ** 2 / (
-        a.posterior["sd_Subject"].squeeze(drop=True) ** 2 + a.posterior["sigma"] ** 2)
-    np.testing.assert_allclose(draws.values, direct.values)
+    # lme4: as.data.frame(VarCorr(lmer(Reaction ~ 1 + (1 | Subject), sleepstudy)))$vcov = 1278.338, 1958.865,
+    # an ICC of 0.39489 (lme4 1.1.31). With 18 subjects the posterior is wide (sd about 0.1) and centred near it.
+    row = icc.loc["Subject"]
+    assert row["lower"] < 0.39489 < row["upper"]
+    assert abs(row["mean"] - 0.39489) < 0.1
+    assert 0.05 < row["sd"] < 0.2
+    assert a.icc_draws().dims == ("chain", "draw")
 
 
 def test_convergence_warning_names_parameters():

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import ast
 import doctest
 import json
 from pathlib import Path
@@ -188,13 +187,5 @@ def test_docstring_examples():
     assert result.attempted > 0 and result.failed == 0
 
 
-def test_no_pymc_import():
-    tree = ast.parse(Path(datasets.__file__).read_text())
-    imported = set()
-    for node in ast.walk(tree):
-        if isinstance(node, ast.Import):
-            imported |= {a.name.split(".")[0] for a in node.names}
-        elif isinstance(node, ast.ImportFrom) and node.module:
-            imported.add(node.module.split(".")[0])
-    assert "pymc" not in imported
+def test_public_names():
     assert set(datasets.__all__) == {"load", "describe"}

@@ -141,9 +141,11 @@ def test_ucb_tables_say_the_link_scale(ucb_fit):
 def test_logit_icc_is_latent_scale(ucb_fit):
     icc = ucb_fit.icc()
     assert "latent scale" in icc.attrs["scale"] and "pi^2/3" in icc.attrs["scale"]
-    tau2 = ucb_fit.posterior["sd_Dept"].squeeze(drop=True) ** 2
-    assert icc.loc["Dept", "mean"] == pytest.approx(float((tau2 / (tau2 + np.pi**2 / 3)).mean()), rel=1e-12)
-    assert 0.2 < icc.loc["Dept", "mean"] < 0.45
+    # glmer's Dept SD is 1.10955 (tests/reference/ucb_admissions.json): a latent ICC of
+    # 1.10955^2 / (1.10955^2 + pi^2/3) = 0.2723. Six departments leave the posterior wide and skewed up.
+    row = icc.loc["Dept"]
+    assert row["lower"] < 0.2723 < row["upper"]
+    assert 0.2 < row["mean"] < 0.45
 
 
 # -- recovery of known parameters ----------------------------------------------------------------------------------

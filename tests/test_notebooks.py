@@ -44,7 +44,9 @@ def test_notebook_executes(path, monkeypatch, tmp_path):
         monkeypatch.setenv(k, v)
     nb = nbformat.read(path, as_version=4)
     client = NotebookClient(nb, timeout=600, kernel_name="python3", resources={"metadata": {"path": str(tmp_path)}})
-    client.execute()
-    errors = [o for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", []) if o.output_type == "error"]
-    assert not errors
+    client.execute()  # raises CellExecutionError, naming the cell, when one fails
+    code = [c for c in nb.cells if c.cell_type == "code"]
+    assert [c.execution_count for c in code] == list(range(1, len(code) + 1)), "every cell runs, once, in order"
+    figures = [o for c in code for o in c.get("outputs", []) if "image/png" in o.get("data", {})]
+    assert figures, f"{path.name} drew no figure"
     nbformat.write(nb, tmp_path / path.name)  # the executed copy, for a look when something seems off
