@@ -85,8 +85,8 @@ def format_table(frame: pd.DataFrame) -> pd.DataFrame:
 
     Examples
     --------
-    >>> format_table(pd.DataFrame({"mean": [0.0123456], "ess_bulk": [812.4], "r_hat": [1.0031]})).iloc[0].tolist()
-    ['0.01235', '812', '1.003']
+    >>> format_table(pd.DataFrame({"mean": [0.0123456]}, index=pd.Index(["smu"], name="term"))).values.tolist()
+    [['smu', '0.01235']]
     """
     out = frame.copy()
     if not isinstance(out.index, pd.RangeIndex):
