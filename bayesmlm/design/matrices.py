@@ -24,12 +24,11 @@ from .data_checks import (
     check_finite,
     check_numeric_outcome,
     drop_missing,
-    formula_variables,
     model_columns,
     response_columns,
 )
 
-__all__ = ["GroupingFactor", "BlockDesign", "Design", "NewData", "build_design", "assemble_design", "new_data_design", "centring", "lme4_name"]
+__all__ = ["GroupingFactor", "BlockDesign", "Design", "build_design", "assemble_design", "centring", "split_offset", "offset_column", "lme4_name"]
 
 
 @dataclass(frozen=True, eq=False)
@@ -310,15 +309,31 @@ def _fixed_matrix(rhs: str, data: pd.DataFrame, what: str):
     return dm.common, frame.to_numpy(dtype=float), tuple(frame.columns)
 
 
-def _split_offset(M: np.ndarray, labels: tuple[str, ...]) -> tuple[np.ndarray, tuple[str, ...], np.ndarray | None]:
-    """Take the ``offset(...)`` columns out of a fixed design; return their sum."""
+def split_offset(M: np.ndarray, labels: tuple[str, ...]) -> tuple[np.ndarray, tuple[str, ...], np.ndarray | None]:
+    """Take the ``offset(...)`` columns out of a fixed design; return their sum.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> M, labels, off = split_offset(np.array([[1.0, 2.0]]), ("Intercept", "offset(log_n)"))
+    >>> labels, off.tolist()
+    (('Intercept',), [2.0])
+    """
     is_off = np.array([lab.startswith("offset(") for lab in labels], dtype=bool)
     if not is_off.any():
         return M, labels, None
     return M[:, ~is_off], tuple(lab for lab, o in zip(labels, is_off) if not o), M[:, is_off].sum(axis=1)
 
 
-def _offset_column(data: pd.DataFrame, offset: str | None) -> np.ndarray | None:
+def offset_column(data: pd.DataFrame, offset: str | None) -> np.ndarray | None:
+    """The ``offset=`` column as floats (None without one); not numeric is refused, naming it.
+
+    Examples
+    --------
+    >>> import pandas as pd
+    >>> offset_column(pd.DataFrame({"log_n": [0.5]}), "log_n").tolist()
+    [0.5]
+    """
     if offset is None:
         return None
     col = data[offset]
@@ -418,7 +433,7 @@ def assemble_design(spec: ModelSpec, clean: pd.DataFrame, *, trials: str | None 
     extra = {"trials": trials, "offset": offset}
     y, n_trials, success = _response(spec, clean, trials)
     fixed_matrix, X, fixed_labels = _fixed_matrix(spec.fixed, clean, "fixed part")
-    X, fixed_labels, formula_offset = _split_offset(X, fixed_labels)
+    X, fixed_labels, formula_offset = split_offset(X, fixed_labels)
     fixed_terms = _lme4_terms(fixed_labels, spec.fixed, clean.columns)
     _check_columns_of(X, fixed_terms, "fixed")
     factors = {g: _factor(clean, g) for g in spec.groups}
@@ -438,117 +453,9 @@ def assemble_design(spec: ModelSpec, clean: pd.DataFrame, *, trials: str | None 
         dup = {t for t in terms if terms.count(t) > 1}
         if dup:
             raise SpecError(f"The random term(s) {sorted(dup)} appear in more than one block for '{g}'. Give each term once.")
-    off = _offset_column(clean, offset)
+    off = offset_column(clean, offset)
     if formula_offset is not None:
         off = formula_offset if off is None else off + formula_offset
     return Design(spec=spec, data=clean, y=y, X=X, fixed_terms=fixed_terms, fixed_labels=fixed_labels, blocks=tuple(blocks), factors=factors,
                   level2={g: _level2_columns(clean, f) for g, f in factors.items()}, rows_dropped=rows_dropped,
                   trials=n_trials, offset=off, options=extra, fixed_matrix=fixed_matrix, success=success)
-
-
-@dataclass(frozen=True, eq=False)
-class NewData:
-    """A fitted design evaluated on new rows, for predictions.
-
-    Attributes
-    ----------
-    X : ndarray (n, p)
-        Fixed-effects columns, as ``Design.X``.
-    Z : tuple of ndarray (n, q)
-        One per random block, as ``BlockDesign.Z``.
-    index : dict of str to ndarray
-        Per grouping factor, each row's level index in the fitted design, or
-        -1 for a level the fit has not seen.
-    labels : dict of str to ndarray
-        Per grouping factor, each row's level label (as a string).
-    offset : ndarray or None
-        The offset on the link scale, where the fit has one.
-    """
-
-    X: np.ndarray
-    Z: tuple
-    index: dict
-    labels: dict
-    offset: np.ndarray | None
-
-    @property
-    def n_obs(self) -> int:
-        """Number of new rows."""
-        return self.X.shape[0]
-
-
-def new_data_design(design: Design, newdata: pd.DataFrame, *, groups: bool = True) -> NewData:
-    """Evaluate a fitted design on new rows, with the fitted formulae encodings.
-
-    Parameters
-    ----------
-    design : Design
-    newdata : DataFrame
-        The model's predictor columns (the outcome is not needed), the
-        grouping columns unless ``groups=False``, and the offset column where
-        the fit had one. Categorical predictors may only take levels seen in
-        the fitted data; grouping factors may take new levels (index -1).
-    groups : bool
-        Whether to read the grouping factors and random-effect columns.
-
-    Returns
-    -------
-    NewData
-
-    Examples
-    --------
-    >>> import bayesmlm, pandas as pd
-    >>> m = bayesmlm.MLM("Reaction ~ Days + (Days | Subject)", bayesmlm.datasets.load("sleepstudy"))
-    >>> nd = new_data_design(m.design, pd.DataFrame({"Days": [0, 5], "Subject": ["308", "999"]}))
-    >>> nd.X.tolist(), nd.index["Subject"].tolist()
-    ([[1.0, 0.0], [1.0, 5.0]], [0, -1])
-    """
-    if not isinstance(newdata, pd.DataFrame):
-        raise DataError(f"newdata must be a pandas DataFrame, not {type(newdata).__name__}.")
-    if len(newdata) == 0:
-        raise DataError("newdata has no rows.")
-    spec = design.spec
-    need = sorted(formula_variables(spec.fixed, "fixed part"))
-    if groups:
-        for b in spec.random:
-            need += sorted(formula_variables(b.expr, f"random term {b.text()}")) + b.group.split(":")
-    offset = design.options.get("offset")
-    need = list(dict.fromkeys(need + ([offset] if offset else [])))
-    missing = [c for c in need if c not in newdata.columns]
-    if missing:
-        raise DataError(f"newdata lacks the column(s) {', '.join(map(repr, missing))} that the model uses"
-                        + (f" (the fit has offset='{offset}')" if offset in missing else "") + ". Add them.")
-    rows = newdata[need].isna().any(axis=1) if need else pd.Series(False, index=newdata.index)
-    if rows.any():
-        bad = [c for c in need if newdata[c].isna().any()]
-        raise DataError(f"newdata has missing values in {', '.join(map(repr, bad))} ({int(rows.sum())} row(s)); "
-                        "fill or drop those rows before predicting.")
-    data = newdata.reset_index(drop=True)
-    X, _, formula_offset = _split_offset(*_evaluate(design.fixed_matrix, data, "fixed part"))
-    Z, index, labels = [], {}, {}
-    if groups:
-        for b in design.blocks:
-            Z.append(_evaluate(b.Z_matrix, data, f"random term ({' + '.join(b.terms)} | {b.group})")[0])
-        for name, f in design.factors.items():
-            cols = name.split(":")
-            values = data[cols[0]].astype(str)
-            for c in cols[1:]:
-                values = values + ":" + data[c].astype(str)
-            lookup = {lev: i for i, lev in enumerate(f.levels)}
-            labels[name] = values.to_numpy(dtype=object)
-            index[name] = np.array([lookup.get(v, -1) for v in labels[name]], dtype=np.int64)
-    off = _offset_column(data, offset)
-    if formula_offset is not None:
-        off = formula_offset if off is None else off + formula_offset
-    return NewData(X, tuple(Z), index, labels, off)
-
-
-def _evaluate(matrix, data: pd.DataFrame, what: str) -> tuple[np.ndarray, tuple[str, ...]]:
-    if matrix is None:
-        return np.empty((len(data), 0)), ()
-    try:
-        frame = matrix.evaluate_new_data(data).as_dataframe()
-        return frame.to_numpy(dtype=float), tuple(frame.columns)
-    except Exception as err:  # formulae raises its own errors for unseen categories
-        raise DataError(f"Cannot evaluate the {what} on newdata: {err}. Categorical predictors may only take "
-                        "levels that the fitted data has.") from None

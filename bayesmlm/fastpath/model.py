@@ -31,11 +31,20 @@ import numpy as np
 import pymc as pm
 import pytensor.tensor as pt
 
-from ..errors import SpecError
 from ..build.distributions import lkj_block, scalar_rv, vector_rv
-from .op import group_terms
-from ..schema import FIXED, FIXED_DIM, SIGMA, block_coords, cor_var, safe_name, sd_var, variable_dims
 from ..design.priors import Prior, cor_name, sd_name
+from ..errors import SpecError
+from ..schema import (
+    FIXED,
+    FIXED_DIM,
+    SIGMA,
+    block_coords,
+    cor_var,
+    safe_name,
+    sd_var,
+    variable_dims,
+)
+from .op import group_terms
 from .stats import GroupStats
 
 __all__ = ["CollapsedStructure", "collapsed_structure", "collapsed_data", "build_collapsed_model", "collapsed_loglik",

@@ -32,10 +32,10 @@ import xarray as xr
 from pymc.initial_point import make_initial_point_fn
 from pytensor.graph import clone_replace
 
-from .model import CollapsedStructure, build_collapsed_model
-from ..schema import FIXED, FIXED_DIM, SIGMA, u_var, variable_dims
 from ..design.priors import Prior
 from ..sample.nuts import SamplerSettings
+from ..schema import FIXED, FIXED_DIM, SIGMA, u_var, variable_dims
+from .model import CollapsedStructure, build_collapsed_model
 
 __all__ = ["CompiledCollapsed", "compile_collapsed", "sample_collapsed", "clear_cache"]
 

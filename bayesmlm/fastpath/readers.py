@@ -37,8 +37,8 @@ from ..design.matrices import (
     Design,
     GroupingFactor,
     build_design,
-    new_data_design,
 )
+from ..design.newdata import new_data_design
 from ..errors import DataError, RowsDroppedWarning, SpecError
 from ..spec.formula import ModelSpec
 from .stats import STATISTICS, GroupStats, accumulate, collapse_problem, default_shift

@@ -30,7 +30,7 @@ import pandas as pd
 import xarray as xr
 from scipy.special import expit
 
-from ..design.matrices import new_data_design
+from ..design.newdata import new_data_design
 from ..sample.draws import block_cholesky
 from .linpred import CHUNK, draws_within_memory, linear_predictor, posterior_draws, thin
 

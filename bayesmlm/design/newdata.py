@@ -1,0 +1,126 @@
+"""New data through a fitted design: the same encodings, columns and group levels, or a clear error.
+
+Used by predictions (:mod:`bayesmlm.predict.predictions`) and by the chunked
+readers, whose every chunk is new data for the first chunk's design.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from ..errors import DataError
+from .data_checks import formula_variables
+from .matrices import Design, offset_column, split_offset
+
+__all__ = ["NewData", "new_data_design"]
+
+
+@dataclass(frozen=True, eq=False)
+class NewData:
+    """A fitted design evaluated on new rows, for predictions.
+
+    Attributes
+    ----------
+    X : ndarray (n, p)
+        Fixed-effects columns, as ``Design.X``.
+    Z : tuple of ndarray (n, q)
+        One per random block, as ``BlockDesign.Z``.
+    index : dict of str to ndarray
+        Per grouping factor, each row's level index in the fitted design, or
+        -1 for a level the fit has not seen.
+    labels : dict of str to ndarray
+        Per grouping factor, each row's level label (as a string).
+    offset : ndarray or None
+        The offset on the link scale, where the fit has one.
+    """
+
+    X: np.ndarray
+    Z: tuple
+    index: dict
+    labels: dict
+    offset: np.ndarray | None
+
+    @property
+    def n_obs(self) -> int:
+        """Number of new rows."""
+        return self.X.shape[0]
+
+
+def new_data_design(design: Design, newdata: pd.DataFrame, *, groups: bool = True) -> NewData:
+    """Evaluate a fitted design on new rows, with the fitted formulae encodings.
+
+    Parameters
+    ----------
+    design : Design
+    newdata : DataFrame
+        The model's predictor columns (the outcome is not needed), the
+        grouping columns unless ``groups=False``, and the offset column where
+        the fit had one. Categorical predictors may only take levels seen in
+        the fitted data; grouping factors may take new levels (index -1).
+    groups : bool
+        Whether to read the grouping factors and random-effect columns.
+
+    Returns
+    -------
+    NewData
+
+    Examples
+    --------
+    >>> import bayesmlm, pandas as pd
+    >>> m = bayesmlm.MLM("Reaction ~ Days + (Days | Subject)", bayesmlm.datasets.load("sleepstudy"))
+    >>> nd = new_data_design(m.design, pd.DataFrame({"Days": [0, 5], "Subject": ["308", "999"]}))
+    >>> nd.X.tolist(), nd.index["Subject"].tolist()
+    ([[1.0, 0.0], [1.0, 5.0]], [0, -1])
+    """
+    if not isinstance(newdata, pd.DataFrame):
+        raise DataError(f"newdata must be a pandas DataFrame, not {type(newdata).__name__}.")
+    if len(newdata) == 0:
+        raise DataError("newdata has no rows.")
+    spec = design.spec
+    need = sorted(formula_variables(spec.fixed, "fixed part"))
+    if groups:
+        for b in spec.random:
+            need += sorted(formula_variables(b.expr, f"random term {b.text()}")) + b.group.split(":")
+    offset = design.options.get("offset")
+    need = list(dict.fromkeys(need + ([offset] if offset else [])))
+    missing = [c for c in need if c not in newdata.columns]
+    if missing:
+        raise DataError(f"newdata lacks the column(s) {', '.join(map(repr, missing))} that the model uses"
+                        + (f" (the fit has offset='{offset}')" if offset in missing else "") + ". Add them.")
+    rows = newdata[need].isna().any(axis=1) if need else pd.Series(False, index=newdata.index)
+    if rows.any():
+        bad = [c for c in need if newdata[c].isna().any()]
+        raise DataError(f"newdata has missing values in {', '.join(map(repr, bad))} ({int(rows.sum())} row(s)); "
+                        "fill or drop those rows before predicting.")
+    data = newdata.reset_index(drop=True)
+    X, _, formula_offset = split_offset(*_evaluate(design.fixed_matrix, data, "fixed part"))
+    Z, index, labels = [], {}, {}
+    if groups:
+        for b in design.blocks:
+            Z.append(_evaluate(b.Z_matrix, data, f"random term ({' + '.join(b.terms)} | {b.group})")[0])
+        for name, f in design.factors.items():
+            cols = name.split(":")
+            values = data[cols[0]].astype(str)
+            for c in cols[1:]:
+                values = values + ":" + data[c].astype(str)
+            lookup = {lev: i for i, lev in enumerate(f.levels)}
+            labels[name] = values.to_numpy(dtype=object)
+            index[name] = np.array([lookup.get(v, -1) for v in labels[name]], dtype=np.int64)
+    off = offset_column(data, offset)
+    if formula_offset is not None:
+        off = formula_offset if off is None else off + formula_offset
+    return NewData(X, tuple(Z), index, labels, off)
+
+
+def _evaluate(matrix, data: pd.DataFrame, what: str) -> tuple[np.ndarray, tuple[str, ...]]:
+    if matrix is None:
+        return np.empty((len(data), 0)), ()
+    try:
+        frame = matrix.evaluate_new_data(data).as_dataframe()
+        return frame.to_numpy(dtype=float), tuple(frame.columns)
+    except Exception as err:  # formulae raises its own errors for unseen categories
+        raise DataError(f"Cannot evaluate the {what} on newdata: {err}. Categorical predictors may only take "
+                        "levels that the fitted data has.") from None
