@@ -32,6 +32,7 @@ import tempfile
 import time
 from pathlib import Path
 
+ROOT = Path(__file__).resolve().parents[1]  # the checkout this script is in, not an installed bayesmlm
 FORMULA = "tech ~ 1 + smu + (1 + smu | country)"
 DRAWS = {"draws": 1000, "tune": 1000, "chains": 4, "seed": 2024}
 
@@ -71,7 +72,7 @@ def worker(kind: str) -> dict:
 
     imports = time.perf_counter() - start
     data = bayesmlm.datasets.load("wvs7_sim")
-    out = {"imports": imports, "first": _fit(data)}
+    out = {"imports": imports, "module": bayesmlm.__file__, "first": _fit(data)}
     if kind == "warm":
         out["same"] = _fit(data)
         for chains in (1, 2):
@@ -96,7 +97,8 @@ def main() -> None:
         print(json.dumps(worker(args.worker)))
         return
     folder = Path(tempfile.mkdtemp(prefix="bayesmlm-fresh-"))
-    env = dict(os.environ, NUMBA_CACHE_DIR=str(folder / "numba"), BAYESMLM_CACHE=str(folder / "bayesmlm"),
+    path = os.pathsep.join([str(ROOT), *filter(None, [os.environ.get("PYTHONPATH")])])
+    env = dict(os.environ, PYTHONPATH=path, NUMBA_CACHE_DIR=str(folder / "numba"), BAYESMLM_CACHE=str(folder / "bayesmlm"),
                PYTENSOR_FLAGS=f"base_compiledir={folder / 'pytensor'}")
     sm = _run("statsmodels", env)
     empty = _run("empty", env)
@@ -116,7 +118,7 @@ def main() -> None:
         f"\n\nchains=2 / chains=1: wall {c2['wall'] / c1['wall']:.2f}, sampling {c2['sample'] / c1['sample']:.2f}. "
         f"Imports (not counted above): statsmodels+bayesmlm {sm['imports']:.1f} s, bayesmlm with empty caches "
         f"{empty['imports']:.1f} s, warm {warm['imports']:.1f} s.\n"
-        f"m2 on wvs7_sim, {DRAWS['chains']} chains x {DRAWS['draws']} draws (tune {DRAWS['tune']}) unless stated; "
+        f"bayesmlm from {Path(warm['module']).parent}; m2 on wvs7_sim, {DRAWS['chains']} chains x {DRAWS['draws']} draws (tune {DRAWS['tune']}) unless stated; "
         f"{os.cpu_count()} CPU cores.")
     print(text)
     if args.out:
