@@ -47,8 +47,8 @@ from ..schema import (
 from .op import group_terms
 from .stats import GroupStats
 
-__all__ = ["CollapsedStructure", "collapsed_structure", "collapsed_data", "build_collapsed_model", "collapsed_loglik",
-           "loglik_at"]
+__all__ = ["CollapsedStructure", "collapsed_structure", "collapsed_data", "data_layout", "build_collapsed_model",
+           "collapsed_loglik", "loglik_at"]
 
 
 @dataclass(frozen=True)
@@ -137,6 +137,27 @@ class _Layout:
             rows[("xtz", a)] = r
             r += p
         return cls(slots, rows, k, r)
+
+
+def data_layout(structure: CollapsedStructure, priors: dict[str, Prior]) -> tuple[dict, dict]:
+    """Where each number sits in :func:`collapsed_data`'s arrays.
+
+    Returns ``slots``, (start, length) in ``constants`` by name (``"x_centre"``,
+    ``"x_shift"``, ``"y_shift"``, ``"n_obs"``, ``"xtx_total"``, ``"xty_total"``,
+    ``"yty_total"``) or by (prior name, parameter); and ``rows``, the row of
+    ``group_stats`` by ``("ztz", a, b)`` (a <= b), ``("zty", a)`` or the first
+    row of ``("xtz", a)`` (p rows).
+
+    Examples
+    --------
+    >>> import bayesmlm
+    >>> m = bayesmlm.MLM("Reaction ~ Days + (Days | Subject)", bayesmlm.datasets.load("sleepstudy"))
+    >>> slots, rows = data_layout(collapsed_structure(m.design, m.prior_dict), m.prior_dict)
+    >>> slots["y_shift"], rows[("xtz", 1)]
+    ((4, 1), 7)
+    """
+    layout = _Layout.of(structure, priors)
+    return dict(layout.slots), dict(layout.rows)
 
 
 def collapsed_data(structure: CollapsedStructure, stats: GroupStats, priors: dict[str, Prior],

@@ -1,43 +1,46 @@
 """Stage 4, sample (fast path): compile a collapsed model once, sample it with nutpie.
 
-Why not ``nutpie.compile_pymc_model``: it wraps PyTensor's Numba function in
-a ``numba.cfunc`` that Numba cannot cache, and compiling that wrapper took
-about 30 s for the collapsed model of m2 on this 2-core machine (see
-``benchmarks/compile_collapsed.py``). Here PyTensor compiles the log-density
-and its gradient with its Numba backend, whose functions *are* cached on disk,
-and nutpie calls it through :func:`nutpie.compiled_pyfunc.from_pyfunc`. The
-compiled function takes the data as arguments, so a second model of the same
+The log density of the collapsed model (:mod:`bayesmlm.fastpath.model`:
+priors, transforms, LKJ Cholesky factor, collapsed likelihood) and its
+gradient, as a function of the unconstrained vector, are one generated Numba
+kernel (:func:`bayesmlm.fastpath.kernels.density_kernels`), compiled as a C callback
+with Numba's disk cache: PyTensor compiles nothing. nutpie's compiled-model
+interface calls that callback from its own threads, without the GIL, so chains
+run in parallel; a second callback writes ``fixef``, ``sd_*``, ``cor_*`` and
+``sigma`` for each draw.
+
+Why not PyTensor's graph: with empty caches (a fresh machine, CI, a new venv)
+Numba compiling PyTensor's graph of the same density took about 55 s on this
+2-core machine, and calling it through ``nutpie.compiled_pyfunc.from_pyfunc``
+holds the GIL, so two chains took twice the time of one
+(``benchmarks/compile_collapsed.md``). The kernel is checked against the PyMC
+model's own log density (``benchmarks/check_density.py``).
+
+The kernel takes the data as arguments, so a second model of the same
 structure (:class:`~bayesmlm.fastpath.model.CollapsedStructure`), with the
 same data or new data of any size, reuses it from an in-process cache:
 nothing is compiled again.
-
-The sampler draws the unconstrained parameter vector; ``fixef``, ``sd_*``,
-``cor_*`` and ``sigma`` are computed from it afterwards, one compiled call
-per draw.
 """
 
 from __future__ import annotations
 
 import os
-import threading
 import time
-import warnings
 from dataclasses import dataclass
 
 import numpy as np
 import pymc as pm
-import pytensor
-import pytensor.tensor as pt
 import xarray as xr
-from pymc.initial_point import make_initial_point_fn
-from pytensor.graph import clone_replace
 
-from ..design.priors import Prior
+from ..design.priors import Prior, cor_name, sd_name
 from ..sample.nuts import SamplerSettings
-from ..schema import FIXED, FIXED_DIM, SIGMA, u_var, variable_dims
-from .model import CollapsedStructure, build_collapsed_model
+from ..schema import FIXED, FIXED_DIM, SIGMA, safe_name, u_var, variable_dims
+from .kernels import DensityPlan, density_kernels, pack_data
+from .model import CollapsedStructure, build_collapsed_model, data_layout
 
-__all__ = ["CompiledCollapsed", "compile_collapsed", "sample_collapsed", "clear_cache"]
+__all__ = ["CompiledCollapsed", "compile_collapsed", "sample_collapsed", "clear_cache", "density_plan"]
+
+_POSITIVE = ("half_normal", "half_student_t", "exponential")
 
 
 @dataclass(frozen=True, eq=False)
@@ -48,8 +51,8 @@ class CompiledCollapsed:
     ----------
     structure : CollapsedStructure
     model : pm.Model
-        The PyMC model it was compiled from (its ``pm.Data`` hold the data of
-        the latest call, for the initial points).
+        The PyMC model whose density the kernel computes (its ``pm.Data``
+        hold the data of the latest call).
     n_dim : int
         Length of the unconstrained parameter vector.
     value_names : tuple of str
@@ -58,7 +61,7 @@ class CompiledCollapsed:
         ``fixef``, ``sd_*``, ``cor_*``, ``sigma``: what each draw is expanded to.
     output_dims : dict of str to tuple
     seconds : float
-        Wall time it took to compile.
+        Wall time it took to compile (or load from Numba's disk cache).
     """
 
     structure: CollapsedStructure
@@ -68,10 +71,8 @@ class CompiledCollapsed:
     output_names: tuple[str, ...]
     output_dims: dict
     seconds: float
-    _logp: object
-    _outputs: object
-    _initial_point: object
-    _lock: object
+    _plan: DensityPlan
+    _kernels: object
 
 
 _CACHE: dict[CollapsedStructure, CompiledCollapsed] = {}
@@ -87,17 +88,53 @@ def clear_cache() -> None:
     _CACHE.clear()
 
 
-def _jit(fn):
-    """The Numba function behind a PyTensor function compiled in NUMBA mode.
+def density_plan(structure: CollapsedStructure, priors: dict[str, Prior]) -> DensityPlan:
+    """The plan of the density kernel of a structure: prior families and where :func:`collapsed_data` puts each number.
 
-    Calling it directly (rather than ``fn(...)``) is thread-safe, as nutpie's
-    chains need, and saves the PyTensor call overhead on every gradient.
+    Examples
+    --------
+    >>> import bayesmlm
+    >>> from bayesmlm.fastpath.model import collapsed_structure
+    >>> m = bayesmlm.MLM("Reaction ~ Days + (Days | Subject)", bayesmlm.datasets.load("sleepstudy"))
+    >>> density_plan(collapsed_structure(m.design, m.prior_dict), m.prior_dict).n_dim
+    6
     """
-    jit_fn = getattr(getattr(fn, "vm", None), "jit_fn", None)
-    if jit_fn is None:
-        raise RuntimeError("PyTensor's NUMBA function no longer exposes vm.jit_fn; the collapsed sampler needs it. "
-                           "Use sampler='pymc' for method='collapsed' until this is updated.")
-    return jit_fn
+    slots, rows = data_layout(structure, priors)
+
+    def prior(name):
+        return priors[name].dist, tuple(slots[(name, param)][0] for param, _ in priors[name].params)
+
+    blocks = []
+    for label, terms, correlated in structure.blocks:
+        eta = slots[(cor_name(label), "eta")][0] if correlated else -1
+        blocks.append((len(terms), bool(correlated), tuple(prior(sd_name(label, t)) for t in terms), eta))
+    p, q = len(structure.fixed_terms), structure.q
+    expected_rows = {key: r for r, key in enumerate([("ztz", a, b) for a in range(q) for b in range(a, q)]
+                                                     + [("zty", a) for a in range(q)])}
+    expected_rows.update({("xtz", a): q * (q + 3) // 2 + a * p for a in range(q)})
+    if rows != expected_rows:
+        raise RuntimeError("The collapsed model's statistics are not in the order the density kernel reads; "
+                           "report this as a bug.")
+    names = ("x_centre", "x_shift", "y_shift", "n_obs", "xtx_total", "xty_total", "yty_total")
+    intercept = structure.fixed_terms.index("(Intercept)") if structure.has_intercept else -1
+    return DensityPlan(tuple(prior(t) for t in structure.fixed_terms), intercept, tuple(blocks), prior("sigma"),
+                       tuple(slots[n][0] for n in names), sum(length for _, length in slots.values()))
+
+
+def _value_names(structure: CollapsedStructure, priors: dict[str, Prior]) -> list[str]:
+    """The PyMC model's value variables, in the order the density kernel reads its vector."""
+    def family(base, keys, log):
+        if len({priors[k].dist for k in keys}) == 1:
+            return [base + ("_log__" if log(priors[keys[0]].dist) else "")]
+        return [f"{base}[{i}]" + ("_log__" if log(priors[k].dist) else "") for i, k in enumerate(keys)]
+
+    names = family("b_centred", list(structure.fixed_terms), lambda d: d in _POSITIVE)
+    for label, terms, correlated in structure.blocks:
+        if correlated:
+            names.append(f"chol_{safe_name(label)}_cholesky-cov-packed__")
+        else:
+            names += family(f"sd_{safe_name(label)}", [sd_name(label, t) for t in terms], lambda d: d in _POSITIVE)
+    return names + family("sigma", ["sigma"], lambda d: d in _POSITIVE)
 
 
 def compile_collapsed(structure: CollapsedStructure, priors: dict[str, Prior], data: dict[str, np.ndarray]):
@@ -132,46 +169,69 @@ def compile_collapsed(structure: CollapsedStructure, priors: dict[str, Prior], d
         return _CACHE[structure], True
     start = time.perf_counter()
     model = build_collapsed_model(structure, priors, data)
-    const_in = pt.dvector("constants")
-    stats_in = pt.dmatrix("group_stats")
-    replace = {model["constants"]: const_in, model["group_stats"]: stats_in}
-    coords = structure.coords()
-    replace.update({model.dim_lengths[d]: pt.constant(len(v), dtype=model.dim_lengths[d].dtype) for d, v in coords.items()})
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message=".*BLAS.*")
-        with pytensor.config.change_flags(mode="NUMBA"):
-            init = make_initial_point_fn(model=model, jitter_rvs=set(model.free_RVs), return_transformed=True)
-        value_vars = model.value_vars
-        point = init(0)
-    shapes = [tuple(point[v.name].shape) for v in value_vars]
-    sizes = [int(np.prod(s)) for s in shapes]
-    offsets = np.cumsum([0, *sizes])
-    x = pt.dvector("x", shape=(int(offsets[-1]),))
-    replace.update({v: x[offsets[i]:offsets[i + 1]].reshape(shapes[i]) for i, v in enumerate(value_vars)})
-    logp = model.logp()
-    grad = pt.concatenate([g.ravel() for g in pt.grad(logp, value_vars)])
+    value_names = tuple(v.name for v in model.value_vars)
+    if list(value_names) != _value_names(structure, priors):
+        raise RuntimeError(f"The collapsed PyMC model's variables {value_names} are not those the density kernel reads "
+                           f"({_value_names(structure, priors)}); report this as a bug.")
+    plan = density_plan(structure, priors)
+    kernels = density_kernels(plan)
     dims = {FIXED: (FIXED_DIM,)}
     for label, _, correlated in structure.blocks:
         dims |= {k: v for k, v in variable_dims(label, label, correlated).items() if k != u_var(label)}
     dims[SIGMA] = ()
     names = list(dims)
-    outputs = model.replace_rvs_by_values([model[n] for n in names])
-    logp_graph = clone_replace([logp, grad], replace)
-    out_graph = clone_replace(outputs, replace)
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message=".*BLAS.*")
-        logp_fn = pytensor.function([x, const_in, stats_in], logp_graph, mode="NUMBA", on_unused_input="ignore")
-        out_fn = pytensor.function([x, const_in], out_graph, mode="NUMBA", on_unused_input="ignore")
-    logp_jit, out_jit = _jit(logp_fn), _jit(out_fn)
-    x0 = np.concatenate([np.ravel(point[v.name]) for v in value_vars])
-    check = logp_jit(x0, data["constants"], data["group_stats"])[0]
-    if not np.isclose(float(check), float(logp_fn(x0, data["constants"], data["group_stats"])[0]), rtol=1e-10):
-        raise RuntimeError("The Numba log-density disagrees with PyTensor's; report this as a bug.")
-    out_jit(x0, data["constants"])
-    compiled = CompiledCollapsed(structure, model, int(offsets[-1]), tuple(v.name for v in value_vars), tuple(names), dims,
-                                 time.perf_counter() - start, logp_jit, out_jit, init, threading.Lock())
+    compiled = CompiledCollapsed(structure, model, plan.n_dim, value_names, tuple(names), dims,
+                                 time.perf_counter() - start, plan, kernels)
     _CACHE[structure] = compiled
     return compiled, False
+
+
+def _support_point(prior: tuple, const: np.ndarray) -> float:
+    """PyMC's support point of a prior (its mean, or location, or scale for the half distributions)."""
+    dist, offsets = prior
+    if dist == "exponential":
+        return 1.0 / const[offsets[0]]
+    return const[offsets[{"normal": 0, "student_t": 1, "half_normal": 0, "half_student_t": 1}[dist]]]
+
+
+def _initial_point(plan: DensityPlan, const: np.ndarray, seed) -> np.ndarray:
+    """A starting point as PyMC draws one: each prior's support point, on the sampler's scale, jittered by U(-1, 1).
+
+    Examples
+    --------
+    >>> plan = DensityPlan((("normal", (0, 1)),), 0, ((1, False, (("half_normal", (2,)),), -1),),
+    ...                    ("exponential", (3,)), (4, 5, 6, 7, 8, 9, 10), 11)
+    >>> _initial_point(plan, np.array([5.0, 1.0, 2.0, 0.5] + [0.0] * 7), 1).shape
+    (3,)
+    """
+    def scaled(prior):
+        v = _support_point(prior, const)
+        return np.log(v) if prior[0] in _POSITIVE else v
+
+    x = [scaled(f) for f in plan.fixed]
+    for n, correlated, sds, _ in plan.blocks:
+        x += [0.0] * (n * (n + 1) // 2) if correlated else [scaled(s) for s in sds]  # correlated: L = I
+    x.append(scaled(plan.sigma))
+    return np.asarray(x, dtype=np.float64) + np.random.default_rng(seed).uniform(-1.0, 1.0, plan.n_dim)
+
+
+def _nutpie_model(compiled: CompiledCollapsed, buffer: np.ndarray, const: np.ndarray):
+    """nutpie's compiled model around the two C callbacks; ``buffer`` must outlive the sampler (the model holds it)."""
+    from nutpie.compile_pymc import CompiledPyMCModel
+
+    plan = compiled._plan
+    coords = compiled.structure.coords()
+    shapes = [(len(coords[d[0]]),) if d else () for d in (compiled.output_dims[n] for n in compiled.output_names)]
+    sizes = [int(np.prod(s)) for s in shapes]
+    offsets = np.cumsum([0, *sizes])
+    slices = [slice(int(offsets[i]), int(offsets[i + 1])) for i in range(len(sizes))]
+    return CompiledPyMCModel(
+        dims={n: compiled.output_dims[n] for n in compiled.output_names}, _coords=coords,
+        _n_dim=plan.n_dim, _shapes=dict(zip(compiled.output_names, shapes)),
+        compiled_logp_func=compiled._kernels.logp_cfunc, compiled_expand_func=compiled._kernels.expand_cfunc,
+        initial_point_func=lambda seed: _initial_point(plan, const, seed), shared_data={}, shared_var_keys={},
+        user_data=buffer, n_expanded=plan.n_expanded, shape_info=(list(compiled.output_names), slices, shapes),
+        logp_func=None, expand_func=None)
 
 
 def sample_collapsed(compiled: CompiledCollapsed, data: dict[str, np.ndarray], settings: SamplerSettings):
@@ -185,51 +245,21 @@ def sample_collapsed(compiled: CompiledCollapsed, data: dict[str, np.ndarray], s
     >>> tree, seconds = sample_collapsed(c, data, SamplerSettings(draws=200, tune=200, seed=1))  # doctest: +SKIP
     """
     import nutpie
-    from nutpie.compiled_pyfunc import from_pyfunc
 
     s = settings.resolved()
     start = time.perf_counter()
     const = np.ascontiguousarray(data["constants"], dtype=float)
     stats = np.ascontiguousarray(data["group_stats"], dtype=float)
-    pm_data = {"constants": const, "group_stats": stats}
     with compiled.model:
-        pm.set_data(pm_data)
-    logp_jit, value_names = compiled._logp, compiled.value_names
-
-    def make_logp_fn():
-        def logp(x, **_):
-            value, grad = logp_jit(x, const, stats)
-            return float(value), grad
-        return logp
-
-    def make_expand_fn(*_):
-        def expand(x, **_):
-            return {"x": np.array(x, dtype=np.float64)}
-        return expand
-
-    def initial_point(seed):
-        with compiled._lock:  # a PyTensor function is not thread-safe; nutpie starts chains in threads
-            point = compiled._initial_point(seed)
-        return np.concatenate([np.ravel(point[n]) for n in value_names])
-
-    model = from_pyfunc(compiled.n_dim, make_logp_fn, make_expand_fn, [np.dtype("float64")], [(compiled.n_dim,)], ["x"],
-                        make_initial_point_fn=initial_point)
+        pm.set_data({"constants": const, "group_stats": stats})
+    model = _nutpie_model(compiled, pack_data(const, stats), const)
     trace = nutpie.sample(model, draws=s.draws, tune=s.tune, chains=s.chains, cores=min(s.chains, os.cpu_count() or 1),
                           seed=s.seed, progress_bar=s.progressbar, save_warmup=False, target_accept=s.target_accept)
-    posterior = _expand(compiled, trace["posterior"]["x"].values, const)
+    coords = compiled.structure.coords()
+    draws = trace["posterior"]
+    posterior = xr.Dataset(
+        {n: xr.DataArray(draws[n].values, dims=("chain", "draw", *compiled.output_dims[n]),
+                         coords={d: coords[d] for d in compiled.output_dims[n]}) for n in compiled.output_names},
+        coords={"chain": np.arange(draws.sizes["chain"]), "draw": np.arange(draws.sizes["draw"])})
     tree = xr.DataTree.from_dict({"posterior": posterior, "sample_stats": trace["sample_stats"].to_dataset()})
     return tree, time.perf_counter() - start
-
-
-def _expand(compiled: CompiledCollapsed, x: np.ndarray, const: np.ndarray) -> xr.Dataset:
-    """fixef, sd_*, cor_*, sigma for every draw of the unconstrained vector x (chain, draw, n_dim)."""
-    chains, draws, _ = x.shape
-    flat = x.reshape(chains * draws, -1)
-    values = [compiled._outputs(flat[i], const) for i in range(len(flat))]
-    coords = compiled.structure.coords()
-    out = {}
-    for k, name in enumerate(compiled.output_names):
-        arr = np.stack([np.asarray(v[k]) for v in values]).reshape(chains, draws, *np.shape(values[0][k]))
-        dims = ("chain", "draw", *compiled.output_dims[name])
-        out[name] = xr.DataArray(arr, dims=dims, coords={d: coords[d] for d in compiled.output_dims[name]})
-    return xr.Dataset(out, coords={"chain": np.arange(chains), "draw": np.arange(draws)})

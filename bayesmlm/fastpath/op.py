@@ -19,6 +19,8 @@ Its gradient, with G_j = M_j^-1 + v_j v_j' / sigma^2 and v_j = M_j^-1 b_j:
     dT/dL = sum_j [ 2 S_j L G_j - 2 z_j v_j' / sigma^2 ]
     dT/dsigma^2 = sum_j [ tr(G_j) + |w_j|^2 / sigma^4 ]
 
+The Op is the likelihood of the PyMC model (``sampler="pymc"``, :func:`~bayesmlm.fastpath.model.loglik_at`);
+nutpie samples the same density through one generated kernel instead (:mod:`bayesmlm.fastpath.nutpie_driver`).
 """
 
 from __future__ import annotations
