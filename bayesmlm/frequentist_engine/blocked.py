@@ -11,7 +11,7 @@ factor, and the rest::
 ``A11`` is factored level by level, vectorised over levels (one factor:
 ``O(J q^3)`` per evaluation, never a Python loop over groups).  The Schur
 complement ``S22 = A22 - A21 A11^{-1} A12`` of the other terms is formed with
-scipy.sparse products and factored densely (``scipy.linalg.cho_factor``) when
+scipy.sparse products and factored densely (``numpy.linalg.cholesky``) when
 it has at most :data:`DENSE_LIMIT` rows, else with SuperLU (``splu``, minimum-degree
 fill-reducing ordering) as a sparse matrix; ``log det A = sum_j log det A11_j +
 log det S22``.
@@ -334,8 +334,8 @@ class BlockedFactor:
     W1 : scipy.sparse matrix or None
         ``A11^{-1} A12``.
     S22 : object or None
-        The Schur complement's factor: ``("dense", cho_factor)`` or
-        ``("sparse", SuperLU)``.
+        The Schur complement's factor: ``("dense", L)`` (lower Cholesky
+        factor) or ``("sparse", SuperLU)``.
     lambda_rest : scipy.sparse matrix or None
     """
 
@@ -355,7 +355,10 @@ class BlockedFactor:
     def solve_s22(self, r: np.ndarray) -> np.ndarray:
         """``S22^{-1} r``."""
         kind, fac = self.S22
-        return sla.cho_solve(fac, r) if kind == "dense" else fac.solve(r)
+        if kind == "sparse":
+            return fac.solve(r)
+        y = sla.solve_triangular(fac, r, lower=True, check_finite=False)
+        return sla.solve_triangular(fac, y, lower=True, trans="T", check_finite=False)
 
     def solve(self, r1: np.ndarray, r2: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray | None]:
         """``A^{-1} r`` with ``r = [r1; r2]``.
@@ -387,12 +390,10 @@ class BlockedFactor:
         if self.A21 is None:
             return [self.A11_inv]
         m2 = self.A21.shape[0]
-        if self.S22[0] == "dense":
-            S_inv = sla.cho_solve(self.S22[1], np.eye(m2))
-        else:
-            S_inv = self.S22[1].solve(np.eye(m2))
-        W1 = self.W1.toarray().reshape(J1, q1, m2)
-        first = self.A11_inv + np.einsum("jam,mn,jbn->jab", W1, S_inv, W1)
+        S_inv = self.solve_s22(np.eye(m2))
+        W1 = self.W1.toarray()
+        WS = (W1 @ S_inv).reshape(J1, q1, m2)
+        first = self.A11_inv + np.einsum("jan,jbn->jab", WS, W1.reshape(J1, q1, m2))
         out = [first]
         for k in range(1, len(structure.factors)):
             q, J = len(structure.terms[k]), len(structure.levels[k])
@@ -439,16 +440,24 @@ def factorize(structure: RandomStructure, theta: np.ndarray, cp: RandomCrossProd
     if structure.m == structure.m1:
         return BlockedFactor(logdet, T1, A11_inv, None, None, None, None)
     lam_r = structure.lambda_rest(theta)
-    lam_1 = _block_diag_sparse(np.broadcast_to(T1, (J1, q1, q1)))
-    A21 = (lam_r.T @ cp.ZrtZ1 @ lam_1).tocsc()
-    W1 = (_block_diag_sparse(A11_inv) @ A21.T).tocsc()
-    m2 = A21.shape[0]
-    S22 = (lam_r.T @ cp.ZrtZr @ lam_r) + sp.identity(m2, format="csc") - (A21 @ W1)
-    if m2 <= DENSE_LIMIT:
-        fac = sla.cho_factor(S22.toarray(), lower=True, check_finite=False)
-        logdet += float(2.0 * np.log(np.abs(np.diag(fac[0]))).sum())
-        s22 = ("dense", fac)
+    if q1 == 1:
+        A21 = (lam_r.T @ cp.ZrtZ1).tocsr() * T1[0, 0]
+        W1 = sp.csr_matrix(A21.T.multiply(A11_inv[:, 0, :]))
     else:
+        lam_1 = _block_diag_sparse(np.broadcast_to(T1, (J1, q1, q1)))
+        A21 = (lam_r.T @ cp.ZrtZ1 @ lam_1).tocsr()
+        W1 = (_block_diag_sparse(A11_inv) @ A21.T).tocsr()
+    m2 = A21.shape[0]
+    A22 = lam_r.T @ cp.ZrtZr @ lam_r
+    if m2 <= DENSE_LIMIT:
+        S22 = A22.toarray()
+        S22[np.diag_indices(m2)] += 1.0
+        S22 -= (A21 @ W1).toarray()
+        L = np.linalg.cholesky(S22)
+        logdet += float(2.0 * np.log(np.diag(L)).sum())
+        s22 = ("dense", L)
+    else:
+        S22 = A22 + sp.identity(m2, format="csc") - (A21 @ W1)
         lu = spla.splu(sp.csc_matrix(S22), permc_spec="MMD_AT_PLUS_A", diag_pivot_thresh=0.0,
                        options={"SymmetricMode": True})
         logdet += float(np.log(np.abs(lu.U.diagonal())).sum())

@@ -13,7 +13,7 @@ import pandas as pd
 
 from .blocked import RandomStructure, random_cross_products, random_structure, row_design
 from .laplace import fit_laplace
-from .optimize import check_convergence, finite_differences, minimize_bounded
+from .optimize import check_convergence, minimize_bounded, polish
 from .problem import GroupedGaussian, MixedProblem
 from .profiled import GaussianStatistics, grouped_cross_products, profiled_deviance, profiled_solution
 from .result import FrequentistFit, OptimizerLog
@@ -72,8 +72,7 @@ def _fit_gaussian(stats: GaussianStatistics, method: str, fixed_terms, n_groups:
 
     start = structure.initial
     opt = minimize_bounded(objective, start, lower)
-    theta = opt.x
-    grad, hess = finite_differences(objective, theta, lower, fx=opt.fun)
+    theta, _, grad, hess, _ = polish(objective, opt.x, lower, opt.fun)
     check = check_convergence(grad, hess, theta, lower, structure.n_theta)
     sol = profiled_solution(stats, theta, reml)
     vcov = sol.sigma**2 * np.linalg.inv(sol.RXtRX)

@@ -13,7 +13,8 @@ factor of :mod:`bayesmlm.frequentist_engine.blocked`.  The Laplace deviance
 As in glmer, the fit has two stages: theta alone with ``(u, beta)`` at their
 joint penalised mode (nAGQ = 0), then theta and beta together with ``u``
 alone in PIRLS, from the first stage's optimum (glmer's default second
-stage).  In the second stage beta is optimised in units of its first-stage
+stage).  The first stage only provides the start (trust region down to 1e-4);
+the second stops at a radius of 1e-8 (theta, and beta in standard errors).  In the second stage beta is optimised in units of its first-stage
 standard errors, as glmer scales its Nelder-Mead steps.  Fixed-effect
 standard errors come, as lme4's ``vcov.merMod`` takes them, from the inverse
 of the finite-difference Hessian over (theta, beta) of the deviance
@@ -35,7 +36,11 @@ from .problem import MixedProblem
 from .result import FrequentistFit, OptimizerLog
 from .tables import fixed_table, ranef_tables, varcorr_table
 
-__all__ = ["GlmmData", "PirlsState", "glmm_data", "pirls", "laplace_deviance", "fit_laplace"]
+__all__ = ["LME4_TOL_PWRSS", "GlmmData", "PirlsState", "glmm_data", "pirls", "laplace_deviance",
+           "glmer_deviance", "fit_laplace"]
+
+LME4_TOL_PWRSS = 1e-7
+"""glmerControl()'s tolPwrss: PIRLS stops when the penalised deviance changes by less (relative)."""
 
 _MAX_ITER = 100
 _MAX_HALVINGS = 30
@@ -293,6 +298,82 @@ def laplace_deviance(data: GlmmData, theta: np.ndarray, beta: np.ndarray, u: np.
         return np.inf
 
 
+def _residual_deviance(data: GlmmData, eta: np.ndarray) -> float:
+    y, m, w = data.y, data.trials, data.weights
+    with np.errstate(divide="ignore", invalid="ignore"):
+        if data.family == "binomial":
+            log_mu, log_1mu = -np.logaddexp(0.0, -eta), -np.logaddexp(0.0, eta)
+            a = np.where(y > 0, y * (np.log(np.where(y > 0, y, 1.0) / m) - log_mu), 0.0)
+            b = np.where(m - y > 0, (m - y) * (np.log(np.where(m - y > 0, m - y, 1.0) / m) - log_1mu), 0.0)
+            return float(2.0 * np.sum(w * (a + b)))
+        mu = np.exp(eta)
+        a = np.where(y > 0, y * (np.log(np.where(y > 0, y, 1.0)) - eta), 0.0)
+        return float(2.0 * np.sum(w * (a - (y - mu))))
+
+
+def glmer_deviance(data: GlmmData, theta: np.ndarray, beta: np.ndarray, eta0: np.ndarray,
+                   tol: float = LME4_TOL_PWRSS, max_iter: int = 100) -> float:
+    """The Laplace deviance as glmer's second-stage deviance function evaluates it.
+
+    PIRLS starts from the linear predictor `eta0` (glmer's ``lp0``: the first
+    stage's final one), takes full working-response steps, stops when the
+    penalised residual deviance changes by less than `tol` (relative) and
+    returns ``log|A| + ||u||^2 - 2 log p(y | u, beta)`` with ``log|A|`` from
+    the last factor, computed with the weights of the previous iterate.  Used
+    for lme4's standard errors only (see the module notes).
+
+    Parameters
+    ----------
+    data : GlmmData
+    theta, beta : ndarray
+    eta0 : ndarray, shape (n,)
+    tol : float
+    max_iter : int
+
+    Returns
+    -------
+    float
+        Infinite if PIRLS fails.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from bayesmlm.frequentist_engine.problem import RandomBlock
+    >>> from bayesmlm.frequentist_engine.blocked import random_structure
+    >>> g = RandomBlock("g", np.repeat([0, 1], 3), ("a", "b"), np.ones((6, 1)), ("(Intercept)",))
+    >>> p = MixedProblem(np.ones((6, 1)), np.array([1, 3, 2, 0, 1, 0.0]), ("(Intercept)",), (g,), family="poisson")
+    >>> d = glmm_data(p, random_structure(p.blocks))
+    >>> exact = laplace_deviance(d, np.array([0.5]), np.zeros(1))
+    >>> bool(abs(glmer_deviance(d, np.array([0.5]), np.zeros(1), np.zeros(6)) - exact) < 1e-3)
+    True
+    """
+    off = data.offset + data.X @ beta
+    eta = np.array(eta0, dtype=float)
+    old = np.inf
+    u_old = None
+    try:
+        for _ in range(max_iter):
+            _, score, W = _family_terms(data, eta)
+            factor = factorize(data.structure, theta, random_cross_products(data.rows, W))
+            x1, x2 = factor.solve(*_lambda_zt(data, theta, W * (eta - off) + score))
+            u = _stack(x1, x2)[:, 0]
+            eta_new = off + _z_lambda_u(data, theta, u)
+            pdev = _residual_deviance(data, eta_new) + u @ u
+            halvings = 0
+            while (not np.isfinite(pdev) or pdev > old) and u_old is not None and halvings < 20:
+                u = (u + u_old) / 2.0
+                eta_new = off + _z_lambda_u(data, theta, u)
+                pdev = _residual_deviance(data, eta_new) + u @ u
+                halvings += 1
+            eta = eta_new
+            if abs(old - pdev) / pdev < tol:
+                return float(factor.logdet + u @ u + _family_terms(data, eta)[0])
+            old, u_old = pdev, u
+    except (np.linalg.LinAlgError, ValueError):
+        return np.inf
+    return np.inf
+
+
 def _glm_start(data: GlmmData) -> np.ndarray:
     if data.family == "binomial":
         p = (data.y + 0.5) / (data.trials + 1.0)
@@ -344,7 +425,7 @@ def fit_laplace(problem: MixedProblem, structure: RandomStructure, theta_names: 
         cache["beta"], cache["u"] = st.beta, st.u
         return st.deviance
 
-    opt1 = minimize_bounded(stage1, structure.initial, lower)
+    opt1 = minimize_bounded(stage1, structure.initial, lower, final_radius=1e-4)
     st1 = pirls(data, opt1.x, cache["beta"], cache["u"], update_beta=True)
     beta0 = st1.beta
     scale = np.sqrt(np.clip(np.diag(np.linalg.inv(st1.RXtRX)), 1e-12, None))
@@ -362,7 +443,8 @@ def fit_laplace(problem: MixedProblem, structure: RandomStructure, theta_names: 
         return deviance(np.concatenate([z[:nt], beta0 + scale * z[nt:]]))
 
     z0 = np.concatenate([opt1.x, np.zeros(p)])
-    opt2 = minimize_bounded(scaled, z0, np.concatenate([lower, np.full(p, -np.inf)]), radius=0.1)
+    opt2 = minimize_bounded(scaled, z0, np.concatenate([lower, np.full(p, -np.inf)]), radius=0.1,
+                            final_radius=1e-7)
     x = np.concatenate([opt2.x[:nt], beta0 + scale * opt2.x[nt:]])
     theta, beta = x[:nt], x[nt:]
     full_lower = np.concatenate([lower, np.full(p, -np.inf)])
@@ -371,9 +453,11 @@ def fit_laplace(problem: MixedProblem, structure: RandomStructure, theta_names: 
     state = pirls(data, theta, beta, state.u)
     check = check_convergence(grad, hess, x, full_lower, nt)
     warnings = list(check.messages)
+    eta0 = data.offset + data.X @ st1.beta + _z_lambda_u(data, opt1.x, st1.u)
+    _, hess_lme4 = finite_differences(lambda z: glmer_deviance(data, z[:nt], z[nt:], eta0), x, full_lower)
     vcov = None
     try:
-        inv = np.linalg.inv(hess)[nt:, nt:]
+        inv = np.linalg.inv(hess_lme4)[nt:, nt:]
         vcov = inv + inv.T
         if np.linalg.eigvalsh(vcov).min() <= 0:
             vcov = None

@@ -33,6 +33,7 @@ __all__ = [
     "ConvergenceCheck",
     "minimize_bounded",
     "finite_differences",
+    "polish",
     "check_convergence",
 ]
 
@@ -108,7 +109,7 @@ def _one_pass(fun: _Counted, x0: np.ndarray, lower: np.ndarray, radius: float, f
 
 
 def minimize_bounded(fun: Callable[[np.ndarray], float], x0: np.ndarray, lower: np.ndarray, *,
-                     radius: float = 0.2, final_radius: float = 1e-7,
+                     radius: float = 0.2, final_radius: float = 1e-6,
                      max_evaluations: int = 10_000) -> OptimizerResult:
     """Minimise `fun` subject to ``x >= lower``: a pass, a restart, a boundary check.
 
@@ -211,6 +212,67 @@ def finite_differences(fun: Callable[[np.ndarray], float], x: np.ndarray, lower:
                 + at({i: -down[i], j: -down[j]}) / (down[i] + down[j]) ** 2
             )
     return g, H
+
+
+def polish(fun: Callable[[np.ndarray], float], x: np.ndarray, lower: np.ndarray, fx: float,
+           steps: int = 2) -> tuple[np.ndarray, float, np.ndarray, np.ndarray, int]:
+    """Newton steps on finite-difference derivatives from an interior optimum.
+
+    A derivative-free optimiser stops where its trust region is small, which
+    on a flat criterion can be 1e-5 (relative) from the optimum in theta.  Up
+    to `steps` Newton steps ``x - H^{-1} g`` (each kept only if it does not
+    raise the criterion beyond rounding, 1e-11 relative, and stays inside the
+    bounds) bring it to the precision of the
+    derivatives, so that two routes to the same criterion (rows, grouped
+    statistics) end at the same point.  Skipped at a boundary.
+
+    Parameters
+    ----------
+    fun : callable
+    x : ndarray
+        The optimiser's point.
+    lower : ndarray
+    fx : float
+        ``fun(x)``.
+    steps : int
+
+    Returns
+    -------
+    (x, fx, gradient, hessian, evaluations)
+        The derivatives are those at the returned point.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> f = lambda v: (v[0] - 1.0) ** 2 + 10 * (v[1] + 2.0) ** 2
+    >>> x, fx, g, H, n = polish(f, np.array([1.001, -2.003]), np.array([0.0, -np.inf]), f([1.001, -2.003]))
+    >>> np.round(x, 9).tolist()
+    [1.0, -2.0]
+    """
+    evaluations = 0
+    x = np.asarray(x, dtype=float)
+    g, H = finite_differences(fun, x, lower, fx=fx)
+    evaluations += 2 * x.size * x.size + 1
+    for _ in range(steps):
+        if np.any((lower == 0) & (x < SINGULAR_TOL)):
+            break
+        try:
+            step = np.linalg.solve(np.linalg.cholesky(H).T, np.linalg.solve(np.linalg.cholesky(H), g))
+        except np.linalg.LinAlgError:
+            break
+        trial = x - step
+        if np.any(trial < lower):
+            break
+        f_trial = float(fun(trial))
+        evaluations += 1
+        if not f_trial <= fx + 1e-11 * abs(fx):
+            break
+        x, fx = trial, f_trial
+        g, H = finite_differences(fun, x, lower, fx=fx)
+        evaluations += 2 * x.size * x.size
+        if np.max(np.abs(step)) < 1e-10 * (1.0 + np.max(np.abs(x))):
+            break
+    return x, fx, g, H, evaluations
 
 
 @dataclass(frozen=True)

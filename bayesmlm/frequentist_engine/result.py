@@ -73,8 +73,10 @@ class FrequentistFit:
         Levels per grouping factor.
     fixed : DataFrame
         Columns term, estimate, se (lme4's ``vcov``: ``sigma^2 (RX'RX)^{-1}``
-        for a linear model; from the finite-difference Hessian over theta and
-        beta for a Laplace fit, as lme4's ``vcov.merMod`` does).
+        for a linear model; for a Laplace fit from the finite-difference
+        Hessian over theta and beta of glmer's deviance function, as lme4's
+        ``vcov.merMod`` does; ``2 inv(optimizer.hessian)`` is the same from
+        the exact Laplace deviance, see :mod:`~bayesmlm.frequentist_engine.laplace`).
     vcov : DataFrame
         Covariance of the fixed effects, indexed by term both ways.
     varcorr : DataFrame
