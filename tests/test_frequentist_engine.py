@@ -7,7 +7,9 @@ numpy, with R's treatment contrasts (reference level first in sorted order,
 as R sorts these sets' levels), independently of bayesmlm.design.
 
 Tolerances (explicit, per quantity): REML / ML fixed effects, SDs,
-correlations and sigma to relative 1e-4; Laplace to 1e-3; standard errors to
+correlations and sigma to relative 1e-4 (against lme4's fit refitted with tight
+optimizer tolerances; 1e-3 against its default fit); Laplace to 1e-3 (fixed
+effects: 1e-3 of the estimate plus 1e-3 of its SE); standard errors to
 1e-3; logLik to 2e-4 absolute (LMM) and 2e-3 (Laplace, whose reference
 optimum is Nelder-Mead's); conditional modes and SDs to 1e-3 of their scale.
 """
@@ -38,7 +40,7 @@ from bayesmlm.frequentist_engine import (
 REFERENCE = Path(__file__).parent / "reference"
 
 # InstEval (73,421 rows, 4,114 effects) is fitted once per session and shared.
-RUN_INSTEVAL = False
+RUN_INSTEVAL = True
 
 
 def dummies(col: pd.Series, name: str) -> pd.DataFrame:
@@ -247,7 +249,11 @@ def test_fixed_effects(name):
     assert list(table.index) == list(ref["fixef"])
     est = [ref["fixef"][t]["estimate"] for t in table.index]
     se = [ref["fixef"][t]["se"] for t in table.index]
-    close(table["estimate"], est, tolerance(name), f"{name} fixed effects", atol=1e-7)
+    # Laplace: glmer optimises its own evaluation of the deviance (see laplace.py), whose
+    # optimum sits up to 5e-4 standard errors from the exact Laplace one, so a coefficient
+    # near 0 (verbagg's intercept, 0.199 with SE 0.406) is compared on the scale of its SE.
+    atol = 1e-3 * np.asarray(se) if CASES[name][1] == "laplace" else 1e-7
+    close(table["estimate"], est, tolerance(name), f"{name} fixed effects", atol=atol)
     close(table["se"], se, 1e-3, f"{name} standard errors")
 
 

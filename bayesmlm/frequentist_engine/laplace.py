@@ -13,8 +13,7 @@ factor of :mod:`bayesmlm.frequentist_engine.blocked`.  The Laplace deviance
 As in glmer, the fit has two stages: theta alone with ``(u, beta)`` at their
 joint penalised mode (nAGQ = 0), then theta and beta together with ``u``
 alone in PIRLS, from the first stage's optimum (glmer's default second
-stage).  The first stage only provides the start (trust region down to 1e-4);
-the second stops at a radius of 1e-8 (theta, and beta in standard errors).  In the second stage beta is optimised in units of its first-stage
+stage).  In the second stage beta is optimised in units of its first-stage
 standard errors, as glmer scales its Nelder-Mead steps.  Fixed-effect
 standard errors come, as lme4's ``vcov.merMod`` takes them, from the inverse
 of the finite-difference Hessian over (theta, beta) of the deviance
@@ -425,7 +424,7 @@ def fit_laplace(problem: MixedProblem, structure: RandomStructure, theta_names: 
         cache["beta"], cache["u"] = st.beta, st.u
         return st.deviance
 
-    opt1 = minimize_bounded(stage1, structure.initial, lower, final_radius=1e-4)
+    opt1 = minimize_bounded(stage1, structure.initial, lower)
     st1 = pirls(data, opt1.x, cache["beta"], cache["u"], update_beta=True)
     beta0 = st1.beta
     scale = np.sqrt(np.clip(np.diag(np.linalg.inv(st1.RXtRX)), 1e-12, None))
