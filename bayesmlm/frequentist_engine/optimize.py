@@ -168,7 +168,8 @@ def finite_differences(fun: Callable[[np.ndarray], float], x: np.ndarray, lower:
     x : ndarray
     lower : ndarray
         Where ``x - delta`` would cross a bound the step below is shortened
-        to the bound, as lme4 does.
+        to the bound, as lme4 does; on the bound the second difference is
+        one-sided.
     delta : float
     fx : float, optional
         ``fun(x)`` if already known.
@@ -201,8 +202,12 @@ def finite_differences(fun: Callable[[np.ndarray], float], x: np.ndarray, lower:
 
     for j in range(nx):
         fadd = at({j: up[j]})
-        fsub = at({j: -down[j]})
-        H[j, j] = fadd / up[j] ** 2 - 2 * fx / (up[j] * down[j]) + fsub / down[j] ** 2
+        if down[j] > 0:
+            fsub = at({j: -down[j]})
+            H[j, j] = fadd / up[j] ** 2 - 2 * fx / (up[j] * down[j]) + fsub / down[j] ** 2
+        else:  # on the bound: one-sided second difference (lme4 would divide by 0 here)
+            H[j, j] = (at({j: 2 * up[j]}) - 2 * fadd + fx) / up[j] ** 2
+            fsub = fx
         g[j] = (fadd - fsub) / (up[j] + down[j])
         for i in range(j):
             H[i, j] = H[j, i] = (
