@@ -1,6 +1,6 @@
 """Example data sets shipped with bayesmlm.
 
-Four real data sets exported unchanged from R packages, and one simulated
+Fourteen real data sets exported unchanged from R packages, and one simulated
 stand-in for the World Values Survey extract used in the tutorial
 "Visualization of Multilevel Modeling":
 
@@ -13,12 +13,29 @@ sleepstudy     180     18 subjects            reaction time under sleep deprivat
 radon          919     85 counties            Minnesota household radon
 hsb82          7,185   160 schools            High School and Beyond maths scores
 ucb_admissions 24      6 departments          UC Berkeley admissions, 1973
+nlschools      2,287   133 classes            Dutch pupils' language test scores
+dyestuff2      30      6 batches              simulated dyestuff yields (singular)
+penicillin     144     24 plates x 6 samples  penicillin potency (crossed)
+pastes         60      30 casks in 10 batches paste strength (nested)
+cbpp           56      15 herds               contagious bovine pleuropneumonia
+verbagg        7,584   316 persons x 24 items verbal aggression (crossed, binary)
+contraception  1,934   60 districts           contraception use in Bangladesh
+grouseticks    403     118 broods, 63 places  ticks on red grouse chicks (counts)
+mmmec          354     78 regions, 9 nations  melanoma deaths, expected counts
+insteval       73,421  2,972 students x       lecture evaluations at ETH Zurich
+                       1,128 lecturers
 ============== ======= ====================== =====================================
+
+The last ten are exported from R packages (lme4 1.1-31, mlmRev 1.0-8, MASS
+7.3-58) by ``scripts/references/lme4_references.R``, which also writes the
+lme4 reference fits the frequentist engine is tested against.
 
 Use :func:`load` to get one as a :class:`pandas.DataFrame` and
 :func:`describe` for the table above with sources.  Grouping and ID columns
-(``country``, ``Subject``, ``county``, ``school``, ``Dept``) are read as
-strings, so they are labels, never numbers.
+(``country``, ``Subject``, ``county``, ``school``, ``Dept``, and those of the
+R exports: ``class``, ``Batch``, ``plate``, ``herd``, ``id``, ...) and coded
+categories (``period``, ``YEAR``, ``service``, ...) are read as strings, so
+they are labels, never numbers.
 """
 
 from __future__ import annotations
@@ -153,6 +170,191 @@ _DATASETS: dict[str, _Dataset] = {
             "Science 187, 398-404."
         ),
     ),
+
+    "nlschools": _Dataset(
+        file="nlschools.csv",
+        rows=2_287,
+        groups=133,
+        grouping="class",
+        simulated=False,
+        dtypes={"lang": "int64", "IQ": "float64", "class": str, "GS": "int64", "SES": "int64", "COMB": str},
+        description=(
+            "Language test score (lang) of 2,287 Dutch eighth-grade pupils in 133 classes "
+            "(class, an ID label) with verbal IQ (IQ), class size (GS), family SES (SES) "
+            "and whether the class is a multi-grade class (COMB, '0'/'1'). "
+            "lang ~ IQ + (IQ | class) has an intercept-slope correlation near -0.97."
+        ),
+        source=(
+            "MASS `nlschools`; Snijders and Bosker (1999), Multilevel Analysis, "
+            "Sage, example 4.1."
+        ),
+    ),
+    "dyestuff2": _Dataset(
+        file="dyestuff2.csv",
+        rows=30,
+        groups=6,
+        grouping="Batch",
+        simulated=False,
+        dtypes={"Batch": str, "Yield": "float64"},
+        description=(
+            "Simulated yields (Yield) of 5 preparations from each of 6 batches (Batch) "
+            "of an intermediate product; the between-batch variance is estimated as 0, "
+            "lme4's textbook singular fit (Yield ~ 1 + (1 | Batch))."
+        ),
+        source=(
+            "lme4 `Dyestuff2`; Box and Tiao (1973), Bayesian Inference in Statistical "
+            "Analysis, Table 5.1.4 (simulated by them)."
+        ),
+    ),
+    "penicillin": _Dataset(
+        file="penicillin.csv",
+        rows=144,
+        groups=24,
+        grouping="plate",
+        simulated=False,
+        dtypes={"diameter": "float64", "plate": str, "sample": str},
+        description=(
+            "Diameter of the zone of inhibited growth (diameter, mm) for 6 penicillin "
+            "samples (sample) each applied to 24 agar plates (plate): two fully crossed "
+            "factors."
+        ),
+        source=(
+            "lme4 `Penicillin`; Davies and Goldsmith (1972), Statistical Methods in "
+            "Research and Production, 4th ed., Table 6.6."
+        ),
+    ),
+    "pastes": _Dataset(
+        file="pastes.csv",
+        rows=60,
+        groups=30,
+        grouping="sample",
+        simulated=False,
+        dtypes={"strength": "float64", "batch": str, "cask": str, "sample": str},
+        description=(
+            "Strength of a chemical paste (strength), 2 assays from each of 3 casks "
+            "(cask, a-c, labels reused across batches) in each of 10 batches (batch); "
+            "sample = batch:cask identifies the 30 casks: nested factors."
+        ),
+        source=(
+            "lme4 `Pastes`; Davies and Goldsmith (1972), Statistical Methods in "
+            "Research and Production, 4th ed., Table 6.5."
+        ),
+    ),
+    "cbpp": _Dataset(
+        file="cbpp.csv",
+        rows=56,
+        groups=15,
+        grouping="herd",
+        simulated=False,
+        dtypes={"herd": str, "incidence": "int64", "size": "int64", "period": str},
+        description=(
+            "New serological cases of contagious bovine pleuropneumonia (incidence) out "
+            "of herd size at the start of the period (size) in 15 zebu herds (herd) over "
+            "4 periods (period, '1'-'4')."
+        ),
+        source=(
+            "lme4 `cbpp`; Lesnoff et al. (2004), Preventive Veterinary Medicine 62, 101-117."
+        ),
+    ),
+    "verbagg": _Dataset(
+        file="verbagg.csv.gz",
+        rows=7_584,
+        groups=316,
+        grouping="id",
+        simulated=False,
+        dtypes={
+            "Anger": "int64", "Gender": str, "item": str, "resp": str, "id": str,
+            "btype": str, "situ": str, "mode": str, "r2": str,
+        },
+        description=(
+            "Verbal aggression questionnaire: 316 persons (id) x 24 items (item), "
+            "response resp (no/perhaps/yes) and r2 (N/Y: perhaps or yes), trait anger "
+            "(Anger), Gender (F/M), behaviour type (btype: curse/scold/shout), situation "
+            "(situ: other/self) and mode (want/do): crossed factors, binary outcome."
+        ),
+        source=(
+            "lme4 `VerbAgg`; De Boeck and Wilson (2004), Explanatory Item Response "
+            "Models, Springer."
+        ),
+    ),
+    "contraception": _Dataset(
+        file="contraception.csv",
+        rows=1_934,
+        groups=60,
+        grouping="district",
+        simulated=False,
+        dtypes={"woman": str, "district": str, "use": str, "livch": str, "age": "float64", "urban": str},
+        description=(
+            "Contraception use (use, N/Y) of 1,934 women (woman) in 60 districts "
+            "(district) of Bangladesh, 1988, with centred age (age), number of living "
+            "children (livch: '0', '1', '2', '3+') and urban residence (urban, N/Y)."
+        ),
+        source=(
+            "mlmRev `Contraception`; Huq and Cleland (1990), Bangladesh Fertility Survey "
+            "1989; Steele, Diamond and Amin (1996), Population Studies 50, 245-260."
+        ),
+    ),
+    "grouseticks": _Dataset(
+        file="grouseticks.csv",
+        rows=403,
+        groups=118,
+        grouping="BROOD",
+        simulated=False,
+        dtypes={
+            "INDEX": str, "TICKS": "int64", "BROOD": str, "HEIGHT": "float64",
+            "YEAR": str, "LOCATION": str, "cHEIGHT": "float64",
+        },
+        description=(
+            "Ticks counted on the heads of 403 red grouse chicks (INDEX) in 118 broods "
+            "(BROOD) at 63 locations (LOCATION) in 3 years (YEAR, '95'-'97'); HEIGHT is "
+            "the altitude (m), cHEIGHT the altitude centred at its mean."
+        ),
+        source=(
+            "lme4 `grouseticks`; Elston et al. (2001), Parasitology 122, 563-569."
+        ),
+    ),
+    "mmmec": _Dataset(
+        file="mmmec.csv",
+        rows=354,
+        groups=78,
+        grouping="region",
+        simulated=False,
+        dtypes={
+            "nation": str, "region": str, "county": str, "deaths": "int64",
+            "expected": "float64", "uvb": "float64",
+        },
+        description=(
+            "Male malignant melanoma deaths (deaths) and the number expected from the "
+            "population (expected) in 354 counties (county) of 78 regions (region, "
+            "numbered uniquely) in 9 EEC nations (nation), 1971-1980, with centred UV-B "
+            "exposure (uvb): a Poisson count with an exposure offset log(expected)."
+        ),
+        source=(
+            "mlmRev `Mmmec`; Smans, Muir and Boyle (1992), Atlas of Cancer Mortality in "
+            "the European Economic Community, IARC Scientific Publication 107."
+        ),
+    ),
+    "insteval": _Dataset(
+        file="insteval.csv.gz",
+        rows=73_421,
+        groups=2_972,
+        grouping="s",
+        simulated=False,
+        dtypes={
+            "s": str, "d": str, "studage": str, "lectage": str, "service": str,
+            "dept": str, "y": "int64",
+        },
+        description=(
+            "Lecture evaluations at ETH Zurich: 73,421 ratings (y, 1-5) by 2,972 "
+            "students (s) of 1,128 lecturers (d) in 14 departments (dept); service "
+            "('0'/'1': lecture held for another department), studage and lectage "
+            "(ordered codes): large crossed factors."
+        ),
+        source=(
+            "lme4 `InstEval`; ETH Zurich course evaluations, contributed by Martin "
+            "Maechler."
+        ),
+    ),
 }
 
 
@@ -183,7 +385,10 @@ def load(name: str) -> pd.DataFrame:
     ----------
     name : str
         One of ``"wvs7_sim"``, ``"sleepstudy"``, ``"radon"``, ``"hsb82"``,
-        ``"ucb_admissions"`` (see :func:`describe`).
+        ``"ucb_admissions"``, ``"ucb_admissions_wide"``, ``"nlschools"``,
+        ``"dyestuff2"``, ``"penicillin"``, ``"pastes"``, ``"cbpp"``,
+        ``"verbagg"``, ``"contraception"``, ``"grouseticks"``, ``"mmmec"``,
+        ``"insteval"`` (see :func:`describe`).
 
     Returns
     -------
@@ -249,8 +454,10 @@ def describe() -> pd.DataFrame:
     --------
     >>> from bayesmlm.datasets import describe
     >>> table = describe()
-    >>> list(table["name"])
-    ['wvs7_sim', 'sleepstudy', 'radon', 'hsb82', 'ucb_admissions', 'ucb_admissions_wide']
+    >>> list(table["name"])[:6]
+    ['wvs7_sim', 'sleepstudy', 'radon', 'hsb82', 'ucb_admissions', 'nlschools']
+    >>> len(table)
+    16
     >>> int(table.set_index("name").loc["hsb82", "groups"])
     160
     >>> bool(table.set_index("name").loc["wvs7_sim", "simulated"])

@@ -22,6 +22,16 @@ EXPECTED = {
     "radon": (919, "county", 85),
     "hsb82": (7_185, "school", 160),
     "ucb_admissions": (24, "Dept", 6),
+    "nlschools": (2_287, "class", 133),
+    "dyestuff2": (30, "Batch", 6),
+    "penicillin": (144, "plate", 24),
+    "pastes": (60, "sample", 30),
+    "cbpp": (56, "herd", 15),
+    "verbagg": (7_584, "id", 316),
+    "contraception": (1_934, "district", 60),
+    "grouseticks": (403, "BROOD", 118),
+    "mmmec": (354, "region", 78),
+    "insteval": (73_421, "s", 2_972),
     "ucb_admissions_wide": (12, "Dept", 6),
 }
 
