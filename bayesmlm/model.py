@@ -14,6 +14,7 @@ from .design.matrices import Design, build_design
 from .design.priors import Prior, priors_table, resolve_priors
 from .fastpath.fit import fit_collapsed
 from .fastpath.stats import GroupStats, collapse_problem
+from .frequentist_engine.design_fit import fit_design
 from .results.fit import Fit
 from .results.record import FitRecord
 from .sample.nuts import (
@@ -184,6 +185,23 @@ class MLM:
 
         self.design.require_rows("The full model")
         return build_full_model(self.design, self.prior_dict)
+
+    def fit_frequentist(self, method: str | None = None):
+        """lme4's fit of this model: REML or ML (``lmer``) for gaussian models, the Laplace approximation (``glmer``) otherwise.
+
+        bayesmlm's own engine (:mod:`bayesmlm.frequentist_engine`), for any
+        number of grouping factors; no sampling. Its record says whether it
+        converged and whether it is singular.
+
+        Examples
+        --------
+        >>> import bayesmlm
+        >>> m = bayesmlm.MLM("Reaction ~ Days + (Days | Subject)", bayesmlm.datasets.load("sleepstudy"))
+        >>> ff = m.fit_frequentist()
+        >>> ff.method, ff.converged, round(ff.sigma, 2)
+        ('REML', True, 25.59)
+        """
+        return fit_design(self.design, method)
 
     def prior_predictive(self, draws: int = 500, seed: int | None = None):
         """Outcomes simulated from the priors alone (see :func:`bayesmlm.predict.predictive.prior_predictive`).

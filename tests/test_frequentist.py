@@ -1,6 +1,6 @@
-"""The frequentist side of the comparison against lme4, and the Comparison built on it.
+"""The frequentist side of the comparison (the engine through the package's designs) against lme4, and the Comparison.
 
-References (lme4 1.1-31; R calls as in tests/reference/*.json):
+References (lme4 1.1-31; each R call is in its tests/reference/*.json, scripts/references/lme4_references.R makes them):
   sleepstudy.json  lmer(Reaction ~ Days + (Days | Subject), data = sleepstudy)
   hsb82.json       lmer(mAch ~ meanses * cses + sector * cses + (1 + cses | school), data = Hsb82)
   radon.json       lmer(log_radon ~ floor + log_uranium + (1 + floor | county), data = radon)
@@ -21,9 +21,7 @@ from matplotlib.figure import Figure
 
 import bayesmlm
 from bayesmlm import UnsupportedModelError
-from bayesmlm.comparison.frequentist import Comparison, compare_frequentist
-from bayesmlm.comparison.statsmodels_reml import fit_frequentist
-from bayesmlm.results.fit import Fit
+from bayesmlm.comparison.frequentist import Comparison, compare_frequentist, frequentist_tables
 
 HSB = "mAch ~ meanses * cses + sector * cses + (1 + cses | school)"
 SLEEP = "Reaction ~ Days + (Days | Subject)"
@@ -66,17 +64,18 @@ def _check_against_lme4(fixed: pd.DataFrame, variance: pd.DataFrame, ranef: pd.D
 @pytest.mark.parametrize("name, formula", [("sleepstudy", SLEEP), ("hsb82", HSB),
                                            ("radon", "log_radon ~ floor + log_uranium + (1 + floor | county)")])
 def test_reml_fit_equals_lme4(name, formula):
-    ff = fit_frequentist(bayesmlm.MLM(formula, bayesmlm.datasets.load(name)).design)
+    ff = frequentist_tables(bayesmlm.MLM(formula, bayesmlm.datasets.load(name)).design)
     ref = reference(name)
     assert ff.method == "reml" and ff.converged and not ff.singular and ff.singular == ref["singular"]
-    _check_against_lme4(ff.fixed, ff.variance, ff.ranef, ref, "estimate", "se")
+    (factor,) = ff.ranef
+    _check_against_lme4(ff.fixed, ff.variance, ff.ranef[factor], ref, "estimate", "se")
     assert not ff.variance["boundary"].any()
 
 
 def test_ml_and_uncorrelated_fits_equal_lme4():
     data = bayesmlm.datasets.load("sleepstudy")
     # summary(lmer(Reaction ~ Days + (Days | Subject), sleepstudy, REML = FALSE))
-    ml = fit_frequentist(bayesmlm.MLM(SLEEP, data).design, method="ml")
+    ml = frequentist_tables(bayesmlm.MLM(SLEEP, data).design, method="ml")
     for term, est, se in [("(Intercept)", 251.405, 6.632), ("Days", 10.467, 1.502)]:
         _same3(ml.fixed.loc[term, "estimate"], est, term)
         _same3(ml.fixed.loc[term, "se"], se, term)
@@ -85,7 +84,7 @@ def test_ml_and_uncorrelated_fits_equal_lme4():
     assert ml.loglik == pytest.approx(-875.9697, abs=1e-3)  # logLik(): -875.9697 (df = 6)
     # summary(lmer(Reaction ~ Days + (Days || Subject), sleepstudy)): two blocks, no correlation
     for formula in ("Reaction ~ Days + (Days || Subject)", "Reaction ~ Days + (1 | Subject) + (0 + Days | Subject)"):
-        ff = fit_frequentist(bayesmlm.MLM(formula, data).design)
+        ff = frequentist_tables(bayesmlm.MLM(formula, data).design)
         assert ff.variance[["group", "var1", "var2"]].values.tolist() == [["Subject", "(Intercept)", ""],
                                                                           ["Subject.1", "Days", ""], ["Residual", "", ""]]
         for value, lme4 in zip(ff.variance["estimate"], (25.05, 5.988, 25.57)):
@@ -95,23 +94,24 @@ def test_ml_and_uncorrelated_fits_equal_lme4():
 
 
 def test_conditional_modes_are_statsmodels_blups():
+    # statsmodels stays a test dependency for this one independent check of the engine's BLUPs.
     from statsmodels.regression.mixed_linear_model import MixedLM
 
     design = bayesmlm.MLM(SLEEP, bayesmlm.datasets.load("sleepstudy")).design
-    ff = fit_frequentist(design)
+    ff = frequentist_tables(design)
     sm = MixedLM(design.y, design.X, design.factors["Subject"].index, exog_re=design.blocks[0].Z).fit(method=["lbfgs"])
     theirs = np.vstack([sm.random_effects[j] for j in range(18)])
-    ours = ff.ranef["estimate"].to_numpy().reshape(18, 2)
+    ours = ff.ranef["Subject"]["estimate"].to_numpy().reshape(18, 2)
     np.testing.assert_allclose(ours, theirs, rtol=1e-3, atol=1e-3)
     cond_sd = np.sqrt(np.diag(sm.random_effects_cov[0]))
-    np.testing.assert_allclose(ff.ranef["se"].iloc[:2], cond_sd, rtol=1e-3)
+    np.testing.assert_allclose(ff.ranef["Subject"]["se"].iloc[:2], cond_sd, rtol=1e-3)
 
 
 def test_a_variance_at_zero_is_flagged_singular():
     rng = np.random.default_rng(1)
     df = pd.DataFrame({"g": np.repeat(list("abcdefgh"), 5), "x": rng.normal(size=40)})
     df["y"] = df["x"] + rng.normal(size=40)  # no group effect at all: REML puts its SD at zero
-    ff = fit_frequentist(bayesmlm.MLM("y ~ x + (1 | g)", df).design)
+    ff = frequentist_tables(bayesmlm.MLM("y ~ x + (1 | g)", df).design)
     assert ff.singular
     assert ff.variance["boundary"].tolist() == [True, False]
     assert ff.variance["estimate"].iloc[0] < 1e-4 * ff.variance["estimate"].iloc[1]
@@ -168,7 +168,9 @@ def test_rendering_and_plot(sleep_fit):
                                notes=("The MLE may be on the boundary of the parameter space.",))
     text = str(flat)
     assert "[warning] The ML fit is singular (as lme4's isSingular): Subject: Days on the boundary" in text
-    assert "[warning] statsmodels: The MLE may be on the boundary" in text
+    assert "[warning] ML fit: The MLE may be on the boundary" in text
+    unconverged = str(dataclasses.replace(cmp, converged=False))
+    assert "[problem] The ML fit did not converge: its numbers are not an optimum" in unconverged
     fig = cmp.plot()
     assert isinstance(fig, Figure) and len(fig.axes) == 2 + 2
     scatter = fig.axes[2]
@@ -185,23 +187,76 @@ def test_rendering_and_plot(sleep_fit):
         cmp.plot(terms=["slope"])
 
 
-def test_unsupported_models_are_refused_without_sampling():
+# Every class of model the Bayesian side fits, through the package's own design (formula -> X, Z, factors).
+# Tolerances are against lme4's default optimum (a tight refit is in each JSON; tests/test_frequentist_engine.py
+# holds the engine to 1e-4 of it): fixed effects within 2e-3 of their SE, SDs and correlations within 1e-3.
+DESIGNS = [("penicillin", "diameter ~ 1 + (1 | plate) + (1 | sample)", "gaussian", {}),  # crossed
+           ("pastes", "strength ~ 1 + (1 | batch/cask)", "gaussian", {}),  # nested
+           ("dyestuff2", "Yield ~ 1 + (1 | Batch)", "gaussian", {}),  # singular
+           ("nlschools", "lang ~ IQ + (IQ | class)", "gaussian", {}),  # statsmodels stopped unconverged here
+           ("cbpp", "incidence ~ period + (1 | herd)", "binomial", {"trials": "size"}),
+           ("contraception", "use ~ age + urban + livch + (1 + urban | district)", "bernoulli", {})]
+
+
+def _ours(variance: pd.DataFrame, key: str) -> float:
+    """Our estimate of lme4's ``as.data.frame(VarCorr())`` key ('cask:batch:(Intercept)', 'class:(Intercept):IQ')."""
+    if key == "Residual":
+        return float(variance.set_index("group").loc["Residual", "estimate"])
+    parts = key.split(":")
+    for _, row in variance.iterrows():
+        group = sorted(row.group.split(":"))
+        terms = [row.var1] + ([row.var2] if row.var2 else [])
+        if sorted(parts) == sorted(group + terms) and parts[-len(terms):] == terms:
+            return float(row.estimate)
+    raise KeyError(key)
+
+
+@pytest.mark.parametrize("name, formula, family, options", DESIGNS, ids=[d[0] for d in DESIGNS])
+def test_every_model_class_equals_lme4(name, formula, family, options):
+    ref = reference(name)
+    ff = frequentist_tables(bayesmlm.MLM(formula, bayesmlm.datasets.load(name), family=family, **options).design)
+    assert ff.method == ("reml" if family == "gaussian" else "laplace")
+    assert ff.converged and ff.singular == ref["singular"]
+    for term, r in ref["fixef"].items():
+        assert abs(ff.fixed.loc[term, "estimate"] - r["estimate"]) < 2e-3 * r["se"], term
+        assert ff.fixed.loc[term, "se"] == pytest.approx(r["se"], rel=2e-3), term
+    for key, value in ref["sd"].items():
+        assert _ours(ff.variance, key) == pytest.approx(value, rel=1e-3, abs=1e-6), key
+    for key, value in ref["cor"].items():
+        assert _ours(ff.variance, key) == pytest.approx(value, abs=1e-3), key
+    assert ff.variance["boundary"].any() == ref["singular"]
+    assert ff.loglik == pytest.approx(ref["logLik"], abs=1e-2)
+
+
+def test_bayes_beside_laplace_for_a_binomial_and_a_poisson_fit(ucb_fit, poisson_fit):
+    cmp = ucb_fit.compare_frequentist()
+    assert cmp.method == "laplace" and cmp.label == "Laplace" and cmp.converged
+    ref = reference("ucb_admissions")
+    for term, r in ref["fixef"].items():
+        assert cmp.fixed.loc[term, "freq_estimate"] == pytest.approx(r["estimate"], abs=2e-3 * r["se"])
+    assert list(cmp.variance["group"]) == ["Dept"]  # no residual SD for a logit model
+    assert cmp.variance["freq_estimate"].iloc[0] == pytest.approx(ref["sd"]["Dept:(Intercept)"], rel=1e-3)
+    assert str(cmp).startswith("Posterior against Laplace")
+    counts = poisson_fit.compare_frequentist()
+    assert counts.method == "laplace" and counts.converged and len(counts.groups) > 0
+    assert (counts.fixed["diff_in_sd"].abs() < 2).all(), counts.fixed
+
+
+def test_methods_and_models_the_engine_lacks_are_refused_by_name():
     rng = np.random.default_rng(2)
-    df = pd.DataFrame({"g": np.repeat(list("abcdef"), 10), "h": np.tile(list("uvw"), 20), "x": rng.normal(size=60)})
-    df["y"] = (rng.random(60) < 0.5).astype(int)
-    logit = bayesmlm.MLM("y ~ x + (1 | g)", df, family="bernoulli")
-    unfitted = Fit(logit.design, logit.prior_dict, None, None)  # the refusal comes before any posterior is read
-    with pytest.raises(UnsupportedModelError, match="family='bernoulli'.*none is substituted.*glmer"):
-        unfitted.compare_frequentist()
-    crossed = bayesmlm.MLM("x ~ 1 + (1 | g) + (1 | h)", df)
-    with pytest.raises(UnsupportedModelError, match=r"one grouping factor.*has 2 \(g, h\)"):
-        fit_frequentist(crossed.design)
-    with pytest.raises(ValueError, match="Unknown method 'mle'. Valid methods: reml, ml"):
-        fit_frequentist(bayesmlm.MLM("x ~ 1 + (1 | g)", df).design, method="mle")
+    df = pd.DataFrame({"g": np.repeat(list("abcdef"), 10), "x": rng.normal(size=60)})
+    df["y"] = df["x"] + rng.normal(size=60)
+    with pytest.raises(ValueError, match="method 'mle' is not available for family 'gaussian'; use 'reml' or 'ml'"):
+        frequentist_tables(bayesmlm.MLM("y ~ x + (1 | g)", df).design, method="mle")
+    df["b"] = (df["y"] > 0).astype(int)
+    with pytest.raises(ValueError, match="method 'reml' is not available for family 'bernoulli'.*laplace"):
+        frequentist_tables(bayesmlm.MLM("b ~ x + (1 | g)", df, family="bernoulli").design, method="reml")
+    with pytest.raises(UnsupportedModelError, match="at least one fixed-effect term.*add '1 \\+'"):
+        frequentist_tables(bayesmlm.MLM("y ~ 0 + (1 | g)", df).design)
 
 
 def test_offset_is_taken_off_the_outcome():
     design = bayesmlm.MLM(SLEEP, bayesmlm.datasets.load("sleepstudy")).design
     shifted = dataclasses.replace(design, y=design.y + 100.0, offset=np.full(design.n_obs, 100.0))
-    np.testing.assert_allclose(fit_frequentist(shifted).fixed["estimate"], fit_frequentist(design).fixed["estimate"],
+    np.testing.assert_allclose(frequentist_tables(shifted).fixed["estimate"], frequentist_tables(design).fixed["estimate"],
                                rtol=1e-6)

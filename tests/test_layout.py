@@ -20,12 +20,14 @@ LATER = {
     "build": {"sample", "fastpath", "results", "predict", "comparison", "plots", "report", "app", "model"},
     "sample": {"fastpath", "results", "predict", "comparison", "plots", "report", "app", "model"},
     "fastpath": {"results", "predict", "comparison", "plots", "report", "app", "model"},
+    "frequentist_engine": {"build", "sample", "fastpath", "results", "predict", "comparison", "plots", "report", "app",
+                           "model"},
     "plots": {"report", "app", "model"},
     "report": {"app", "model"},
 }
 # Modules that must never import PyMC or PyTensor, not even through another module of the package.
 NO_PYMC = ("bayesmlm.spec", "bayesmlm.design", "bayesmlm.schema", "bayesmlm.errors", "bayesmlm.datasets",
-           "bayesmlm.fastpath.stats", "bayesmlm.fastpath.readers", "bayesmlm.results.format")
+           "bayesmlm.fastpath.stats", "bayesmlm.fastpath.readers", "bayesmlm.results.format", "bayesmlm.frequentist_engine")
 
 
 def _module_name(path: Path) -> str:

@@ -1,23 +1,107 @@
-"""Compare: a posterior beside the REML (or ML) fit of the same model.
+"""Compare: a posterior beside lme4's fit of the same model (REML, ML or glmer's Laplace).
 
-:func:`compare_frequentist` puts :func:`bayesmlm.comparison.statsmodels_reml.fit_frequentist` of a
-Fit's design beside the Fit's posterior summaries (``fit.fixef()``,
-``fit.varcorr()``, ``fit.ranef()``) in a :class:`Comparison`. The Bayesian
-model is never refitted; what statsmodels cannot fit exactly (see
-:mod:`bayesmlm.comparison.statsmodels_reml`) is refused, never approximated.
+:func:`compare_frequentist` puts the frequentist engine's fit of a Fit's
+design (:func:`bayesmlm.frequentist_engine.design_fit.fit_design`: lme4's
+profiled REML/ML for gaussian models, glmer's Laplace approximation for the
+others, any number of grouping factors) beside the Fit's posterior summaries
+(``fit.fixef()``, ``fit.varcorr()``, ``fit.ranef()``) in a :class:`Comparison`.
+The Bayesian model is never refitted. A frequentist fit that did not converge,
+or is singular, is flagged in every table and figure that shows it.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
 import pandas as pd
 from scipy.stats import norm
 
+from ..frequentist_engine.design_fit import default_method, fit_design
 from ..report.render import Note, Section, Table
-from .statsmodels_reml import fit_frequentist
 
-__all__ = ["Comparison", "compare_frequentist"]
+__all__ = ["FrequentistTables", "frequentist_tables", "Comparison", "compare_frequentist"]
+
+_TOL = 1e-4  # lme4's isSingular(tol = 1e-4)
+_LABELS = {"reml": "REML", "ml": "ML", "laplace": "Laplace"}
+
+
+@dataclass(frozen=True, eq=False)
+class FrequentistTables:
+    """lme4's fit of a design in the comparison's layout (by block label, as the posterior's tables).
+
+    Attributes
+    ----------
+    method : str
+        ``"reml"``, ``"ml"`` or ``"laplace"``.
+    fixed : DataFrame
+        Index term; columns estimate, se (lme4's ``vcov()``).
+    variance : DataFrame
+        lme4's ``as.data.frame(VarCorr())`` rows with the posterior's block
+        labels: group, var1, var2, estimate (SDs, correlations, the residual
+        SD for gaussian models) and boundary (an SD of zero or a correlation
+        of +-1, what makes lme4 call a fit singular).
+    ranef : dict of str to DataFrame
+        Per grouping factor, index (group, term); columns estimate (the
+        conditional mode) and se (its conditional SD, lme4's ``condVar``).
+    singular, converged : bool
+    loglik : float
+        The maximised (REML) log-likelihood, or its Laplace approximation.
+    optimizer : str
+        The optimiser and its number of evaluations.
+    notes : tuple of str
+        The optimiser's and the convergence checks' messages.
+    """
+
+    method: str
+    fixed: pd.DataFrame
+    variance: pd.DataFrame
+    ranef: dict
+    singular: bool
+    converged: bool
+    loglik: float
+    optimizer: str
+    notes: tuple[str, ...]
+
+
+def frequentist_tables(design, method: str | None = None) -> FrequentistTables:
+    """The frequentist engine's fit of a design, in the layout of the posterior's tables.
+
+    Examples
+    --------
+    >>> import bayesmlm
+    >>> m = bayesmlm.MLM("Reaction ~ Days + (Days | Subject)", bayesmlm.datasets.load("sleepstudy"))
+    >>> frequentist_tables(m.design).fixed.round(3)
+                 estimate     se
+    term
+    (Intercept)   251.405  6.825
+    Days           10.467  1.546
+    """
+    method = (method or default_method(design.spec.family.name)).lower()
+    ff = fit_design(design, method)
+    scale = ff.sigma if ff.sigma is not None else 1.0
+    vc = {(str(r.grp).split(".")[0] if r.grp != "Residual" else "Residual",
+           "" if pd.isna(r.var1) else r.var1, "" if pd.isna(r.var2) else r.var2): float(r.sdcor)
+          for r in ff.varcorr.itertuples()}
+    rows = []
+    for b in design.blocks:
+        for t in b.terms:
+            sd = vc[(b.group, t, "")]
+            rows.append((b.label, t, "", sd, bool(sd / scale < _TOL)))
+        if b.correlated:
+            for i, a in enumerate(b.terms):
+                for c in b.terms[i + 1:]:
+                    cor = vc.get((b.group, a, c), vc.get((b.group, c, a)))
+                    rows.append((b.label, a, c, cor, bool(not np.isfinite(cor) or abs(cor) > 1 - _TOL)))
+    if ff.sigma is not None:
+        rows.append(("Residual", "", "", ff.sigma, False))
+    variance = pd.DataFrame(rows, columns=["group", "var1", "var2", "estimate", "boundary"])
+    ranef = {f: t.rename(columns={"condval": "estimate", "condsd": "se"}) for f, t in ff.ranef.items()}
+    log = ff.optimizer
+    optimizer = f"{log.optimizer}, {log.evaluations} evaluations" if log is not None else ""
+    return FrequentistTables(method=method, fixed=ff.fixed.set_index("term"), variance=variance, ranef=ranef,
+                             singular=ff.singular, converged=ff.converged, loglik=ff.loglik, optimizer=optimizer,
+                             notes=tuple(ff.warnings))
 
 
 _BAYES = {"mean": "bayes_mean", "sd": "bayes_sd", "lower": "bayes_lower", "upper": "bayes_upper"}
@@ -33,10 +117,10 @@ class Comparison:
     Attributes
     ----------
     method : str
-        ``"reml"`` or ``"ml"``.
+        ``"reml"``, ``"ml"`` or ``"laplace"``.
     formula : str
     factor : str
-        The grouping factor.
+        The grouping factor of ``groups``.
     prob : float
         Mass of the credible intervals, and level of the Wald intervals.
     fixed : DataFrame
@@ -54,13 +138,14 @@ class Comparison:
     singular : bool
         lme4's ``isSingular()`` of the frequentist fit.
     converged : bool
-        Whether statsmodels reports convergence.
+        Whether the optimiser converged and lme4's gradient and Hessian checks
+        passed; a fit that did not is flagged wherever it is shown.
     loglik : float
-        The maximised REML or ML log-likelihood.
+        The maximised (REML) log-likelihood, or its Laplace approximation.
     optimizer : str
-        The statsmodels optimizer whose fit was kept.
+        The optimiser and its number of evaluations.
     notes : tuple of str
-        Warnings statsmodels raised while fitting.
+        The optimiser's and the convergence checks' messages.
 
     Examples
     --------
@@ -84,8 +169,8 @@ class Comparison:
 
     @property
     def label(self) -> str:
-        """``"REML"`` or ``"ML"``."""
-        return self.method.upper()
+        """``"REML"``, ``"ML"`` or ``"Laplace"``."""
+        return _LABELS[self.method]
 
     def section(self) -> Section:
         """The comparison as a report :class:`~bayesmlm.report.render.Section` (text, HTML and Markdown).
@@ -96,8 +181,8 @@ class Comparison:
         """
         pct = f"{100 * self.prob:g}%"
         intro = (f"Formula: {self.formula}. Posterior mean, SD and {pct} credible interval beside the {self.label} "
-                 f"estimate (statsmodels MixedLM, {self.optimizer}; log-likelihood {self.loglik:.2f}), its standard "
-                 f"error and {pct} Wald interval; diff_in_sd is (posterior mean - estimate) / posterior SD.")
+                 f"estimate (lme4's method, bayesmlm's engine: {self.optimizer}; log-likelihood {self.loglik:.2f}), "
+                 f"its standard error and {pct} Wald interval; diff_in_sd is (posterior mean - estimate) / posterior SD.")
         blocks = [Note(intro), Table(self.fixed, "Fixed effects", name="frequentist_fixed"),
                   Table(self.variance, "Random-effect SDs, correlations and residual SD", name="frequentist_variance")]
         flagged = self.variance[self.variance["boundary"]]
@@ -108,8 +193,9 @@ class Comparison:
                                f"{names or 'a variance component'} on the boundary. The posterior keeps the "
                                "uncertainty that the point estimate drops.", "warn"))
         if not self.converged:
-            blocks.append(Note(f"statsmodels did not report convergence for the {self.label} fit.", "bad"))
-        blocks += [Note(f"statsmodels: {n}", "warn") for n in self.notes]
+            blocks.append(Note(f"The {self.label} fit did not converge: its numbers are not an optimum, so do not "
+                               "read the differences below as disagreement.", "bad"))
+        blocks += [Note(f"{self.label} fit: {n}", "warn") for n in self.notes]
         blocks.append(Table(_group_agreement(self.groups), f"Random effects by {self.factor}: posterior means "
                             "against BLUPs", name="frequentist_groups"))
         return Section(f"Posterior against {self.label}", tuple(blocks), key="frequentist")
@@ -151,30 +237,28 @@ def _side_by_side(bayes: pd.DataFrame, freq: pd.DataFrame) -> pd.DataFrame:
     return out
 
 
-def compare_frequentist(fit, method: str = "reml", prob: float = 0.95) -> Comparison:
-    """The same model fitted by REML (or ML) beside a fit's posterior.
+def compare_frequentist(fit, method: str | None = None, prob: float = 0.95, factor: str | None = None) -> Comparison:
+    """The same model fitted as lme4 does (REML, ML or Laplace) beside a fit's posterior.
 
     Reads the posterior through ``fit.fixef()``, ``fit.varcorr()`` and
     ``fit.ranef()``; never refits it. The frequentist fit is
-    :func:`fit_frequentist` of ``fit.design``.
+    :func:`frequentist_tables` of ``fit.design``.
 
     Parameters
     ----------
     fit : Fit
-    method : str
-        ``"reml"`` (default) or ``"ml"``.
+    method : str, optional
+        ``"reml"`` (default for gaussian models) or ``"ml"``; ``"laplace"``
+        (glmer's nAGQ = 1, the default and only method for other families).
     prob : float
         Mass of the credible intervals and level of the Wald intervals.
+    factor : str, optional
+        The grouping factor whose random effects ``groups`` holds; needed
+        only when the model has several.
 
     Returns
     -------
     Comparison
-
-    Raises
-    ------
-    UnsupportedModelError
-        Where MixedLM cannot fit the model (a family other than gaussian,
-        several grouping factors).
 
     Examples
     --------
@@ -184,8 +268,8 @@ def compare_frequentist(fit, method: str = "reml", prob: float = 0.95) -> Compar
     """
     if not 0 < prob < 1:
         raise ValueError(f"prob must be between 0 and 1; got {prob!r}.")
-    ff = fit_frequentist(fit.design, method)
-    factor = fit.design.spec.groups[0]
+    ff = frequentist_tables(fit.design, method)
+    factor = fit.design.spec.resolve_group(factor)
     z = norm.ppf(0.5 + prob / 2)
     freq = ff.fixed.rename(columns={"estimate": "freq_estimate", "se": "freq_se"})
     freq["freq_lower"] = freq["freq_estimate"] - z * freq["freq_se"]
@@ -196,7 +280,8 @@ def compare_frequentist(fit, method: str = "reml", prob: float = 0.95) -> Compar
     variance = variance.join(ff.variance.set_index(keys).rename(columns={"estimate": "freq_estimate"}), how="outer")
     variance = variance.loc[list(ff.variance.set_index(keys).index)]
     variance["diff_in_sd"] = (variance["bayes_mean"] - variance["freq_estimate"]) / variance["bayes_sd"]
-    groups = _side_by_side(fit.ranef(prob, factor), ff.ranef.rename(columns={"estimate": "freq_estimate", "se": "freq_se"}))
-    return Comparison(method=method, formula=fit.formula, factor=factor, prob=prob, fixed=fixed,
+    groups = _side_by_side(fit.ranef(prob, factor),
+                           ff.ranef[factor].rename(columns={"estimate": "freq_estimate", "se": "freq_se"}))
+    return Comparison(method=ff.method, formula=fit.formula, factor=factor, prob=prob, fixed=fixed,
                       variance=variance.reset_index(), groups=groups, singular=ff.singular, converged=ff.converged,
                       loglik=ff.loglik, optimizer=ff.optimizer, notes=ff.notes)

@@ -14,6 +14,7 @@ tables.  Modules, one idea each:
 - ``tables``: lme4's fixed-effect, VarCorr and ranef tables.
 - ``result``: the :class:`FrequentistFit` record.
 - ``fit``: :func:`fit_frequentist` and :func:`fit_grouped`.
+- ``design_fit``: :func:`fit_design`, the engine on a model's design.
 
 Examples
 --------

@@ -258,22 +258,19 @@ def plots_section(fit, which=PLOTS, term: str | None = None,
 
 
 def comparison_section(fit) -> Section:
-    """This posterior beside the REML fit of the same model, with its figure.
+    """This posterior beside lme4's fit of the same model (REML, or glmer's Laplace), with its figure.
 
     The tables and notes are the :class:`~bayesmlm.comparison.frequentist.Comparison`'s
     own section (one renderer per reportable object); this adds its plot.
-    Where statsmodels cannot fit the model, the section says why.
+    Where the engine cannot fit the model, the section says why.
 
     Examples
     --------
     >>> comparison_section(fit).to_text()  # doctest: +SKIP
     """
-    title = "Bayes beside REML"
+    title = "Bayes beside the frequentist fit"
     try:
         cmp = fit.compare_frequentist()
-    except ImportError:
-        return Section(title, (Note("The frequentist comparison is not available in this version of bayesmlm.", "warn"),),
-                       key="frequentist")
     except (ValueError, NotImplementedError) as err:
         return Section(title, (Note(f"No frequentist comparison: {err}", "warn"),), key="frequentist")
     sec = cmp.section()

@@ -307,8 +307,10 @@ class Fit:
         return f"<bayesmlm.Fit {self.formula} | {self.record.method}, {self.record.settings.chains}x{self.record.settings.draws} draws>"
 
     # -- downstream views (each lives in its own module; a Fit never refits) --
-    def compare_frequentist(self, method: str = "reml"):
-        """The same model fitted by REML (or ML) with statsmodels, side by side with this posterior.
+    def compare_frequentist(self, method: str | None = None, prob: float = 0.95, factor: str | None = None):
+        """The same model fitted as lme4 does (REML or ML; glmer's Laplace for other families), beside this posterior.
+
+        See :func:`bayesmlm.comparison.frequentist.compare_frequentist`.
 
         Examples
         --------
@@ -316,7 +318,7 @@ class Fit:
         """
         from ..comparison.frequentist import compare_frequentist
 
-        return compare_frequentist(self, method=method)
+        return compare_frequentist(self, method=method, prob=prob, factor=factor)
 
     def pooling(self, factor: str | None = None, prob: float = 0.95):
         """Complete-, no- and partial-pooling estimates per group and term.
