@@ -254,7 +254,32 @@ def parse_formula(formula: str, family: str = "gaussian") -> ModelSpec:
         else:
             fixed_parts.append(stripped)
     fixed = _normalise_fixed(" + ".join(fixed_parts))
+    if not blocks:
+        raise SpecError(f"The formula {formula.strip()!r} has no random term such as (1 | g): bayesmlm fits multilevel "
+                        "models, whose coefficients vary by group. Add a random term, e.g. '... + (1 | group)'; for a "
+                        "regression without groups use a plain regression tool (bambi.Model(formula, data) for a "
+                        "Bayesian one, statsmodels.formula.api.ols or glm for a frequentist one).")
+    _check_outcome_not_predictor(formula, response, fixed, blocks)
     return ModelSpec(response, fixed, tuple(blocks), FAMILIES[family])
+
+
+def _names_read(expr: str) -> set[str]:
+    """Identifiers an expression reads as columns: not function names (``log(``), nor string literals."""
+    text = re.sub(r"(['\"]).*?\1", "''", expr)
+    return {m.group(0) for m in re.finditer(r"[A-Za-z_.][\w.]*", text) if not text[m.end():].lstrip().startswith("(")}
+
+
+def _check_outcome_not_predictor(formula: str, response: str, fixed: str, blocks: list[RandomBlock]) -> None:
+    """The outcome cannot also be a predictor or a grouping factor: the model would explain y by itself."""
+    m = _CBIND.match(response)
+    outcomes = set(m.groups()) if m else {response}
+    for where, expr in [("fixed part", fixed), *((f"random term {b.text()}", b.expr) for b in blocks),
+                        *((f"grouping factor of {b.text()}", b.group.replace(":", " + ")) for b in blocks)]:
+        both = sorted(outcomes & _names_read(expr))
+        if both:
+            raise SpecError(f"The outcome '{both[0]}' is also in the {where} of {formula.strip()!r}: a model that "
+                            f"explains '{both[0]}' by itself is not identified. Remove '{both[0]}' from the right of '~' "
+                            "(for an earlier measurement of the outcome, use its own column, e.g. a lagged copy).")
 
 
 def _normalise_fixed(rhs: str) -> str:
@@ -328,8 +353,6 @@ def spec_from_levels(level1: str, level2: dict | None, group: str, *, fixed=(), 
     if random_terms:
         expr = " + ".join(random_terms if "1" in random_terms else ["0"] + random_terms)
         rand = f" + ({expr} | {group})"
-    formula = f"{response} ~ {' + '.join(fixed_terms)}{rand}"
-    spec = parse_formula(formula, family)
-    if not spec.random:
+    if not random_terms:
         raise SpecError("Every level-1 term is marked fixed: a multilevel model needs at least one random term.")
-    return spec
+    return parse_formula(f"{response} ~ {' + '.join(fixed_terms)}{rand}", family)
