@@ -113,3 +113,33 @@ def test_default_priors_scale_with_the_data(small):
     assert b["sd(g:x)"].kwargs["sigma"] == pytest.approx(1000 * a["sd(g:x)"].kwargs["sigma"], rel=1e-3)
     assert b["sigma"].kwargs["lam"] == pytest.approx(a["sigma"].kwargs["lam"] / 100, rel=1e-3)
     assert a["cor(g)"].dist == "lkj"
+
+
+# -- issue 15: priors at any scale, and priors given the wrong way ---------------------------------------------------
+@pytest.mark.parametrize("scale", [1e-7, 5e-5, 1e9])
+def test_default_priors_scale_at_any_magnitude(small, scale):
+    # Before: rounded to 4 decimals, so at 1e-7 the intercept's sigma was 0 (an error) and near 5e-5 it was 30% off.
+    y = small.y * scale
+    pri = bayesmlm.MLM("y ~ x + (1 | g)", small.assign(y=y)).prior_dict
+    s_y = float(np.std(y, ddof=1))
+    assert pri["(Intercept)"].kwargs["mu"] == pytest.approx(float(np.mean(y)), rel=1e-9)
+    assert pri["(Intercept)"].kwargs["sigma"] == pytest.approx(2.5 * s_y, rel=1e-3)
+    assert pri["sd(g:(Intercept))"].kwargs["sigma"] == pytest.approx(s_y, rel=1e-3)
+    assert pri["sigma"].kwargs["lam"] == pytest.approx(1 / s_y, rel=1e-3)
+
+
+def test_intercept_prior_is_not_rounded_off_a_large_mean(small):
+    y = 1e6 + 1e-3 * small.y
+    pri = bayesmlm.MLM("y ~ x + (1 | g)", small.assign(y=y)).prior_dict["(Intercept)"].kwargs
+    assert abs(pri["mu"] - y.mean()) < 1e-3 * pri["sigma"]
+
+
+def test_priors_must_be_a_dict(small):
+    # Before: AttributeError: 'list' object has no attribute 'items'.
+    with pytest.raises(SpecError, match=r"priors must be a dict.*got a list. Valid names for this model: \(Intercept\), x"):
+        bayesmlm.MLM("y ~ x + (1 | g)", small, priors=["normal(0, 1)"])
+
+
+def test_prior_parameters_must_be_numbers():
+    with pytest.raises(SpecError, match="Prior normal: parameter mu must be a number; got 'a'"):
+        bayesmlm.Prior("normal", mu="a", sigma=1)
