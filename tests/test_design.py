@@ -143,3 +143,85 @@ def test_priors_must_be_a_dict(small):
 def test_prior_parameters_must_be_numbers():
     with pytest.raises(SpecError, match="Prior normal: parameter mu must be a number; got 'a'"):
         bayesmlm.Prior("normal", mu="a", sigma=1)
+
+
+# -- issue 15: every column role with every dtype; values a transform makes; outcomes with nothing to model ----------
+def test_transform_that_makes_minus_inf_names_the_term(small):
+    # Before: -inf in X, then PyMC's "Masked arrays" NotImplementedError at fit time.
+    with pytest.raises(DataError, match=r"fixed term 'np.log\(z\)' is -inf in 1 row\(s\) \(first at row 0\).*np.log1p"):
+        bayesmlm.MLM("y ~ np.log(z) + (1 | g)", small.assign(z=np.r_[0.0, np.abs(small.x[1:])]))
+
+
+@pytest.mark.parametrize("values, words", [
+    (pd.date_range("2020-01-01", periods=60), r"'d' is datetime64.*date or time.*\.dt\.days"),
+    (pd.to_timedelta(np.arange(60), "D"), r"'d' is timedelta64.*total_seconds"),
+    (np.arange(60) + 1j, r"'d' is complex128.*must be real"),
+    (pd.Series([1, "a"] * 30, dtype=object), r"'d' is object, of mixed types \(int, str\).*one type"),
+    (pd.Series(list(np.arange(60.0)), dtype=object), r"'d' is object, numbers stored as objects.*pd.to_numeric"),
+])  # fmt: skip
+def test_predictor_dtypes_the_model_cannot_read(small, values, words):
+    # Before: SpecError "Variable is of an unrecognized type (<class 'pandas.Series'>)", or (complex) silently the real part.
+    with pytest.raises(DataError, match="The predictor " + words):
+        bayesmlm.MLM("y ~ d + (1 | g)", small.assign(d=values))
+
+
+@pytest.mark.parametrize("dtype", ["string", "category", "object", "string[pyarrow]"])
+def test_text_predictors_of_every_text_dtype_read_alike(small, dtype):
+    c = pd.Series(np.tile(list("abc"), 20)).astype(dtype)
+    assert bayesmlm.MLM("y ~ c + (1 | g)", small.assign(c=c)).design.fixed_terms == ("(Intercept)", "cb", "cc")
+
+
+def test_nullable_numbers_and_bools_are_numbers(small):
+    xi = pd.array(np.round(small.x * 3).astype(int), dtype="Int64")
+    xi[3] = pd.NA
+    with pytest.warns(RowsDroppedWarning, match="Dropped 1 of 60"):
+        m = bayesmlm.MLM("y ~ xi + xf + b + (1 | g)", small.assign(xi=xi, xf=pd.array(small.x, dtype="Float64"),
+                                                                   b=pd.array(small.x > 0, dtype="boolean")))
+    assert m.design.fixed_terms == ("(Intercept)", "xi", "xf", "b")
+    assert m.design.X.dtype == float
+
+
+def test_grouping_column_of_mixed_types_is_refused(small):
+    # Before: 1 and "1" silently became one group.
+    with pytest.raises(DataError, match=r"grouping column 'g' is object, of mixed types \(int, str\)"):
+        bayesmlm.MLM("y ~ x + (1 | g)", small.assign(g=pd.Series([1, "1", 2, "2", 3, "3"] * 10, dtype=object)))
+
+
+def test_whole_number_group_labels_read_alike_in_any_dtype(small):
+    ints = np.repeat(np.arange(6), 10)
+    a = bayesmlm.MLM("y ~ x + (1 | g)", small.assign(g=ints)).design.factors["g"].levels
+    b = bayesmlm.MLM("y ~ x + (1 | g)", small.assign(g=ints.astype(float))).design.factors["g"].levels
+    c = bayesmlm.MLM("y ~ x + (1 | g)", small.assign(g=pd.array(ints, dtype="Int64"))).design.factors["g"].levels
+    assert a == b == c == ("0", "1", "2", "3", "4", "5")
+
+
+def test_duplicate_column_names_are_refused(small):
+    # Before: AttributeError: 'DataFrame' object has no attribute 'dtype'.
+    with pytest.raises(DataError, match=r"Column name\(s\) 'x' appear more than once.*duplicated"):
+        bayesmlm.MLM("y ~ x + (1 | g)", pd.concat([small, small[["x"]]], axis=1))
+    twice_unused = pd.concat([small, small[["w"]]], axis=1)  # a copy the model does not read is left alone
+    assert bayesmlm.MLM("y ~ x + (1 | g)", twice_unused).design.n_obs == 60
+
+
+def test_column_arguments_must_be_names(small):
+    with pytest.raises(bayesmlm.ArgumentError, match=r"offset= names a column of the data \(a str\); got \['x'\]"):
+        bayesmlm.MLM("y ~ x + (1 | g)", small, offset=["x"])
+
+
+@pytest.mark.parametrize("family, y, words", [
+    ("gaussian", 3.0, "every row is 3: there is no variation"),
+    ("bernoulli", 0, "every row is 0: a logit model needs both outcomes"),
+    ("poisson", 0, "every count is 0"),
+])  # fmt: skip
+def test_outcome_without_variation_is_refused(small, family, y, words):
+    with pytest.raises(DataError, match=f"outcome 'y' has no variation: {words}"):
+        bayesmlm.MLM("y ~ x + (1 | g)", small.assign(y=y), family=family)
+
+
+def test_complete_separation_warns_naming_the_predictor(small):
+    with pytest.warns(bayesmlm.SeparationWarning, match=r"'x' separates the outcome \(y = 1 exactly where x is above"):
+        bayesmlm.MLM("y ~ x + (1 | g)", small.assign(y=(small.x > 0).astype(int)), family="bernoulli")
+    quasi = small.assign(y=(small.y > 1).astype(int), b=np.r_[np.ones(5), np.zeros(55)])
+    quasi.loc[quasi.b == 1, "y"] = 1
+    with pytest.warns(bayesmlm.SeparationWarning, match="'b' separates the outcome \\(every row with b = 1 has y = 1\\)"):
+        bayesmlm.MLM("y ~ b + x + (1 | g)", quasi, family="bernoulli")

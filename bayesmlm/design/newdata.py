@@ -13,7 +13,7 @@ import pandas as pd
 
 from ..errors import DataError
 from .data_checks import formula_variables
-from .matrices import Design, offset_column, split_offset
+from .matrices import Design, group_labels, offset_column, split_offset
 
 __all__ = ["NewData", "new_data_design"]
 
@@ -102,10 +102,7 @@ def new_data_design(design: Design, newdata: pd.DataFrame, *, groups: bool = Tru
         for b in design.blocks:
             Z.append(_evaluate(b.Z_matrix, data, f"random term ({' + '.join(b.terms)} | {b.group})")[0])
         for name, f in design.factors.items():
-            cols = name.split(":")
-            values = data[cols[0]].astype(str)
-            for c in cols[1:]:
-                values = values + ":" + data[c].astype(str)
+            values = group_labels(data, name)
             lookup = {lev: i for i, lev in enumerate(f.levels)}
             labels[name] = values.to_numpy(dtype=object)
             index[name] = np.array([lookup.get(v, -1) for v in labels[name]], dtype=np.int64)

@@ -37,6 +37,7 @@ from ..design.matrices import (
     Design,
     GroupingFactor,
     build_design,
+    group_labels,
 )
 from ..design.newdata import new_data_design
 from ..errors import DataError, RowsDroppedWarning, SpecError
@@ -153,12 +154,9 @@ def _group_codes(clean: pd.DataFrame, template: Design) -> tuple[np.ndarray, np.
     cols = _group_columns(template)
     if len(cols) == 1:
         codes, uniques = pd.factorize(clean[cols[0]])
-        labels = np.asarray(pd.Index(uniques).astype(str), dtype=object)
+        labels = group_labels(pd.DataFrame({cols[0]: uniques}), cols[0]).to_numpy(dtype=object)
     else:
-        values = clean[cols[0]].astype(str)
-        for c in cols[1:]:
-            values = values + ":" + clean[c].astype(str)
-        codes, uniques = pd.factorize(values)
+        codes, uniques = pd.factorize(group_labels(clean, template.spec.groups[0]))
         labels = np.asarray(uniques, dtype=object)
     order = np.argsort(labels)
     rank = np.empty(len(order), dtype=np.int64)
