@@ -158,10 +158,10 @@ def check_column_types(data: pd.DataFrame, predictors: list[str], groups: list[s
     Examples
     --------
     >>> import pandas as pd
-    >>> check_column_types(pd.DataFrame({"d": pd.to_datetime(["2020-01-01"])}), ["d"], [])
+    >>> check_column_types(pd.DataFrame({"z": [1 + 2j]}), ["z"], [])
     Traceback (most recent call last):
     ...
-    bayesmlm.errors.DataError: The predictor 'd' is datetime64[ns], a date or time: use a number made from it, e.g. days since the first, (data['d'] - data['d'].min()).dt.days, or its year, data['d'].dt.year.
+    bayesmlm.errors.DataError: The predictor 'z' is complex128, complex: a predictor must be real; use its real part or its modulus.
     """
     for role, cols in (("predictor", predictors), ("grouping column", groups)):
         for c in cols:
