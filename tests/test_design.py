@@ -225,3 +225,20 @@ def test_complete_separation_warns_naming_the_predictor(small):
     quasi.loc[quasi.b == 1, "y"] = 1
     with pytest.warns(bayesmlm.SeparationWarning, match="'b' separates the outcome \\(every row with b = 1 has y = 1\\)"):
         bayesmlm.MLM("y ~ b + x + (1 | g)", quasi, family="bernoulli")
+
+
+# -- issue 15: the reference level of a categorical predictor ---------------------------------------------------------
+def test_first_category_of_a_categorical_is_the_reference_level(small):
+    # Before: an unordered Categorical's levels were sorted, so 'a' was the reference whatever the categories said.
+    c = pd.Categorical(np.tile(list("abc"), 20), categories=["c", "a", "b"])
+    assert bayesmlm.MLM("y ~ c + (1 | g)", small.assign(c=c)).design.fixed_terms == ("(Intercept)", "ca", "cb")
+    ordered = pd.Categorical(np.tile(list("abc"), 20), categories=["b", "c", "a"], ordered=True)
+    assert bayesmlm.MLM("y ~ c + (1 | g)", small.assign(c=ordered)).design.fixed_terms == ("(Intercept)", "cc", "ca")
+    unused = pd.Categorical(np.tile(list("ab"), 30), categories=["z", "b", "a"])  # a category no row has is not a level
+    assert bayesmlm.MLM("y ~ c + (1 | g)", small.assign(c=unused)).design.fixed_terms == ("(Intercept)", "ca")
+
+
+def test_reference_level_set_in_the_formula(small):
+    # Before: DataError "Column(s) '' not in the data" (the string "b" read as a column named '').
+    m = bayesmlm.MLM('y ~ C(c, Treatment("b")) + (1 | g)', small.assign(c=np.tile(list("abc"), 20)))
+    assert m.design.fixed_terms == ("(Intercept)", 'C(c, Treatment("b"))a', 'C(c, Treatment("b"))c')
