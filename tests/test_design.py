@@ -242,3 +242,33 @@ def test_reference_level_set_in_the_formula(small):
     # Before: DataError "Column(s) '' not in the data" (the string "b" read as a column named '').
     m = bayesmlm.MLM('y ~ C(c, Treatment("b")) + (1 | g)', small.assign(c=np.tile(list("abc"), 20)))
     assert m.design.fixed_terms == ("(Intercept)", 'C(c, Treatment("b"))a', 'C(c, Treatment("b"))c')
+
+
+# -- issue 15: random effects the data cannot identify are refused before sampling (as lme4 does) --------------------
+def test_one_row_per_group_is_refused(small):
+    with pytest.raises(DataError, match=r"'row' has one row per group \(60 groups, 60 rows\).*residual error.*drop \(1 \| row\)"):
+        bayesmlm.MLM("y ~ x + (1 | row)", small.assign(row=np.arange(60)))
+    with pytest.raises(DataError, match="one row per group.*0/1 row"):
+        bayesmlm.MLM("y ~ x + (1 | row)", small.assign(row=np.arange(60), y=(small.y > 1).astype(int)), family="bernoulli")
+    counts = small.assign(row=np.arange(60), y=np.random.default_rng(1).poisson(3, 60))  # overdispersion: identified
+    assert bayesmlm.MLM("y ~ x + (1 | row)", counts, family="poisson").design.factors["row"].n_levels == 60
+
+
+def test_as_many_random_effects_as_rows_is_refused(small):
+    with pytest.raises(DataError, match=r"\(1 \+ x \| pair\) has 2 x 30 = 60 random effects for 60 rows"):
+        bayesmlm.MLM("y ~ x + (1 + x | pair)", small.assign(pair=np.arange(60) // 2))
+
+
+@pytest.mark.parametrize("random", ["(1 + w | g)", "(1 + w || g)", "(1 | g) + (0 + w | g)"])
+def test_random_slope_of_a_group_level_variable_is_refused(small, random):
+    with pytest.raises(DataError, match=r"random slope of 'w' by 'g' is not identified: 'w' is constant within each group.*"
+                                        r"\+ w \+ \(1 \| g\)"):
+        bayesmlm.MLM(f"y ~ w + {random}", small)
+    assert bayesmlm.MLM("y ~ w + (0 + w | g)", small.assign(w=small.w + 1)).design.blocks[0].terms == ("w",)
+
+
+def test_correlated_block_needs_more_groups_than_terms(small):
+    three = small.assign(z=np.random.default_rng(2).normal(size=60), h=np.repeat(list("abc"), 20))
+    with pytest.raises(DataError, match=r"\(1 \+ x \+ z \| h\) has 3 random terms but 'h' has only 3 groups.*'\|\|'"):
+        bayesmlm.MLM("y ~ x + z + (1 + x + z | h)", three)
+    assert bayesmlm.MLM("y ~ x + z + (1 + x + z || h)", three).design.factors["h"].n_levels == 3

@@ -71,6 +71,11 @@ class BlockDesign:
         """Number of random terms in the block."""
         return len(self.terms)
 
+    @property
+    def expr_text(self) -> str:
+        """The block as lme4 writes it, e.g. ``(1 + Days | Subject)``."""
+        return f"({' + '.join('1' if t == '(Intercept)' else t for t in self.terms)} | {self.group})"
+
 
 @dataclass(frozen=True, eq=False)
 class Design:
@@ -446,6 +451,47 @@ def _warn_separation(X: np.ndarray, names: tuple[str, ...], y: np.ndarray, trial
                           f"an informative prior on '{name}', or merge sparse categories.", SeparationWarning, stacklevel=6)
 
 
+def _check_identified(spec: ModelSpec, factors: dict, blocks: list[BlockDesign], n_obs: int) -> None:
+    """Refuse random effects the data cannot identify, before sampling (lme4's checkNlevels and checkZdims).
+
+    - With a residual SD (or a 0/1 outcome): a factor with one row per group (its
+      intercept is the residual); with a residual SD, no more rows than a block's
+      random effects (counts with one row per group are fine: overdispersion);
+    - a random slope on a variable constant within every group of a factor that
+      also has a random intercept (the two are the same effect);
+    - a correlated block of q terms on q or fewer groups (a q x q covariance
+      from that few group effects is singular).
+    """
+    for b in blocks:
+        f = factors[b.group]
+        J = f.n_levels
+        if (spec.family.has_sigma or spec.family.name == "bernoulli") and J == n_obs:
+            raise DataError(f"The grouping factor '{b.group}' has one row per group ({J} groups, {n_obs} rows): its random "
+                            f"effects cannot be told apart from the {'residual error' if spec.family.has_sigma else 'outcome of a 0/1 row'}"
+                            f" (lme4 refuses this too). Group by a coarser factor, or drop {b.expr_text}.")
+        if spec.family.has_sigma and n_obs <= b.q * J:
+            raise DataError(f"The random term {b.expr_text} has {b.q} x {J} = {b.q * J} random effects for {n_obs} rows: "
+                            "with a residual SD too they are not identified (lme4: number of observations <= number of "
+                            "random effects). Use fewer random terms or more rows per group.")
+        if b.correlated and J <= b.q:
+            raise DataError(f"The correlated block {b.expr_text} has {b.q} random terms but '{b.group}' has only {J} groups: "
+                            f"a {b.q} x {b.q} covariance needs more groups than terms. Use fewer random terms, uncorrelated "
+                            "ones ('||'), or more groups.")
+    for g, f in factors.items():
+        terms = [(b, k) for b in blocks if b.group == g for k in range(b.q)]
+        if not any(b.terms[k] == "(Intercept)" for b, k in terms):
+            continue
+        for b, k in terms:
+            if b.terms[k] == "(Intercept)":
+                continue
+            by_group = pd.Series(b.Z[:, k]).groupby(f.index)
+            if (by_group.max() == by_group.min()).all():
+                raise DataError(f"The random slope of '{b.terms[k]}' by '{g}' is not identified: '{b.terms[k]}' is constant "
+                                f"within each group of '{g}' (a group-level predictor), so its group-specific slope is the "
+                                f"random intercept again. Keep '{b.terms[k]}' as a fixed effect only, e.g. '... + "
+                                f"{b.terms[k]} + (1 | {g})'.")
+
+
 def _factor(data: pd.DataFrame, group: str) -> GroupingFactor:
     values = group_labels(data, group)
     codes, uniques = pd.factorize(values, sort=True)
@@ -541,6 +587,7 @@ def assemble_design(spec: ModelSpec, clean: pd.DataFrame, *, trials: str | None 
         dup = {t for t in terms if terms.count(t) > 1}
         if dup:
             raise SpecError(f"The random term(s) {sorted(dup)} appear in more than one block for '{g}'. Give each term once.")
+    _check_identified(spec, factors, blocks, len(y))
     off = offset_column(clean, offset)
     if formula_offset is not None:
         off = formula_offset if off is None else off + formula_offset
