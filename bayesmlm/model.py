@@ -10,7 +10,8 @@ import time
 import pandas as pd
 
 from .design.equations import Equations, model_equations
-from .design.matrices import Design, build_design
+from .design.data_checks import check_level2_constant
+from .design.matrices import Design, build_design, group_labels
 from .design.priors import Prior, priors_table, resolve_priors
 from .fastpath.fit import fit_collapsed
 from .fastpath.stats import GroupStats, collapse_problem
@@ -84,6 +85,7 @@ class MLM:
         """
         self = cls.__new__(cls)
         self._init(spec_from_levels(level1, level2, group, fixed=fixed, family=family), data, priors, trials, offset)
+        check_level2_constant(self.design.data, group_labels(self.design.data, group), group, dict(level2 or {}))
         return self
 
     @classmethod

@@ -272,3 +272,13 @@ def test_correlated_block_needs_more_groups_than_terms(small):
     with pytest.raises(DataError, match=r"\(1 \+ x \+ z \| h\) has 3 random terms but 'h' has only 3 groups.*'\|\|'"):
         bayesmlm.MLM("y ~ x + z + (1 + x + z | h)", three)
     assert bayesmlm.MLM("y ~ x + z + (1 + x + z || h)", three).design.factors["h"].n_levels == 3
+
+
+def test_from_levels_refuses_a_level2_predictor_that_varies_within_groups(small):
+    # Before: accepted, and equations() then read 'v' as a level-1 variable, silently rewriting the level-2 equation.
+    with pytest.raises(DataError, match=r"level2\['x'\] uses 'v', which varies within groups of 'g' \(group 'a' has 10 "
+                                        r"different values\).*transform\('mean'\).*into level1"):
+        bayesmlm.MLM.from_levels("y ~ 1 + x", {"x": "~ 1 + v"}, group="g", data=small.assign(v=small.x * 2 + 1))
+    m = bayesmlm.MLM.from_levels("y ~ 1 + x", {"1": "~ 1 + w", "x": "~ 1 + w"}, group="g", data=small)
+    level2 = m.equations().level2_text
+    assert any("w" in eq for eq in level2) and "w" not in m.equations().level1_text

@@ -18,7 +18,8 @@ from ..errors import ArgumentError, DataError, RowsDroppedWarning, SpecError
 from ..spec.formula import ModelSpec
 
 __all__ = ["formula_variables", "model_columns", "predictor_columns", "response_columns", "check_columns", "check_column_types",
-           "drop_missing", "check_finite", "is_numeric", "check_numeric_outcome", "check_outcome_varies"]
+           "drop_missing", "check_finite", "is_numeric", "check_numeric_outcome", "check_outcome_varies",
+           "check_level2_constant"]
 
 
 def formula_variables(rhs: str, where: str) -> set[str]:
@@ -276,3 +277,30 @@ def check_outcome_varies(y: np.ndarray, trials: np.ndarray | None, family: str, 
             return
         detail = _NO_VARIATION[family].format(v=y[0])
     raise DataError(f"The outcome '{name}' has no variation: {detail}. Check the data (a filter that kept one kind of row?).")
+
+
+def check_level2_constant(data: pd.DataFrame, labels: pd.Series, group: str, level2: dict) -> None:
+    """Refuse a level-2 predictor that varies within groups: the level equations would not be the model fitted.
+
+    ``labels`` is each row's group; ``level2`` maps a level-1 term to its
+    level-2 right-hand side, as :meth:`bayesmlm.MLM.from_levels` takes it.
+
+    Examples
+    --------
+    >>> import pandas as pd
+    >>> d = pd.DataFrame({"g": ["a", "a", "b"], "w": [1.0, 2.0, 3.0]})
+    >>> check_level2_constant(d, d["g"], "g", {"1": "~ 1 + w"})
+    Traceback (most recent call last):
+    ...
+    bayesmlm.errors.DataError: level2['1'] uses 'w', which varies within groups of 'g' (group 'a' has 2 different values): a level-2 predictor must be constant within each group. Use its group mean, data.groupby('g')['w'].transform('mean'), or move 'w' into level1.
+    """
+    by = data.groupby(labels.to_numpy(), sort=True)
+    for term, rhs in level2.items():
+        for w in sorted(formula_variables(str(rhs).strip().lstrip("~") or "1", f"level2['{term}']")):
+            counts = by[w].nunique(dropna=False)
+            if (counts > 1).any():
+                first = counts.index[int(np.argmax(counts.to_numpy() > 1))]
+                raise DataError(f"level2['{term}'] uses '{w}', which varies within groups of '{group}' (group '{first}' has "
+                                f"{int(counts[first])} different values): a level-2 predictor must be constant within each "
+                                f"group. Use its group mean, data.groupby('{group}')['{w}'].transform('mean'), or move "
+                                f"'{w}' into level1.")
