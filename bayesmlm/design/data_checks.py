@@ -217,14 +217,14 @@ def check_finite(data: pd.DataFrame, where: str = "") -> None:
     >>> check_finite(pd.DataFrame({"x": [1.0, float("inf")]}))
     Traceback (most recent call last):
     ...
-    bayesmlm.errors.DataError: Column 'x' has 1 infinite value(s) (first at row 1). Remove or recode them before fitting.
+    bayesmlm.errors.DataError: Column 'x' has 1 infinite value(s) (first at row 1). Remove or recode them.
     """
     for col in data.columns:
         if is_numeric(data[col].dtype):
             bad = ~np.isfinite(data[col].to_numpy(dtype=float))
             if bad.any():
                 raise DataError(f"Column '{col}' has {int(bad.sum())} infinite value(s){where} (first at row "
-                                f"{int(np.argmax(bad))}). Remove or recode them before fitting.")
+                                f"{int(np.argmax(bad))}). Remove or recode them.")
 
 
 def check_numeric_outcome(col: pd.Series, where: str = "") -> np.ndarray:

@@ -12,7 +12,7 @@ import numpy as np
 import pandas as pd
 
 from ..errors import DataError
-from .data_checks import formula_variables
+from .data_checks import check_finite, formula_variables
 from .matrices import Design, group_labels, offset_column, split_offset
 
 __all__ = ["NewData", "new_data_design"]
@@ -96,11 +96,15 @@ def new_data_design(design: Design, newdata: pd.DataFrame, *, groups: bool = Tru
         raise DataError(f"newdata has missing values in {', '.join(map(repr, bad))} ({int(rows.sum())} row(s)); "
                         "fill or drop those rows before predicting.")
     data = newdata.reset_index(drop=True)
-    X, _, formula_offset = split_offset(*_evaluate(design.fixed_matrix, data, "fixed part"))
+    check_finite(data[need], where=" in newdata")
+    X, labels_x, formula_offset = split_offset(*_evaluate(design.fixed_matrix, data, "fixed part"))
+    _check_evaluated(X, labels_x, "fixed part", formula_offset)
     Z, index, labels = [], {}, {}
     if groups:
         for b in design.blocks:
-            Z.append(_evaluate(b.Z_matrix, data, f"random term ({' + '.join(b.terms)} | {b.group})")[0])
+            Zb, labels_z = _evaluate(b.Z_matrix, data, f"random term {b.expr_text}")
+            _check_evaluated(Zb, labels_z, f"random term {b.expr_text}")
+            Z.append(Zb)
         for name, f in design.factors.items():
             values = group_labels(data, name)
             lookup = {lev: i for i, lev in enumerate(f.levels)}
@@ -110,6 +114,19 @@ def new_data_design(design: Design, newdata: pd.DataFrame, *, groups: bool = Tru
     if formula_offset is not None:
         off = formula_offset if off is None else off + formula_offset
     return NewData(X, tuple(Z), index, labels, off)
+
+
+def _check_evaluated(M: np.ndarray, names: tuple[str, ...], what: str, offset: np.ndarray | None = None) -> None:
+    """New rows whose transforms (np.log of 0, say) are not finite cannot be predicted: refuse them by term and row."""
+    full = M if offset is None else np.column_stack([M, offset])
+    bad = ~np.isfinite(full)
+    if bad.any():
+        j = int(np.argmax(bad.any(axis=0)))
+        i = int(np.argmax(bad[:, j]))
+        name = names[j] if j < len(names) else "offset"
+        raise DataError(f"newdata makes the {what}'s term '{name}' {full[i, j]} in {int(bad[:, j].sum())} row(s) (first at "
+                        f"row {i}): a transform in the formula gives values that are not finite there (np.log of 0, say). "
+                        "Drop or recode those rows.")
 
 
 def _evaluate(matrix, data: pd.DataFrame, what: str) -> tuple[np.ndarray, tuple[str, ...]]:
