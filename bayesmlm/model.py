@@ -9,10 +9,11 @@ import time
 
 import pandas as pd
 
-from .design.equations import Equations, model_equations
 from .design.data_checks import check_level2_constant
+from .design.equations import Equations, model_equations
 from .design.matrices import Design, build_design, group_labels
 from .design.priors import Prior, priors_table, resolve_priors
+from .errors import ArgumentError
 from .fastpath.fit import fit_collapsed
 from .fastpath.stats import GroupStats, collapse_problem
 from .results.fit import Fit
@@ -232,14 +233,14 @@ class MLM:
         >>> fit.record.method  # doctest: +SKIP
         'collapsed'
         """
-        if method not in FIT_METHODS:
-            raise ValueError(f"Unknown method '{method}'. Valid methods: {', '.join(FIT_METHODS)}.")
+        if not isinstance(method, str) or method not in FIT_METHODS:
+            raise ArgumentError(f"Unknown method {method!r}. Valid methods: {', '.join(FIT_METHODS)}.")
+        settings = SamplerSettings(draws, tune, chains, seed, sampler, target_accept, progressbar).resolved()
         problem = collapse_problem(self.design)
         if method == "auto":
             method = "full" if problem or sampler not in ("nutpie", "pymc") else "collapsed"
         if method == "full":
             self.design.require_rows("method='full'")
-        settings = SamplerSettings(draws, tune, chains, seed, sampler, target_accept, progressbar).resolved()
         if method == "collapsed":
             idata, seconds_build, seconds_sample = fit_collapsed(self.design, self.prior_dict, settings, self._stats)
         else:

@@ -209,3 +209,47 @@ def test_load_names_a_missing_truncated_or_corrupt_file(typed_fit, tmp_path):
     typed_fit.idata.to_netcdf(tmp_path / "arviz.nc")  # the draws alone, as ArviZ writes them
     with pytest.raises(bayesmlm.FitFileError, match="not a bayesmlm fit.*from another tool"):
         bayesmlm.load(tmp_path / "arviz.nc")
+
+
+# -- issue 15: every argument of fit() checked before anything is built or sampled -----------------------------------
+@pytest.mark.parametrize("kwargs, words", [
+    ({"seed": -1}, r"seed must be None or a whole number from 0 to 4294967295; got -1"),  # was OverflowError in nutpie
+    ({"seed": "abc"}, r"seed must be None or a whole number.*got 'abc' \(str\)"),  # was int()'s ValueError
+    ({"seed": 2.5}, r"seed must be None or a whole number.*got 2.5"),
+    ({"draws": 0}, r"draws must be a whole number of at least 1; got 0"),
+    ({"draws": 10.5}, r"draws must be a whole number of at least 1; got 10.5 \(float\)"),  # was silently 10
+    ({"draws": "100"}, r"draws must be a whole number.*got '100' \(str\)"),
+    ({"tune": -5}, r"tune must be a whole number of at least 0"),
+    ({"chains": None}, r"chains must be a whole number of at least 1; got None"),
+    ({"target_accept": 1.0}, r"target_accept must be a number between 0 and 1 \(not included\); got 1.0"),
+    ({"target_accept": "0.9"}, r"target_accept must be a number between 0 and 1.*'0.9' \(str\)"),
+    ({"progressbar": "no"}, r"progressbar must be True or False; got 'no'"),
+    ({"sampler": "stan"}, r"Unknown sampler 'stan'. Valid samplers: nutpie, pymc, numpyro, blackjax"),
+    ({"method": None}, r"Unknown method None. Valid methods: auto, full, collapsed"),
+])  # fmt: skip
+def test_fit_arguments_are_checked_first(kwargs, words):
+    m = bayesmlm.MLM("Reaction ~ Days + (1 | Subject)", bayesmlm.datasets.load("sleepstudy"))
+    with pytest.raises(bayesmlm.ArgumentError, match=words):
+        m.fit(**kwargs)
+
+
+@pytest.mark.parametrize("sampler", ["numpyro", "blackjax"])
+def test_jax_samplers_without_jax_say_what_to_install(sampler):
+    import importlib.util
+
+    if importlib.util.find_spec("jax") is not None:
+        pytest.skip("JAX is installed here")
+    m = bayesmlm.MLM("Reaction ~ Days + (1 | Subject)", bayesmlm.datasets.load("sleepstudy"))
+    # Before: ModuleNotFoundError "No module named 'jax'" from deep inside PyMC, after the model was built.
+    with pytest.raises(bayesmlm.ArgumentError, match=rf"sampler='{sampler}' needs jax and {sampler}.*pip install jax "
+                                                     rf"{sampler}, or use sampler='nutpie'"):
+        m.fit(sampler=sampler, method="full")
+
+
+def test_table_and_prediction_arguments_are_checked(typed_fit):
+    with pytest.raises(bayesmlm.ArgumentError, match=r"prob must be a number between 0 and 1.*got 95"):
+        typed_fit.fixef(prob=95)
+    with pytest.raises(bayesmlm.ArgumentError, match="seed must be None or a whole number"):
+        typed_fit.predict(seed=-3)
+    with pytest.raises(bayesmlm.ArgumentError, match=r"draws \(None for all\) must be a whole number of at least 1; got 0.5"):
+        typed_fit.predict(draws=0.5)

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 import pandas as pd
 from scipy.stats import norm
 
+from ..arguments import check_probability
 from ..report.render import Note, Section, Table
 from .statsmodels_reml import fit_frequentist
 
@@ -182,8 +183,7 @@ def compare_frequentist(fit, method: str = "reml", prob: float = 0.95) -> Compar
     >>> cmp.fixed[["bayes_mean", "freq_estimate", "diff_in_sd"]]  # doctest: +SKIP
     >>> cmp.plot().savefig("compare.png")  # doctest: +SKIP
     """
-    if not 0 < prob < 1:
-        raise ValueError(f"prob must be between 0 and 1; got {prob!r}.")
+    prob = check_probability(prob)
     ff = fit_frequentist(fit.design, method)
     factor = fit.design.spec.groups[0]
     z = norm.ppf(0.5 + prob / 2)

@@ -30,6 +30,7 @@ import pandas as pd
 import xarray as xr
 from scipy.special import expit
 
+from ..arguments import check_probability, check_seed
 from ..design.newdata import new_data_design
 from ..errors import DataError
 from ..sample.draws import block_cholesky
@@ -134,8 +135,8 @@ def predict(fit, newdata: pd.DataFrame | None = None, kind: str = "mean", groups
         raise ValueError(f"Unknown kind '{kind}'. Valid kinds: {', '.join(KINDS)}.")
     if groups not in GROUPS:
         raise ValueError(f"Unknown groups '{groups}'. Valid options: {', '.join(GROUPS)}.")
-    if not 0 < prob < 1:
-        raise ValueError(f"prob must be between 0 and 1; got {prob!r}.")
+    prob = check_probability(prob)
+    seed = check_seed(seed)
     family = fit.design.spec.family
     X, Z, index, labels, offset, row_index = _rows(fit, newdata, groups)
     if kind == "draws":

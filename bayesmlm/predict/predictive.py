@@ -27,6 +27,7 @@ import numpy as np
 import xarray as xr
 from scipy.special import expit, gammaln
 
+from ..arguments import check_count, check_seed
 from ..design.data_checks import response_columns
 from .linpred import (
     chunks,
@@ -159,7 +160,7 @@ def _replicate(fit, draws: int | None, seed: int | None) -> xr.DataArray:
     family = design.spec.family.name
     d = posterior_draws(fit, draws)
     X, Z, index, offset = design_eta_parts(design)
-    rng = np.random.default_rng(seed)
+    rng = np.random.default_rng(check_seed(seed))
     dtype = {"gaussian": np.float32, "poisson": np.int64}.get(family, np.int32)
     out = np.empty((d.n, design.n_obs), dtype=dtype)
     for sl in chunks(d.n, design.n_obs):
@@ -201,12 +202,11 @@ def prior_predictive(model, draws: int = 500, seed: int | None = None) -> xr.Dat
 
     from ..build.full import build_full_model
 
-    if int(draws) < 1:
-        raise ValueError(f"draws must be a positive integer; got {draws!r}.")
+    draws = check_count(draws, "draws")
     model.design.require_rows("prior_predictive")
     pmodel = build_full_model(model.design, model.prior_dict)
     names = [v.name for v in pmodel.free_RVs + pmodel.deterministics]
-    tree = pm.sample_prior_predictive(draws=int(draws), model=pmodel, var_names=names, random_seed=seed,
+    tree = pm.sample_prior_predictive(draws=int(draws), model=pmodel, var_names=names, random_seed=check_seed(seed),
                                       compile_kwargs={"mode": "FAST_COMPILE"})
     prior = tree["prior"].to_dataset()
     rep = _replicate(SimpleNamespace(design=model.design, posterior=prior), None,
