@@ -236,3 +236,10 @@ def test_group_labels_match_whatever_their_dtype_in_newdata(sleep_fit, labels, r
     got = sleep_fit.predict(pd.DataFrame({"Days": [3, 3], "Subject": labels}))
     np.testing.assert_allclose(got["mean"].to_numpy(), want["mean"].to_numpy())
     assert not [w for w in recwarn if "not in the fitted data" in str(w.message)]
+
+
+def test_newdata_with_text_where_the_fit_had_numbers_is_refused(sleep_fit):
+    # Before: "0.5" was silently read as a number, and a date gave numpy's promotion error.
+    with pytest.raises(DataError, match=r"newdata's column 'Days' is .*, but the model was fitted with numbers in 'Days'.*"
+                                        r"pd.to_numeric"):
+        sleep_fit.predict(pd.DataFrame({"Days": ["3"], "Subject": [308]}))

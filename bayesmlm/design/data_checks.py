@@ -17,7 +17,7 @@ from formulae import model_description
 from ..errors import ArgumentError, DataError, RowsDroppedWarning, SpecError
 from ..spec.formula import ModelSpec
 
-__all__ = ["formula_variables", "model_columns", "predictor_columns", "response_columns", "check_columns", "check_column_types",
+__all__ = ["formula_variables", "model_columns", "predictor_columns", "response_columns", "check_columns", "check_column_types", "column_kind",
            "drop_missing", "check_finite", "is_numeric", "check_numeric_outcome", "check_outcome_varies",
            "check_level2_constant"]
 
@@ -121,8 +121,16 @@ _CONVERT = {
 }
 
 
-def _kind(col: pd.Series) -> str:
-    """What a column holds: 'numeric', 'bool', 'categorical', 'text', or one of the kinds in _CONVERT."""
+def column_kind(col: pd.Series) -> str:
+    """What a column holds: 'numeric', 'bool', 'categorical', 'text', or one of the kinds the model cannot read
+    ('datetime', 'timedelta', 'complex', 'period', 'interval', 'numbers' stored as objects, 'mixed').
+
+    Examples
+    --------
+    >>> import pandas as pd
+    >>> column_kind(pd.Series([1, "a"], dtype=object)), column_kind(pd.Series(["a"], dtype="category"))
+    ('mixed', 'categorical')
+    """
     dtype = col.dtype
     if pd.api.types.is_bool_dtype(dtype):
         return "bool"
@@ -166,7 +174,7 @@ def check_column_types(data: pd.DataFrame, predictors: list[str], groups: list[s
     """
     for role, cols in (("predictor", predictors), ("grouping column", groups)):
         for c in cols:
-            kind = _kind(data[c])
+            kind = column_kind(data[c])
             if kind in ("numeric", "bool", "categorical", "text") or (role == "grouping column" and kind != "mixed"):
                 continue
             kinds = ", ".join(sorted({type(v).__name__ for v in data[c].dropna().head(1000)}))

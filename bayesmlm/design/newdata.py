@@ -12,10 +12,12 @@ import numpy as np
 import pandas as pd
 
 from ..errors import DataError
-from .data_checks import check_finite, formula_variables
+from .data_checks import check_finite, column_kind, formula_variables
 from .matrices import Design, group_labels, offset_column, split_offset
 
 __all__ = ["NewData", "new_data_design"]
+
+_NUMBERS = ("numeric", "bool")
 
 
 @dataclass(frozen=True, eq=False)
@@ -95,6 +97,13 @@ def new_data_design(design: Design, newdata: pd.DataFrame, *, groups: bool = Tru
         bad = [c for c in need if newdata[c].isna().any()]
         raise DataError(f"newdata has missing values in {', '.join(map(repr, bad))} ({int(rows.sum())} row(s)); "
                         "fill or drop those rows before predicting.")
+    group_cols = {c for g in spec.groups for c in g.split(":")}  # labels: 308 and "308" are one group
+    for c in need:
+        if c in group_cols or c not in design.data.columns:
+            continue
+        if column_kind(design.data[c]) in _NUMBERS and column_kind(newdata[c]) not in _NUMBERS:
+            raise DataError(f"newdata's column '{c}' is {newdata[c].dtype}, but the model was fitted with numbers in '{c}'. "
+                            f"Convert it, e.g. pd.to_numeric(newdata['{c}']).")
     data = newdata.reset_index(drop=True)
     check_finite(data[need], where=" in newdata")
     X, labels_x, formula_offset = split_offset(*_evaluate(design.fixed_matrix, data, "fixed part"))
@@ -136,5 +145,5 @@ def _evaluate(matrix, data: pd.DataFrame, what: str) -> tuple[np.ndarray, tuple[
         frame = matrix.evaluate_new_data(data).as_dataframe()
         return frame.to_numpy(dtype=float), tuple(frame.columns)
     except Exception as err:  # formulae raises its own errors for unseen categories
-        raise DataError(f"Cannot evaluate the {what} on newdata: {err}. Categorical predictors may only take "
+        raise DataError(f"Cannot evaluate the {what} on newdata: {str(err).rstrip('.')}. Categorical predictors may only take "
                         "levels that the fitted data has.") from None

@@ -150,17 +150,18 @@ def posterior_predictive(fit, draws: int | None = None, seed: int | None = None)
     ('chain', 'draw', 'obs')
     """
     fit.design.require_rows("posterior_predictive")
-    pp = _replicate(fit, draws_within_memory(fit.posterior, fit.design.n_obs, draws, "posterior_predictive"), seed).to_dataset()
+    pp = _replicate(fit, draws_within_memory(fit.posterior, fit.design.n_obs, draws, "posterior_predictive"),
+                    check_seed(seed)).to_dataset()
     return xr.DataTree.from_dict({"posterior_predictive": pp, **_observed_groups(fit.design)})
 
 
-def _replicate(fit, draws: int | None, seed: int | None) -> xr.DataArray:
+def _replicate(fit, draws: int | None, seed) -> xr.DataArray:
     """Outcomes simulated at each draw of ``fit.posterior`` (a posterior, or a prior sample)."""
     design = fit.design
     family = design.spec.family.name
     d = posterior_draws(fit, draws)
     X, Z, index, offset = design_eta_parts(design)
-    rng = np.random.default_rng(check_seed(seed))
+    rng = np.random.default_rng(seed)
     dtype = {"gaussian": np.float32, "poisson": np.int64}.get(family, np.int32)
     out = np.empty((d.n, design.n_obs), dtype=dtype)
     for sl in chunks(d.n, design.n_obs):
@@ -202,11 +203,11 @@ def prior_predictive(model, draws: int = 500, seed: int | None = None) -> xr.Dat
 
     from ..build.full import build_full_model
 
-    draws = check_count(draws, "draws")
+    draws, seed = check_count(draws, "draws"), check_seed(seed)
     model.design.require_rows("prior_predictive")
     pmodel = build_full_model(model.design, model.prior_dict)
     names = [v.name for v in pmodel.free_RVs + pmodel.deterministics]
-    tree = pm.sample_prior_predictive(draws=int(draws), model=pmodel, var_names=names, random_seed=check_seed(seed),
+    tree = pm.sample_prior_predictive(draws=int(draws), model=pmodel, var_names=names, random_seed=seed,
                                       compile_kwargs={"mode": "FAST_COMPILE"})
     prior = tree["prior"].to_dataset()
     rep = _replicate(SimpleNamespace(design=model.design, posterior=prior), None,
