@@ -105,3 +105,15 @@ def test_outcome_check_reads_names_not_substrings():
     assert parse_formula("y ~ yy + y.1 + np.log(x) + (1 | g)").fixed == "1 + yy + y.1 + np.log(x)"
     with pytest.raises(SpecError, match="outcome 'a' is also in the fixed part"):
         parse_formula("cbind(a, b) ~ a + (1 | g)", "binomial")
+
+
+@pytest.mark.parametrize("kwargs, words", [
+    ({"fixed": "x"}, r"fixed is a list of level-1 terms, e.g. fixed=\['x'\]; got 'x'"),  # a str was read as its letters ('cses': c, s, e)
+    ({"level2": [("x", "~ 1 + w")]}, r"level2 maps level-1 terms to level-2 equations.*got a list"),
+    ({"group": ["g"]}, r"group names the level-2 grouping column \(a str\); got \['g'\]"),
+    ({"family": ["gaussian"]}, r"Unknown family \['gaussian'\]. Valid families"),  # was TypeError: unhashable type
+])  # fmt: skip
+def test_level_equation_arguments_of_the_wrong_type(kwargs, words):
+    args = {"level2": {"x": "~ 1 + w"}, "group": "g", **kwargs}
+    with pytest.raises(SpecError, match=words):
+        spec_from_levels("y ~ 1 + x", args.pop("level2"), args.pop("group"), **args)

@@ -8,6 +8,7 @@ canonical text. Nothing here looks at data or imports PyMC.
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 from ..errors import SpecError
@@ -229,8 +230,8 @@ def parse_formula(formula: str, family: str = "gaussian") -> ModelSpec:
     >>> [b.correlated for b in parse_formula("y ~ x + (1 + x || g)").random]
     [False, False]
     """
-    if family not in FAMILIES:
-        raise SpecError(f"Unknown family '{family}'. Valid families: {', '.join(FAMILIES)}.")
+    if not isinstance(family, str) or family not in FAMILIES:
+        raise SpecError(f"Unknown family {family!r}. Valid families: {', '.join(FAMILIES)}.")
     if not isinstance(formula, str) or "~" not in formula:
         raise SpecError(f"A formula needs '~' between the outcome and the predictors, as in 'y ~ x + (1 | g)'; got {formula!r}.")
     lhs, rhs = formula.split("~", 1)
@@ -320,8 +321,15 @@ def spec_from_levels(level1: str, level2: dict | None, group: str, *, fixed=(), 
     >>> spec_from_levels("y ~ 1 + x", {"1": "~ 1 + w", "x": "~ 1 + w"}, "g").formula
     'y ~ 1 + w + x + x:w + (1 + x | g)'
     """
-    if "~" not in level1:
+    if not isinstance(level1, str) or "~" not in level1:
         raise SpecError(f"level1 needs '~', as in 'y ~ 1 + x'; got {level1!r}.")
+    if level2 is not None and not isinstance(level2, Mapping):
+        raise SpecError(f"level2 maps level-1 terms to level-2 equations, e.g. {{'1': '~ 1 + w', 'x': '~ 1 + w'}}; got a "
+                        f"{type(level2).__name__}.")
+    if not isinstance(group, str):
+        raise SpecError(f"group names the level-2 grouping column (a str); got {group!r}.")
+    if isinstance(fixed, str) or not all(isinstance(t, str) for t in fixed):
+        raise SpecError(f"fixed is a list of level-1 terms, e.g. fixed=['x']; got {fixed!r}.")
     response, rhs = (s.strip() for s in level1.split("~", 1))
     if "|" in rhs:
         raise SpecError("level1 holds level-1 predictors only; random effects follow from level2 and group.")
