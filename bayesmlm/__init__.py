@@ -14,16 +14,20 @@ from .comparison.loo import compare
 from .comparison.pooling import pooling
 from .design.priors import Prior
 from .errors import (
+           ArgumentError,
            ConfigError,
            ConvergenceWarning,
            DataError,
+           FitFileError,
            RowsDroppedWarning,
+           SeparationWarning,
            SpecError,
            UnsupportedModelError,
 )
 from .model import MLM
 from .results.fit import Fit, load
 
-__all__ = ["MLM", "Fit", "Prior", "load", "datasets", "pooling", "compare", "SpecError", "DataError",
-           "ConfigError", "UnsupportedModelError", "ConvergenceWarning", "RowsDroppedWarning"]
+__all__ = ["MLM", "Fit", "Prior", "load", "datasets", "pooling", "compare", "SpecError", "DataError", "ArgumentError",
+           "FitFileError", "ConfigError", "UnsupportedModelError", "ConvergenceWarning", "RowsDroppedWarning",
+           "SeparationWarning"]
 __version__ = "0.1.0"

@@ -4,7 +4,8 @@ Whether a check warns or raises is decided where these are raised; the types
 only say which kind of problem it is.
 """
 
-__all__ = ["SpecError", "DataError", "ConfigError", "UnsupportedModelError", "ConvergenceWarning", "RowsDroppedWarning"]
+__all__ = ["SpecError", "DataError", "ArgumentError", "FitFileError", "ConfigError", "UnsupportedModelError", "ConvergenceWarning",
+           "RowsDroppedWarning", "SeparationWarning"]
 
 
 class SpecError(ValueError):
@@ -13,6 +14,15 @@ class SpecError(ValueError):
 
 class DataError(ValueError):
     """The data cannot support the model (missing columns, bad values)."""
+
+
+class ArgumentError(ValueError):
+    """An argument of a public function has the wrong type or is out of range; the message names it and what it takes."""
+
+
+class FitFileError(ValueError):
+    """A saved fit cannot be written or read back (missing folder or file, truncated, corrupt, or not written by
+    ``Fit.save``); the message names the file."""
 
 
 class ConfigError(ValueError):
@@ -29,3 +39,8 @@ class ConvergenceWarning(UserWarning):
 
 class RowsDroppedWarning(UserWarning):
     """Rows with missing values in the model's columns were dropped."""
+
+
+class SeparationWarning(UserWarning):
+    """A predictor separates the outcome of a logit model, so the data alone put its coefficient at infinity:
+    the estimate is set by its prior."""

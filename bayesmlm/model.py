@@ -9,9 +9,11 @@ import time
 
 import pandas as pd
 
+from .design.data_checks import check_level2_constant
 from .design.equations import Equations, model_equations
-from .design.matrices import Design, build_design
+from .design.matrices import Design, build_design, group_labels
 from .design.priors import Prior, priors_table, resolve_priors
+from .errors import ArgumentError
 from .fastpath.fit import fit_collapsed
 from .fastpath.stats import GroupStats, collapse_problem
 from .frequentist_engine.design_fit import fit_design
@@ -85,6 +87,7 @@ class MLM:
         """
         self = cls.__new__(cls)
         self._init(spec_from_levels(level1, level2, group, fixed=fixed, family=family), data, priors, trials, offset)
+        check_level2_constant(self.design.data, group_labels(self.design.data, group), group, dict(level2 or {}))
         return self
 
     @classmethod
@@ -248,14 +251,14 @@ class MLM:
         >>> fit.record.method  # doctest: +SKIP
         'collapsed'
         """
-        if method not in FIT_METHODS:
-            raise ValueError(f"Unknown method '{method}'. Valid methods: {', '.join(FIT_METHODS)}.")
+        if not isinstance(method, str) or method not in FIT_METHODS:
+            raise ArgumentError(f"Unknown method {method!r}. Valid methods: {', '.join(FIT_METHODS)}.")
+        settings = SamplerSettings(draws, tune, chains, seed, sampler, target_accept, progressbar).resolved()
         problem = collapse_problem(self.design)
         if method == "auto":
             method = "full" if problem or sampler not in ("nutpie", "pymc") else "collapsed"
         if method == "full":
             self.design.require_rows("method='full'")
-        settings = SamplerSettings(draws, tune, chains, seed, sampler, target_accept, progressbar).resolved()
         if method == "collapsed":
             idata, seconds_build, seconds_sample = fit_collapsed(self.design, self.prior_dict, settings, self._stats)
         else:

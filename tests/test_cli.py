@@ -192,3 +192,20 @@ def test_overrides_subsample_and_plots(tmp_path):
     assert "Number of obs: 120" in (out / "summary.txt").read_text()
     assert not (out / "plots").exists() or not any((out / "plots").glob("bar.*"))
     assert "'which': []" in str(bayesmlm.app.config.load_config(out / "config.yaml").to_dict()["plots"])
+
+
+def test_misspelt_plot_term_exits_non_zero_before_sampling(tmp_path, capsys):
+    # Before: the run sampled, skipped every per-group plot with a note, and exited 0 having drawn nothing.
+    cfg = tmp_path / "typo.yaml"
+    cfg.write_text("data: sleepstudy\nformula: Reaction ~ Days + (Days | Subject)\nplots: {which: [slopes], term: Dayz}\n")
+    assert main(["run", str(cfg), "--out", str(tmp_path / "out"), *SMALL]) == 2
+    err = capsys.readouterr().err
+    assert "Key 'plots.term'" in err and "'Dayz'" in err and "Valid terms: (Intercept), Days" in err
+    assert not (tmp_path / "out" / "fit.nc").exists()
+
+
+def test_a_binary_file_as_config_is_a_config_error(tmp_path, capsys):
+    cfg = tmp_path / "fit.yaml"
+    cfg.write_bytes(b"\x89HDF\r\n\x1a\n\x00\xff")
+    assert main(["run", str(cfg), "--out", str(tmp_path / "out")]) == 2
+    assert "is not a text file" in capsys.readouterr().err

@@ -11,6 +11,7 @@
 
 from __future__ import annotations
 
+import re
 import warnings
 
 import numpy as np
@@ -268,3 +269,17 @@ def test_file_errors_name_the_column_and_the_format(tmp_path):
     (tmp_path / "d.json").write_text("{}")
     with pytest.raises(bayesmlm.DataError, match="format"):
         bayesmlm.MLM.from_files("y ~ x + (1 | g)", tmp_path / "d.json")
+
+
+@pytest.mark.parametrize("name, content", [
+    ("empty.csv", b""),
+    ("broken.csv.gz", b"not gzip at all"),
+    ("broken.parquet", b"PAR1 truncated"),
+])  # fmt: skip
+def test_files_that_cannot_be_read_are_named(tmp_path, name, content):
+    # Before: pandas' EmptyDataError, gzip's BadGzipFile, pyarrow's ArrowInvalid.
+    (tmp_path / name).write_bytes(content)
+    with pytest.raises(bayesmlm.DataError, match=rf"Cannot read '.*{re.escape(name)}' as (CSV|Parquet).*Is the file complete"):
+        bayesmlm.MLM.from_files("y ~ x + (1 | g)", tmp_path / name)
+    with pytest.raises(bayesmlm.ArgumentError, match="chunksize must be a whole number of at least 1; got 0"):
+        bayesmlm.MLM.from_files("y ~ x + (1 | g)", tmp_path / name, chunksize=0)

@@ -156,3 +156,100 @@ def test_convergence_warning_names_parameters():
     assert fit.converged is False
     assert fit.record.settings.seed == 3
     assert fit.record.method == "full"
+
+
+# -- issue 15: lossless round trips, and files that cannot be written or read ----------------------------------------
+@pytest.fixture(scope="module")
+def typed_fit():
+    """y ~ o + u + n + b + (1 | g) with an ordered and an unordered Categorical, Int64 and boolean columns; 2 x 100 draws."""
+    rng = np.random.default_rng(7)
+    n = 120
+    o = pd.Categorical(rng.choice(["lo", "mid", "hi"], n), categories=["lo", "mid", "hi"], ordered=True)
+    u = pd.Categorical(rng.choice(["a", "b", "c"], n), categories=["c", "a", "b"])
+    effect = pd.Series({"lo": 0.0, "mid": 50.0, "hi": 10.0})
+    data = pd.DataFrame({"g": np.repeat([f"s{j}" for j in range(12)], 10), "o": o, "u": u,
+                         "n": pd.array(rng.integers(0, 5, n), dtype="Int64"), "b": pd.array(rng.random(n) > 0.5, dtype="boolean")})
+    data["y"] = 300 + effect[np.asarray(o)].to_numpy() + 2.0 * data["n"].to_numpy(float) + rng.normal(0, 5, n)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", bayesmlm.ConvergenceWarning)
+        return bayesmlm.MLM("y ~ o + u + n + b + (1 | g)", data).fit(draws=100, tune=100, chains=2, seed=3, progressbar=False)
+
+
+def test_save_and_load_keep_categorical_levels_and_dtypes(typed_fit, tmp_path):
+    # Before: categories were stored as text and re-sorted on load, so an ordered predictor was re-coded and the
+    # reloaded fit predicted 365.3 where the original predicted 311.6; nullable dtypes could not be saved at all.
+    typed_fit.save(tmp_path / "typed.nc")
+    back = bayesmlm.load(tmp_path / "typed.nc")
+    assert back.design.fixed_terms == typed_fit.design.fixed_terms == ("(Intercept)", "omid", "ohi", "ua", "ub", "n", "b")
+    np.testing.assert_array_equal(back.design.X, typed_fit.design.X)
+    pd.testing.assert_series_equal(back.design.data.dtypes, typed_fit.design.data.dtypes)
+    new = pd.DataFrame({"o": ["hi", "lo", "mid"], "u": ["c", "a", "b"], "n": [0, 1, 2], "b": [True, False, True],
+                        "g": ["s0", "s1", "s2"]})
+    pd.testing.assert_frame_equal(back.predict(new), typed_fit.predict(new))
+
+
+def test_save_into_a_missing_folder_names_it(typed_fit, tmp_path):
+    # Before: PermissionError "Permission denied" from the NetCDF library.
+    with pytest.raises(bayesmlm.FitFileError, match=r"folder '.*nowhere' does not exist. Create it first"):
+        typed_fit.save(tmp_path / "nowhere" / "fit.nc")
+    with pytest.raises(bayesmlm.FitFileError, match="it is a folder. Give a file name"):
+        typed_fit.save(tmp_path)
+
+
+def test_load_names_a_missing_truncated_or_corrupt_file(typed_fit, tmp_path):
+    with pytest.raises(bayesmlm.FitFileError, match=r"No saved fit at '.*absent.nc'"):
+        bayesmlm.load(tmp_path / "absent.nc")
+    typed_fit.save(tmp_path / "whole.nc")
+    raw = (tmp_path / "whole.nc").read_bytes()
+    (tmp_path / "half.nc").write_bytes(raw[: len(raw) // 2])
+    (tmp_path / "text.nc").write_text("not a fit")
+    for name in ("half.nc", "text.nc"):
+        with pytest.raises(bayesmlm.FitFileError, match=rf"Cannot read '.*{name}' as a saved fit.*truncated or corrupt"):
+            bayesmlm.load(tmp_path / name)
+    typed_fit.idata.to_netcdf(tmp_path / "arviz.nc")  # the draws alone, as ArviZ writes them
+    with pytest.raises(bayesmlm.FitFileError, match="not a bayesmlm fit.*from another tool"):
+        bayesmlm.load(tmp_path / "arviz.nc")
+
+
+# -- issue 15: every argument of fit() checked before anything is built or sampled -----------------------------------
+@pytest.mark.parametrize("kwargs, words", [
+    ({"seed": -1}, r"seed must be None or a whole number from 0 to 4294967295; got -1"),  # was OverflowError in nutpie
+    ({"seed": "abc"}, r"seed must be None or a whole number.*got 'abc' \(str\)"),  # was int()'s ValueError
+    ({"seed": 2.5}, r"seed must be None or a whole number.*got 2.5"),
+    ({"draws": 0}, r"draws must be a whole number of at least 1; got 0"),
+    ({"draws": 10.5}, r"draws must be a whole number of at least 1; got 10.5 \(float\)"),  # was silently 10
+    ({"draws": "100"}, r"draws must be a whole number.*got '100' \(str\)"),
+    ({"tune": -5}, r"tune must be a whole number of at least 0"),
+    ({"chains": None}, r"chains must be a whole number of at least 1; got None"),
+    ({"target_accept": 1.0}, r"target_accept must be a number between 0 and 1 \(not included\); got 1.0"),
+    ({"target_accept": "0.9"}, r"target_accept must be a number between 0 and 1.*'0.9' \(str\)"),
+    ({"progressbar": "no"}, r"progressbar must be True or False; got 'no'"),
+    ({"sampler": "stan"}, r"Unknown sampler 'stan'. Valid samplers: nutpie, pymc, numpyro, blackjax"),
+    ({"method": None}, r"Unknown method None. Valid methods: auto, full, collapsed"),
+])  # fmt: skip
+def test_fit_arguments_are_checked_first(kwargs, words):
+    m = bayesmlm.MLM("Reaction ~ Days + (1 | Subject)", bayesmlm.datasets.load("sleepstudy"))
+    with pytest.raises(bayesmlm.ArgumentError, match=words):
+        m.fit(**kwargs)
+
+
+@pytest.mark.parametrize("sampler", ["numpyro", "blackjax"])
+def test_jax_samplers_without_jax_say_what_to_install(sampler):
+    import importlib.util
+
+    if importlib.util.find_spec("jax") is not None:
+        pytest.skip("JAX is installed here")
+    m = bayesmlm.MLM("Reaction ~ Days + (1 | Subject)", bayesmlm.datasets.load("sleepstudy"))
+    # Before: ModuleNotFoundError "No module named 'jax'" from deep inside PyMC, after the model was built.
+    with pytest.raises(bayesmlm.ArgumentError, match=rf"sampler='{sampler}' needs jax and {sampler}.*pip install jax "
+                                                     rf"{sampler}, or use sampler='nutpie'"):
+        m.fit(sampler=sampler, method="full")
+
+
+def test_table_and_prediction_arguments_are_checked(typed_fit):
+    with pytest.raises(bayesmlm.ArgumentError, match=r"prob must be a number between 0 and 1.*got 95"):
+        typed_fit.fixef(prob=95)
+    with pytest.raises(bayesmlm.ArgumentError, match="seed must be None or a whole number"):
+        typed_fit.predict(seed=-3)
+    with pytest.raises(bayesmlm.ArgumentError, match=r"draws \(None for all\) must be a whole number of at least 1; got 0.5"):
+        typed_fit.predict(draws=0.5)

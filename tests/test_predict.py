@@ -216,3 +216,30 @@ def test_draws_of_many_rows_are_thinned_with_a_warning(ucb_fit, monkeypatch):
         draws = ucb_fit.predict(kind="draws")
     assert draws.shape == (4, 25, 12)
     assert ucb_fit.predict(kind="mean").shape == (12, 4)  # tables keep every draw
+
+
+# -- issue 15: new data that cannot be predicted, and group labels whose dtype changed since the fit ----------------
+def test_predict_refuses_infinite_inputs_and_outputs(sleep_fit, poisson_fit):
+    # Before: inf passed through as a prediction.
+    with pytest.raises(DataError, match=r"Column 'Days' has 1 infinite value\(s\) in newdata \(first at row 1\)"):
+        sleep_fit.predict(pd.DataFrame({"Days": [1.0, np.inf], "Subject": [308, 308]}))
+    with pytest.raises(DataError, match=r"term 'offset' -inf in 1 row\(s\) \(first at row 0\).*np.log of 0"):
+        poisson_fit.predict(pd.DataFrame({"x": [0.0], "exposure": [0.0], "g": ["g00"]}))
+    with pytest.raises(DataError, match=r"predictions of 1 row\(s\) are not finite \(first at row 1\).*kind='link'"):
+        poisson_fit.predict(pd.DataFrame({"x": [0.0, 1e4], "exposure": [1.0, 1.0], "g": ["g00", "g00"]}))
+
+
+@pytest.mark.parametrize("labels", [["308", "309"], [308.0, 309.0], pd.array([308, 309], dtype="Int64")])
+def test_group_labels_match_whatever_their_dtype_in_newdata(sleep_fit, labels, recwarn):
+    # Subject is int at fit; as text, float (a column with a missing value) or Int64 the groups must still be found.
+    want = sleep_fit.predict(pd.DataFrame({"Days": [3, 3], "Subject": [308, 309]}))
+    got = sleep_fit.predict(pd.DataFrame({"Days": [3, 3], "Subject": labels}))
+    np.testing.assert_allclose(got["mean"].to_numpy(), want["mean"].to_numpy())
+    assert not [w for w in recwarn if "not in the fitted data" in str(w.message)]
+
+
+def test_newdata_with_text_where_the_fit_had_numbers_is_refused(sleep_fit):
+    # Before: "0.5" was silently read as a number, and a date gave numpy's promotion error.
+    with pytest.raises(DataError, match=r"newdata's column 'Days' is .*, but the model was fitted with numbers in 'Days'.*"
+                                        r"pd.to_numeric"):
+        sleep_fit.predict(pd.DataFrame({"Days": ["3"], "Subject": [308]}))

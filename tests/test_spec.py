@@ -81,3 +81,39 @@ def test_from_levels_and_formula_build_identical_models():
     np.testing.assert_array_equal(a.design.blocks[0].Z, b.design.blocks[0].Z)
     assert a.priors().equals(b.priors())
     assert str(a.equations()) == str(b.equations())
+
+
+# -- issue 15: models that cannot be identified are refused before any data is read --------------------------------
+def test_formula_without_random_term_points_to_a_regression_tool():
+    # Before: MLM("y ~ x", data) fitted, then ranef() raised IndexError.
+    with pytest.raises(SpecError, match=r"'y ~ x' has no random term.*\(1 \| group\).*bambi.*statsmodels"):
+        parse_formula("y ~ x")
+
+
+@pytest.mark.parametrize("formula, where", [
+    ("y ~ y + (1 | g)", "fixed part"),
+    ("y ~ x + np.log(y) + (1 | g)", "fixed part"),
+    ("y ~ x + (1 + y | g)", r"random term \(1 \+ y \| g\)"),
+    ("y ~ x + (1 | y)", "grouping factor"),
+])  # fmt: skip
+def test_outcome_on_both_sides_is_refused(formula, where):
+    with pytest.raises(SpecError, match=rf"outcome 'y' is also in the {where}.*not identified. Remove 'y'"):
+        parse_formula(formula)
+
+
+def test_outcome_check_reads_names_not_substrings():
+    assert parse_formula("y ~ yy + y.1 + np.log(x) + (1 | g)").fixed == "1 + yy + y.1 + np.log(x)"
+    with pytest.raises(SpecError, match="outcome 'a' is also in the fixed part"):
+        parse_formula("cbind(a, b) ~ a + (1 | g)", "binomial")
+
+
+@pytest.mark.parametrize("kwargs, words", [
+    ({"fixed": "x"}, r"fixed is a list of level-1 terms, e.g. fixed=\['x'\]; got 'x'"),  # a str was read as its letters ('cses': c, s, e)
+    ({"level2": [("x", "~ 1 + w")]}, r"level2 maps level-1 terms to level-2 equations.*got a list"),
+    ({"group": ["g"]}, r"group names the level-2 grouping column \(a str\); got \['g'\]"),
+    ({"family": ["gaussian"]}, r"Unknown family \['gaussian'\]. Valid families"),  # was TypeError: unhashable type
+])  # fmt: skip
+def test_level_equation_arguments_of_the_wrong_type(kwargs, words):
+    args = {"level2": {"x": "~ 1 + w"}, "group": "g", **kwargs}
+    with pytest.raises(SpecError, match=words):
+        spec_from_levels("y ~ 1 + x", args.pop("level2"), args.pop("group"), **args)

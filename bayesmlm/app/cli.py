@@ -73,6 +73,7 @@ def run_config(cfg: RunConfig, out, *, subsample: int | None = None, progressbar
     out.mkdir(parents=True, exist_ok=True)
     data = load_data(cfg, subsample=subsample, seed=int(cfg.fit.get("seed", 0)))
     model = build_model(cfg, data)
+    _check_plot_term(cfg, model)
     echo(f"{cfg.name}: {model.formula}  ({len(data):,} rows{', a random subsample' if subsample and subsample <= len(data) else ''})")
     echo(equations_section(model).to_text())
     start = time.perf_counter()
@@ -92,6 +93,18 @@ def run_config(cfg: RunConfig, out, *, subsample: int | None = None, progressbar
     echo("\n" + next(s for s in sections if s.key == "diagnostics").to_text())
     echo(f"\nWrote {out}/: " + ", ".join(written))
     return fit
+
+
+def _check_plot_term(cfg: RunConfig, model) -> None:
+    """A ``plots.term`` the model does not have is a config error before sampling (the plots were skipped, exit 0)."""
+    from ..design.levels import level_structure
+
+    if cfg.plot_term is None or not cfg.plots:
+        return
+    valid = level_structure(model.design).level1_terms
+    if cfg.plot_term not in valid and not (cfg.plot_term == "Intercept" and "(Intercept)" in valid):
+        raise ConfigError(f"Key 'plots.term'{' in ' + str(cfg.source) if cfg.source else ''} is '{cfg.plot_term}', which is "
+                          f"not a group-specific coefficient of this model. Valid terms: {', '.join(valid)}.")
 
 
 def _write_outputs(fit, cfg: RunConfig, sections, out: Path) -> list[str]:

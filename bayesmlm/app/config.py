@@ -265,6 +265,8 @@ def load_config(path) -> RunConfig:
         raw = yaml.safe_load(path.read_text())
     except yaml.YAMLError as err:
         raise ConfigError(f"{path} is not valid YAML: {err}") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"{path} is not a text file (not UTF-8): a config is YAML text, e.g. configs/sleepstudy.yaml.") from None
     return parse_config(raw, source=path)
 
 

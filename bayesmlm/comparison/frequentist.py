@@ -17,6 +17,7 @@ import numpy as np
 import pandas as pd
 from scipy.stats import norm
 
+from ..arguments import check_probability
 from ..frequentist_engine.design_fit import default_method, fit_design
 from ..report.render import Note, Section, Table
 
@@ -266,8 +267,7 @@ def compare_frequentist(fit, method: str | None = None, prob: float = 0.95, fact
     >>> cmp.fixed[["bayes_mean", "freq_estimate", "diff_in_sd"]]  # doctest: +SKIP
     >>> cmp.plot().savefig("compare.png")  # doctest: +SKIP
     """
-    if not 0 < prob < 1:
-        raise ValueError(f"prob must be between 0 and 1; got {prob!r}.")
+    prob = check_probability(prob)
     ff = frequentist_tables(fit.design, method)
     factor = fit.design.spec.resolve_group(factor)
     z = norm.ppf(0.5 + prob / 2)

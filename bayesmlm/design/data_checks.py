@@ -14,11 +14,12 @@ import numpy as np
 import pandas as pd
 from formulae import model_description
 
-from ..errors import DataError, RowsDroppedWarning, SpecError
+from ..errors import ArgumentError, DataError, RowsDroppedWarning, SpecError
 from ..spec.formula import ModelSpec
 
-__all__ = ["formula_variables", "model_columns", "response_columns", "check_columns", "drop_missing", "check_finite", "is_numeric",
-           "check_numeric_outcome"]
+__all__ = ["formula_variables", "model_columns", "predictor_columns", "response_columns", "check_columns", "check_column_types", "column_kind",
+           "drop_missing", "check_finite", "is_numeric", "check_numeric_outcome", "check_outcome_varies",
+           "check_level2_constant"]
 
 
 def formula_variables(rhs: str, where: str) -> set[str]:
@@ -30,9 +31,25 @@ def formula_variables(rhs: str, where: str) -> set[str]:
     ['w', 'x']
     """
     try:
-        return set(model_description(rhs).var_names)
+        names = model_description(rhs).var_names
     except Exception as err:  # formulae raises its own parse errors
         raise SpecError(f"Cannot read the {where} '{rhs}': {err}") from None
+    return {n for n in names if n}  # a string argument, as in C(x, Treatment("b")), reads as the name ''
+
+
+def predictor_columns(spec: ModelSpec) -> list[str]:
+    """The columns the fixed part and the random terms read (not the outcome, not the grouping columns).
+
+    Examples
+    --------
+    >>> from bayesmlm.spec.formula import parse_formula
+    >>> predictor_columns(parse_formula("y ~ x * w + (1 + z | g)"))
+    ['w', 'x', 'z']
+    """
+    cols = sorted(formula_variables(spec.fixed, "fixed part"))
+    for b in spec.random:
+        cols += sorted(formula_variables(b.expr, f"random term {b.text()}"))
+    return list(dict.fromkeys(cols))
 
 
 def model_columns(spec: ModelSpec) -> list[str]:
@@ -77,11 +94,91 @@ def check_columns(data: pd.DataFrame, cols: list[str], extra: dict | None = None
     bayesmlm.errors.DataError: Column(s) 'x' not in the data. Columns that exist: y.
     """
     extra = extra or {}
+    for k, c in extra.items():
+        if c is not None and not isinstance(c, str):
+            raise ArgumentError(f"{k}= names a column of the data (a str); got {c!r}.")
     missing = [c for c in cols if c not in data.columns]
     missing += [f"{c} (given as {k}=)" for k, c in extra.items() if c is not None and c not in data.columns]
     if missing:
         raise DataError(f"Column(s) {', '.join(map(repr, missing))} not in {where}. Columns that exist: "
                         f"{', '.join(map(str, data.columns))}.")
+    used = set(cols) | {c for c in extra.values() if c is not None}
+    twice = sorted({str(c) for c in data.columns[data.columns.duplicated()] if c in used})
+    if twice:
+        raise DataError(f"Column name(s) {', '.join(map(repr, twice))} appear more than once in {where}, so the model "
+                        "cannot tell which to read. Rename or drop the copies (data.loc[:, ~data.columns.duplicated()]).")
+
+
+_CONVERT = {
+    "datetime": "a date or time: use a number made from it, e.g. days since the first, "
+                "(data['{c}'] - data['{c}'].min()).dt.days, or its year, data['{c}'].dt.year",
+    "timedelta": "a duration: use it as a number, e.g. data['{c}'].dt.total_seconds()",
+    "complex": "complex: a predictor must be real; use its real part or its modulus",
+    "period": "a period: use a number made from it, e.g. data['{c}'].dt.year",
+    "interval": "an interval: use its midpoint, data['{c}'].array.mid, or its label as a category, data['{c}'].astype(str)",
+    "numbers": "numbers stored as objects: convert them, pd.to_numeric(data['{c}'])",
+    "mixed": "of mixed types ({kinds}): make it one type, numbers (pd.to_numeric) or labels (data['{c}'].astype(str))",
+}
+
+
+def column_kind(col: pd.Series) -> str:
+    """What a column holds: 'numeric', 'bool', 'categorical', 'text', or one of the kinds the model cannot read
+    ('datetime', 'timedelta', 'complex', 'period', 'interval', 'numbers' stored as objects, 'mixed').
+
+    Examples
+    --------
+    >>> import pandas as pd
+    >>> column_kind(pd.Series([1, "a"], dtype=object)), column_kind(pd.Series(["a"], dtype="category"))
+    ('mixed', 'categorical')
+    """
+    dtype = col.dtype
+    if pd.api.types.is_bool_dtype(dtype):
+        return "bool"
+    if pd.api.types.is_complex_dtype(dtype):
+        return "complex"
+    if pd.api.types.is_numeric_dtype(dtype):
+        return "numeric"
+    if pd.api.types.is_datetime64_any_dtype(dtype):
+        return "datetime"
+    if pd.api.types.is_timedelta64_dtype(dtype):
+        return "timedelta"
+    if isinstance(dtype, pd.PeriodDtype):
+        return "period"
+    if isinstance(dtype, pd.IntervalDtype):
+        return "interval"
+    if isinstance(dtype, pd.CategoricalDtype):
+        return "categorical"
+    inferred = pd.api.types.infer_dtype(col, skipna=True)
+    if inferred in ("string", "empty"):
+        return "text"
+    if inferred in ("integer", "floating", "decimal"):
+        return "numbers"
+    if inferred in ("datetime", "datetime64", "date", "time"):
+        return "datetime"
+    return "mixed"
+
+
+def check_column_types(data: pd.DataFrame, predictors: list[str], groups: list[str]) -> None:
+    """Refuse columns whose type the model cannot read, naming the column and the conversion to make.
+
+    Predictors must be numbers, bool, text or categorical; grouping columns may be
+    anything but a mix of types (1 and "1" would become one group).
+
+    Examples
+    --------
+    >>> import pandas as pd
+    >>> check_column_types(pd.DataFrame({"z": [1 + 2j]}), ["z"], [])
+    Traceback (most recent call last):
+    ...
+    bayesmlm.errors.DataError: The predictor 'z' is complex128, complex: a predictor must be real; use its real part or its modulus.
+    """
+    for role, cols in (("predictor", predictors), ("grouping column", groups)):
+        for c in cols:
+            kind = column_kind(data[c])
+            if kind in ("numeric", "bool", "categorical", "text") or (role == "grouping column" and kind != "mixed"):
+                continue
+            kinds = ", ".join(sorted({type(v).__name__ for v in data[c].dropna().head(1000)}))
+            raise DataError(f"The {role} '{c}' is {data[c].dtype}, " + _CONVERT[kind].format(c=c, kinds=kinds) + ".")
 
 
 def drop_missing(data: pd.DataFrame, cols: list[str]) -> tuple[pd.DataFrame, int]:
@@ -128,14 +225,14 @@ def check_finite(data: pd.DataFrame, where: str = "") -> None:
     >>> check_finite(pd.DataFrame({"x": [1.0, float("inf")]}))
     Traceback (most recent call last):
     ...
-    bayesmlm.errors.DataError: Column 'x' has 1 infinite value(s) (first at row 1). Remove or recode them before fitting.
+    bayesmlm.errors.DataError: Column 'x' has 1 infinite value(s) (first at row 1). Remove or recode them.
     """
     for col in data.columns:
         if is_numeric(data[col].dtype):
             bad = ~np.isfinite(data[col].to_numpy(dtype=float))
             if bad.any():
                 raise DataError(f"Column '{col}' has {int(bad.sum())} infinite value(s){where} (first at row "
-                                f"{int(np.argmax(bad))}). Remove or recode them before fitting.")
+                                f"{int(np.argmax(bad))}). Remove or recode them.")
 
 
 def check_numeric_outcome(col: pd.Series, where: str = "") -> np.ndarray:
@@ -153,3 +250,65 @@ def check_numeric_outcome(col: pd.Series, where: str = "") -> np.ndarray:
         raise DataError(f"The outcome '{col.name}' is {col.dtype}{where}, not numeric: a gaussian model needs a numeric "
                         "outcome. For a yes/no outcome use family='bernoulli'.")
     return col.to_numpy(dtype=float)
+
+
+_NO_VARIATION = {
+    "gaussian": "every row is {v:g}: there is no variation to model",
+    "bernoulli": "every row is {v:g}: a logit model needs both outcomes (its coefficients would go to infinity)",
+    "binomial": "every trial is a {what}: a logit model needs both outcomes (its coefficients would go to infinity)",
+    "poisson": "every count is 0: a log-rate model needs some counts above 0 (its rate would go to zero)",
+}
+
+
+def check_outcome_varies(y: np.ndarray, trials: np.ndarray | None, family: str, name: str) -> None:
+    """Refuse an outcome with no variation: the model would be fitted to its prior alone.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> check_outcome_varies(np.zeros(3), None, "bernoulli", "y")
+    Traceback (most recent call last):
+    ...
+    bayesmlm.errors.DataError: The outcome 'y' has no variation: every row is 0: a logit model needs both outcomes (its coefficients would go to infinity). Check the data (a filter that kept one kind of row?).
+    """
+    if family == "binomial":
+        none, every = bool((y == 0).all()), bool((y == trials).all())
+        if not (none or every):
+            return
+        detail = _NO_VARIATION[family].format(what="failure" if none else "success")
+    elif family == "poisson":
+        if (y > 0).any():
+            return
+        detail = _NO_VARIATION[family]
+    else:
+        if np.ptp(y) > 0:
+            return
+        detail = _NO_VARIATION[family].format(v=y[0])
+    raise DataError(f"The outcome '{name}' has no variation: {detail}. Check the data (a filter that kept one kind of row?).")
+
+
+def check_level2_constant(data: pd.DataFrame, labels: pd.Series, group: str, level2: dict) -> None:
+    """Refuse a level-2 predictor that varies within groups: the level equations would not be the model fitted.
+
+    ``labels`` is each row's group; ``level2`` maps a level-1 term to its
+    level-2 right-hand side, as :meth:`bayesmlm.MLM.from_levels` takes it.
+
+    Examples
+    --------
+    >>> import pandas as pd
+    >>> d = pd.DataFrame({"g": ["a", "a", "b"], "w": [1.0, 2.0, 3.0]})
+    >>> check_level2_constant(d, d["g"], "g", {"1": "~ 1 + w"})
+    Traceback (most recent call last):
+    ...
+    bayesmlm.errors.DataError: level2['1'] uses 'w', which varies within groups of 'g' (group 'a' has 2 different values): a level-2 predictor must be constant within each group. Use its group mean, data.groupby('g')['w'].transform('mean'), or move 'w' into level1.
+    """
+    by = data.groupby(labels.to_numpy(), sort=True)
+    for term, rhs in level2.items():
+        for w in sorted(formula_variables(str(rhs).strip().lstrip("~") or "1", f"level2['{term}']")):
+            counts = by[w].nunique(dropna=False)
+            if (counts > 1).any():
+                first = counts.index[int(np.argmax(counts.to_numpy() > 1))]
+                raise DataError(f"level2['{term}'] uses '{w}', which varies within groups of '{group}' (group '{first}' has "
+                                f"{int(counts[first])} different values): a level-2 predictor must be constant within each "
+                                f"group. Use its group mean, data.groupby('{group}')['{w}'].transform('mean'), or move "
+                                f"'{w}' into level1.")

@@ -10,6 +10,7 @@ here imports PyMC.
 from __future__ import annotations
 
 import re
+import warnings
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -17,18 +18,22 @@ import pandas as pd
 from formulae import design_matrices
 from formulae.environment import Environment
 
-from ..errors import DataError, SpecError
+from ..errors import DataError, SeparationWarning, SpecError
 from ..spec.formula import ModelSpec
 from .data_checks import (
+    check_column_types,
     check_columns,
     check_finite,
     check_numeric_outcome,
+    check_outcome_varies,
     drop_missing,
     model_columns,
+    predictor_columns,
     response_columns,
 )
 
-__all__ = ["GroupingFactor", "BlockDesign", "Design", "build_design", "assemble_design", "centring", "split_offset", "offset_column", "lme4_name"]
+__all__ = ["GroupingFactor", "BlockDesign", "Design", "build_design", "assemble_design", "centring", "split_offset", "offset_column",
+           "lme4_name", "group_labels"]
 
 
 @dataclass(frozen=True, eq=False)
@@ -65,6 +70,11 @@ class BlockDesign:
     def q(self) -> int:
         """Number of random terms in the block."""
         return len(self.terms)
+
+    @property
+    def expr_text(self) -> str:
+        """The block as lme4 writes it, e.g. ``(1 + Days | Subject)``."""
+        return f"({' + '.join('1' if t == '(Intercept)' else t for t in self.terms)} | {self.group})"
 
 
 @dataclass(frozen=True, eq=False)
@@ -298,9 +308,21 @@ def _bernoulli(col: pd.Series) -> tuple[np.ndarray, str | None]:
     return (col == levels[1]).to_numpy(dtype=float), str(levels[1])
 
 
+def _categories_in_order(data: pd.DataFrame) -> pd.DataFrame:
+    """Unordered Categoricals made ordered, so that formulae keeps their category order (the first is the reference
+    level, as in R); formulae sorts the levels of an unordered one. Unused categories are dropped."""
+    cats = [c for c in data.columns if isinstance(data[c].dtype, pd.CategoricalDtype) and not data[c].cat.ordered]
+    if not cats:
+        return data
+    out = data.copy()
+    for c in cats:
+        out[c] = out[c].cat.remove_unused_categories().cat.as_ordered()
+    return out
+
+
 def _fixed_matrix(rhs: str, data: pd.DataFrame, what: str):
     try:
-        dm = design_matrices(rhs, data, na_action="error", env=_ENV)
+        dm = design_matrices(rhs, _categories_in_order(data), na_action="error", env=_ENV)
     except Exception as err:
         raise SpecError(f"Cannot build the {what} '{rhs}': {err}") from None
     if dm.common is None:
@@ -344,7 +366,14 @@ def offset_column(data: pd.DataFrame, offset: str | None) -> np.ndarray | None:
 
 
 def _check_columns_of(M: np.ndarray, names: tuple[str, ...], what: str) -> None:
-    """Constant and collinear columns of a design matrix are errors, by name."""
+    """Columns that are not finite, constant or collinear are errors, by name."""
+    bad = ~np.isfinite(M)
+    if bad.any():
+        j = int(np.argmax(bad.any(axis=0)))
+        i = int(np.argmax(bad[:, j]))
+        raise DataError(f"The {what} term '{names[j]}' is {M[i, j]} in {int(bad[:, j].sum())} row(s) (first at row {i}): "
+                        "a transform in the formula made values that are not finite (np.log of 0 or of a negative "
+                        "number, say). Drop or recode those rows, or change the transform (e.g. np.log1p).")
     for j, name in enumerate(names):
         if name != "(Intercept)" and np.ptp(M[:, j]) == 0:
             raise DataError(f"The {what} term '{name}' is constant (every row is {M[0, j]:g}); it cannot be estimated. "
@@ -359,11 +388,112 @@ def _check_columns_of(M: np.ndarray, names: tuple[str, ...], what: str) -> None:
                             "Remove it or one of those terms.")
 
 
-def _factor(data: pd.DataFrame, group: str) -> GroupingFactor:
+def group_labels(data: pd.DataFrame, group: str) -> pd.Series:
+    """Each row's group label, as a string: the values joined by ':' for ``a:b``.
+
+    Whole numbers are written without a decimal point whatever their dtype,
+    so that a group read as 3 at fit time (int) and 3.0 in new data (a float
+    column, say after a missing value) is the same group; other values as
+    ``str`` writes them.
+
+    Examples
+    --------
+    >>> import pandas as pd
+    >>> group_labels(pd.DataFrame({"a": [1.0, 2.0], "b": ["x", "y"]}), "a:b").tolist()
+    ['1:x', '2:y']
+    """
     cols = group.split(":")
-    values = data[cols[0]].astype(str)
+    values = _labels(data[cols[0]])
     for c in cols[1:]:
-        values = values + ":" + data[c].astype(str)
+        values = values + ":" + _labels(data[c])
+    return values
+
+
+def _labels(col: pd.Series) -> pd.Series:
+    if pd.api.types.is_float_dtype(col.dtype):  # value by value, so that every chunk of a file reads alike
+        x = col.to_numpy(dtype=float)
+        whole = x == np.round(x)
+        text = col.astype(str).to_numpy(dtype=object)
+        text[whole] = x[whole].astype(np.int64).astype(str)
+        return pd.Series(text, index=col.index, dtype=object)
+    if pd.api.types.is_integer_dtype(col.dtype):
+        return col.astype(np.int64).astype(str)  # nullable Int64 as plain integers
+    return col.astype(str)
+
+
+def _warn_separation(X: np.ndarray, names: tuple[str, ...], y: np.ndarray, trials: np.ndarray | None, response: str) -> None:
+    """Warn when one predictor alone separates a logit model's outcome (complete or, for a 0/1 column, quasi-complete).
+
+    With separation the likelihood keeps rising as the coefficient goes to
+    infinity; the posterior is proper only through the prior, so the estimate
+    is the prior's, not the data's (Gelman et al. 2008, Albert and Anderson 1984).
+    """
+    n = trials if trials is not None else np.ones_like(y)
+    has_1, has_0 = y > 0, y < n
+    for j, name in enumerate(names):
+        if name == "(Intercept)":
+            continue
+        x = X[:, j]
+        if np.isin(x, (0.0, 1.0)).all():
+            on = x == 1
+            where = [f"every row with {name} = 1 has {response} = {v}" for v, rows in ((0, has_1), (1, has_0))
+                     if not rows[on].any()]
+            where += [f"every row with {name} = 0 has {response} = {v}" for v, rows in ((0, has_1), (1, has_0))
+                      if not rows[~on].any()]
+        elif x[has_0].max() < x[has_1].min() or x[has_1].max() < x[has_0].min():
+            where = [f"{response} = 1 exactly where {name} is {'above' if x[has_0].max() < x[has_1].min() else 'below'} "
+                     "a cut-off"]
+        else:
+            continue
+        if where:
+            warnings.warn(f"The predictor '{name}' separates the outcome ({where[0]}): the data alone put its coefficient "
+                          "at infinity, so its estimate is set by its prior (see model.priors()). Report it as such, set "
+                          f"an informative prior on '{name}', or merge sparse categories.", SeparationWarning, stacklevel=6)
+
+
+def _check_identified(spec: ModelSpec, factors: dict, blocks: list[BlockDesign], n_obs: int) -> None:
+    """Refuse random effects the data cannot identify, before sampling (lme4's checkNlevels and checkZdims).
+
+    - With a residual SD (or a 0/1 outcome): a factor with one row per group (its
+      intercept is the residual); with a residual SD, no more rows than a block's
+      random effects (counts with one row per group are fine: overdispersion);
+    - a random slope on a variable constant within every group of a factor that
+      also has a random intercept (the two are the same effect);
+    - a correlated block of q terms on q or fewer groups (a q x q covariance
+      from that few group effects is singular).
+    """
+    for b in blocks:
+        f = factors[b.group]
+        J = f.n_levels
+        if (spec.family.has_sigma or spec.family.name == "bernoulli") and J == n_obs:
+            raise DataError(f"The grouping factor '{b.group}' has one row per group ({J} groups, {n_obs} rows): its random "
+                            f"effects cannot be told apart from the {'residual error' if spec.family.has_sigma else 'outcome of a 0/1 row'}"
+                            f" (lme4 refuses this too). Group by a coarser factor, or drop {b.expr_text}.")
+        if spec.family.has_sigma and n_obs <= b.q * J:
+            raise DataError(f"The random term {b.expr_text} has {b.q} x {J} = {b.q * J} random effects for {n_obs} rows: "
+                            "with a residual SD too they are not identified (lme4: number of observations <= number of "
+                            "random effects). Use fewer random terms or more rows per group.")
+        if b.correlated and J <= b.q:
+            raise DataError(f"The correlated block {b.expr_text} has {b.q} random terms but '{b.group}' has only {J} groups: "
+                            f"a {b.q} x {b.q} covariance needs more groups than terms. Use fewer random terms, uncorrelated "
+                            "ones ('||'), or more groups.")
+    for g, f in factors.items():
+        terms = [(b, k) for b in blocks if b.group == g for k in range(b.q)]
+        if not any(b.terms[k] == "(Intercept)" for b, k in terms):
+            continue
+        for b, k in terms:
+            if b.terms[k] == "(Intercept)":
+                continue
+            by_group = pd.Series(b.Z[:, k]).groupby(f.index)
+            if (by_group.max() == by_group.min()).all():
+                raise DataError(f"The random slope of '{b.terms[k]}' by '{g}' is not identified: '{b.terms[k]}' is constant "
+                                f"within each group of '{g}' (a group-level predictor), so its group-specific slope is the "
+                                f"random intercept again. Keep '{b.terms[k]}' as a fixed effect only, e.g. '... + "
+                                f"{b.terms[k]} + (1 | {g})'.")
+
+
+def _factor(data: pd.DataFrame, group: str) -> GroupingFactor:
+    values = group_labels(data, group)
     codes, uniques = pd.factorize(values, sort=True)
     if len(uniques) < 2:
         raise DataError(f"The grouping factor '{group}' has only one level ({uniques[0]!r}) in the data used: "
@@ -409,6 +539,7 @@ def build_design(spec: ModelSpec, data: pd.DataFrame, *, trials: str | None = No
     check_columns(data, cols, extra)
     cols += [c for c in extra.values() if c is not None and c not in cols]
     clean, dropped = drop_missing(data, cols)
+    check_column_types(clean, predictor_columns(spec), [c for g in spec.groups for c in g.split(":")])
     check_finite(clean)
     return assemble_design(spec, clean, trials=trials, offset=offset, rows_dropped=dropped)
 
@@ -432,10 +563,13 @@ def assemble_design(spec: ModelSpec, clean: pd.DataFrame, *, trials: str | None 
     """
     extra = {"trials": trials, "offset": offset}
     y, n_trials, success = _response(spec, clean, trials)
+    check_outcome_varies(y, n_trials, spec.family.name, spec.response)
     fixed_matrix, X, fixed_labels = _fixed_matrix(spec.fixed, clean, "fixed part")
     X, fixed_labels, formula_offset = split_offset(X, fixed_labels)
     fixed_terms = _lme4_terms(fixed_labels, spec.fixed, clean.columns)
     _check_columns_of(X, fixed_terms, "fixed")
+    if spec.family.link == "logit":
+        _warn_separation(X, fixed_terms, y, n_trials, spec.response)
     factors = {g: _factor(clean, g) for g in spec.groups}
     blocks, seen = [], {}
     for b in spec.random:
@@ -453,6 +587,7 @@ def assemble_design(spec: ModelSpec, clean: pd.DataFrame, *, trials: str | None 
         dup = {t for t in terms if terms.count(t) > 1}
         if dup:
             raise SpecError(f"The random term(s) {sorted(dup)} appear in more than one block for '{g}'. Give each term once.")
+    _check_identified(spec, factors, blocks, len(y))
     off = offset_column(clean, offset)
     if formula_offset is not None:
         off = formula_offset if off is None else off + formula_offset

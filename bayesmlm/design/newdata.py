@@ -12,10 +12,12 @@ import numpy as np
 import pandas as pd
 
 from ..errors import DataError
-from .data_checks import formula_variables
-from .matrices import Design, offset_column, split_offset
+from .data_checks import check_finite, column_kind, formula_variables
+from .matrices import Design, group_labels, offset_column, split_offset
 
 __all__ = ["NewData", "new_data_design"]
+
+_NUMBERS = ("numeric", "bool")
 
 
 @dataclass(frozen=True, eq=False)
@@ -95,17 +97,25 @@ def new_data_design(design: Design, newdata: pd.DataFrame, *, groups: bool = Tru
         bad = [c for c in need if newdata[c].isna().any()]
         raise DataError(f"newdata has missing values in {', '.join(map(repr, bad))} ({int(rows.sum())} row(s)); "
                         "fill or drop those rows before predicting.")
+    group_cols = {c for g in spec.groups for c in g.split(":")}  # labels: 308 and "308" are one group
+    for c in need:
+        if c in group_cols or c not in design.data.columns:
+            continue
+        if column_kind(design.data[c]) in _NUMBERS and column_kind(newdata[c]) not in _NUMBERS:
+            raise DataError(f"newdata's column '{c}' is {newdata[c].dtype}, but the model was fitted with numbers in '{c}'. "
+                            f"Convert it, e.g. pd.to_numeric(newdata['{c}']).")
     data = newdata.reset_index(drop=True)
-    X, _, formula_offset = split_offset(*_evaluate(design.fixed_matrix, data, "fixed part"))
+    check_finite(data[need], where=" in newdata")
+    X, labels_x, formula_offset = split_offset(*_evaluate(design.fixed_matrix, data, "fixed part"))
+    _check_evaluated(X, labels_x, "fixed part", formula_offset)
     Z, index, labels = [], {}, {}
     if groups:
         for b in design.blocks:
-            Z.append(_evaluate(b.Z_matrix, data, f"random term ({' + '.join(b.terms)} | {b.group})")[0])
+            Zb, labels_z = _evaluate(b.Z_matrix, data, f"random term {b.expr_text}")
+            _check_evaluated(Zb, labels_z, f"random term {b.expr_text}")
+            Z.append(Zb)
         for name, f in design.factors.items():
-            cols = name.split(":")
-            values = data[cols[0]].astype(str)
-            for c in cols[1:]:
-                values = values + ":" + data[c].astype(str)
+            values = group_labels(data, name)
             lookup = {lev: i for i, lev in enumerate(f.levels)}
             labels[name] = values.to_numpy(dtype=object)
             index[name] = np.array([lookup.get(v, -1) for v in labels[name]], dtype=np.int64)
@@ -115,6 +125,19 @@ def new_data_design(design: Design, newdata: pd.DataFrame, *, groups: bool = Tru
     return NewData(X, tuple(Z), index, labels, off)
 
 
+def _check_evaluated(M: np.ndarray, names: tuple[str, ...], what: str, offset: np.ndarray | None = None) -> None:
+    """New rows whose transforms (np.log of 0, say) are not finite cannot be predicted: refuse them by term and row."""
+    full = M if offset is None else np.column_stack([M, offset])
+    bad = ~np.isfinite(full)
+    if bad.any():
+        j = int(np.argmax(bad.any(axis=0)))
+        i = int(np.argmax(bad[:, j]))
+        name = names[j] if j < len(names) else "offset"
+        raise DataError(f"newdata makes the {what}'s term '{name}' {full[i, j]} in {int(bad[:, j].sum())} row(s) (first at "
+                        f"row {i}): a transform in the formula gives values that are not finite there (np.log of 0, say). "
+                        "Drop or recode those rows.")
+
+
 def _evaluate(matrix, data: pd.DataFrame, what: str) -> tuple[np.ndarray, tuple[str, ...]]:
     if matrix is None:
         return np.empty((len(data), 0)), ()
@@ -122,5 +145,5 @@ def _evaluate(matrix, data: pd.DataFrame, what: str) -> tuple[np.ndarray, tuple[
         frame = matrix.evaluate_new_data(data).as_dataframe()
         return frame.to_numpy(dtype=float), tuple(frame.columns)
     except Exception as err:  # formulae raises its own errors for unseen categories
-        raise DataError(f"Cannot evaluate the {what} on newdata: {err}. Categorical predictors may only take "
+        raise DataError(f"Cannot evaluate the {what} on newdata: {str(err).rstrip('.')}. Categorical predictors may only take "
                         "levels that the fitted data has.") from None

@@ -23,6 +23,7 @@ exp(offset) where there is an offset). Nothing here imports PyMC.
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 import numpy as np
@@ -66,7 +67,10 @@ class Prior:
         if set(params) != set(names):
             raise SpecError(f"A {dist} prior takes the parameters {names}; got {tuple(params)}.")
         for k in names:
-            v = float(params[k])
+            try:
+                v = float(params[k])
+            except (TypeError, ValueError):
+                raise SpecError(f"Prior {dist}: parameter {k} must be a number; got {params[k]!r}.") from None
             if not np.isfinite(v) or (k != "mu" and v <= 0):
                 raise SpecError(f"Prior {dist}: parameter {k} must be {'finite' if k == 'mu' else 'positive'}; got {params[k]!r}.")
         object.__setattr__(self, "dist", dist)
@@ -159,18 +163,27 @@ def default_priors(design: Design) -> dict[str, Prior]:
     priors = {}
     for j, term in enumerate(design.fixed_terms):
         if term == "(Intercept)":
-            priors[term] = Prior("normal", mu=round(loc, 4), sigma=round(2.5 * s_y, 4))
+            priors[term] = Prior("normal", mu=loc, sigma=_significant(2.5 * s_y))
         else:
-            priors[term] = Prior("normal", mu=0.0, sigma=float(f"{2.5 * s_y / _column_sd(design, None, j):.4g}"))
+            priors[term] = Prior("normal", mu=0.0, sigma=_significant(2.5 * s_y / _column_sd(design, None, j)))
     for b in design.blocks:
         for k, term in enumerate(b.terms):
             scale = s_y if term == "(Intercept)" else s_y / _column_sd(design, b, k)
-            priors[sd_name(b.label, term)] = Prior("half_normal", sigma=float(f"{scale:.4g}"))
+            priors[sd_name(b.label, term)] = Prior("half_normal", sigma=_significant(scale))
         if b.correlated:
             priors[cor_name(b.label)] = Prior("lkj", eta=1.0)
     if design.spec.family.has_sigma:
-        priors["sigma"] = Prior("exponential", lam=float(f"{1 / s_y:.4g}"))
+        priors["sigma"] = Prior("exponential", lam=_significant(1 / s_y))
     return priors
+
+
+def _significant(scale: float) -> float:
+    """A prior's scale to 4 significant digits (never to decimals, which would make 1e-7 zero).
+
+    The intercept's location is not rounded at all: on data such as 1e6 +/- 0.001
+    any rounding of it would move it by many prior SDs.
+    """
+    return float(f"{scale:.4g}")
 
 
 def resolve_priors(design: Design, overrides: dict | None) -> dict[str, Prior]:
@@ -186,6 +199,9 @@ def resolve_priors(design: Design, overrides: dict | None) -> dict[str, Prior]:
     'normal(mu=10, sigma=5)'
     """
     priors = default_priors(design)
+    if overrides is not None and not isinstance(overrides, Mapping):
+        raise SpecError(f"priors must be a dict of parameter name to prior, e.g. {{'{next(iter(priors))}': 'normal(0, 1)'}}; "
+                        f"got a {type(overrides).__name__}. Valid names for this model: {', '.join(priors)}.")
     for name, value in (overrides or {}).items():
         if name not in priors:
             raise SpecError(f"Unknown prior '{name}'. Valid names for this model: {', '.join(priors)}.")

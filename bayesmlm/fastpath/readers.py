@@ -19,12 +19,14 @@ Nothing here imports PyMC.
 from __future__ import annotations
 
 import warnings
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
+from ..arguments import check_count
 from ..design.data_checks import (
     check_columns,
     check_finite,
@@ -37,6 +39,7 @@ from ..design.matrices import (
     Design,
     GroupingFactor,
     build_design,
+    group_labels,
 )
 from ..design.newdata import new_data_design
 from ..errors import DataError, RowsDroppedWarning, SpecError
@@ -153,12 +156,9 @@ def _group_codes(clean: pd.DataFrame, template: Design) -> tuple[np.ndarray, np.
     cols = _group_columns(template)
     if len(cols) == 1:
         codes, uniques = pd.factorize(clean[cols[0]])
-        labels = np.asarray(pd.Index(uniques).astype(str), dtype=object)
+        labels = group_labels(pd.DataFrame({cols[0]: uniques}), cols[0]).to_numpy(dtype=object)
     else:
-        values = clean[cols[0]].astype(str)
-        for c in cols[1:]:
-            values = values + ":" + clean[c].astype(str)
-        codes, uniques = pd.factorize(values)
+        codes, uniques = pd.factorize(group_labels(clean, template.spec.groups[0]))
         labels = np.asarray(uniques, dtype=object)
     order = np.argsort(labels)
     rank = np.empty(len(order), dtype=np.int64)
@@ -381,32 +381,46 @@ def read_chunks(paths, columns: list[str], *, chunksize: int = 1_000_000, text_c
     """
     if isinstance(paths, (str, Path)):
         paths = [paths]
-    if int(chunksize) < 1:
-        raise ValueError(f"chunksize must be a positive number of rows; got {chunksize!r}.")
+    chunksize = check_count(chunksize, "chunksize")
     for path in map(Path, paths):
-        if not path.exists():
-            raise DataError(f"No such file: '{path}'.")
-        suffixes = "".join(path.suffixes).lower()
-        if suffixes.endswith((".parquet", ".pq")):
-            import pyarrow.parquet as pq
+        if not path.is_file():
+            raise DataError(f"No such file: '{path}'" + (" (it is a folder)" if path.is_dir() else "") + ".")
+        try:
+            yield from _read_file(path, columns, chunksize, text_columns)
+        except DataError:
+            raise
+        except (OSError, ValueError, EOFError, zlib.error) as err:  # pandas, pyarrow, gzip: empty, truncated or not that format
+            raise DataError(f"Cannot read '{path}' as {_format_name(path)}: {type(err).__name__}: {str(err)[:200]}. Is the "
+                            "file complete, and in the format its name says?") from None
 
-            pfile = pq.ParquetFile(path)
-            missing = [c for c in columns if c not in pfile.schema_arrow.names]
-            if missing:
-                raise DataError(f"'{path}' lacks the column(s) {', '.join(map(repr, missing))} that the model uses. "
-                                f"Columns it has: {', '.join(pfile.schema_arrow.names)}.")
-            for batch in pfile.iter_batches(batch_size=int(chunksize), columns=columns):
-                yield batch.to_pandas()
-        elif suffixes.endswith((".csv", ".csv.gz", ".txt", ".csv.bz2", ".csv.zip")):
-            header = pd.read_csv(path, nrows=0).columns
-            missing = [c for c in columns if c not in header]
-            if missing:
-                raise DataError(f"'{path}' lacks the column(s) {', '.join(map(repr, missing))} that the model uses. "
-                                f"Columns it has: {', '.join(header)}.")
-            yield from pd.read_csv(path, usecols=columns, chunksize=int(chunksize),
-                                   dtype={c: str for c in text_columns})
-        else:
-            raise DataError(f"Cannot tell the format of '{path}' from its name: use .csv (optionally .gz) or .parquet.")
+
+def _format_name(path: Path) -> str:
+    return "Parquet" if "".join(path.suffixes).lower().endswith((".parquet", ".pq")) else "CSV"
+
+
+def _read_file(path: Path, columns: list[str], chunksize: int, text_columns):
+    """The chunks of one file, by the format its name says."""
+    suffixes = "".join(path.suffixes).lower()
+    if suffixes.endswith((".parquet", ".pq")):
+        import pyarrow.parquet as pq
+
+        pfile = pq.ParquetFile(path)
+        missing = [c for c in columns if c not in pfile.schema_arrow.names]
+        if missing:
+            raise DataError(f"'{path}' lacks the column(s) {', '.join(map(repr, missing))} that the model uses. "
+                            f"Columns it has: {', '.join(pfile.schema_arrow.names)}.")
+        for batch in pfile.iter_batches(batch_size=int(chunksize), columns=columns):
+            yield batch.to_pandas()
+    elif suffixes.endswith((".csv", ".csv.gz", ".txt", ".csv.bz2", ".csv.zip")):
+        header = pd.read_csv(path, nrows=0).columns
+        missing = [c for c in columns if c not in header]
+        if missing:
+            raise DataError(f"'{path}' lacks the column(s) {', '.join(map(repr, missing))} that the model uses. "
+                            f"Columns it has: {', '.join(header)}.")
+        yield from pd.read_csv(path, usecols=columns, chunksize=int(chunksize),
+                               dtype={c: str for c in text_columns})
+    else:
+        raise DataError(f"Cannot tell the format of '{path}' from its name: use .csv (optionally .gz) or .parquet.")
 
 
 def _spec_columns(spec: ModelSpec, offset: str | None) -> list[str]:

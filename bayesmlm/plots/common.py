@@ -14,6 +14,7 @@ from adjustText import adjust_text, get_renderer
 from matplotlib.figure import Figure
 from matplotlib.transforms import Bbox
 
+from ..arguments import check_probability
 from ..design.levels import level1_column, level_structure
 from .visuals import check_visuals, style  # noqa: F401  (the plots' shared convention)
 
@@ -62,8 +63,7 @@ def term_draws(fit, factor: str, term: str) -> xr.DataArray:
 
 def intervals(draws: xr.DataArray, prob: float) -> pd.DataFrame:
     """Posterior mean and equal-tailed interval per group (as :func:`summarise_draws` computes them)."""
-    if not 0 < prob < 1:
-        raise ValueError(f"prob must be between 0 and 1; got {prob!r}.")
+    prob = check_probability(prob)
     alpha = (1 - prob) / 2
     q = draws.quantile([alpha, 1 - alpha], dim=("chain", "draw"))
     return pd.DataFrame({"mean": draws.mean(("chain", "draw")).values,

@@ -23,6 +23,7 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
+from ..arguments import check_probability, check_seed
 from .visuals import check_visuals, style
 
 __all__ = ["plot_predictive"]
@@ -155,8 +156,7 @@ def plot_predictive(tree, *, group: str | None = None, factor: str | None = None
     >>> fig = plot_predictive(fit.ppc(draws=200, seed=1))  # doctest: +SKIP
     >>> fig.savefig("ppc.png")  # doctest: +SKIP
     """
-    if not 0 < prob < 1:
-        raise ValueError(f"prob must be between 0 and 1; got {prob!r}.")
+    prob = check_probability(prob)
     visuals = check_visuals(visuals, VISUALS, "plot_predictive")
     group, rep, obs, attrs, const = _read(tree, group)
     family, outcome = attrs.get("family", "gaussian"), attrs.get("outcome", "y")
@@ -174,13 +174,13 @@ def plot_predictive(tree, *, group: str | None = None, factor: str | None = None
         with np.errstate(invalid="ignore", divide="ignore"):
             prop_rep, prop_obs = rep / trials, obs / trials
         keep = trials > 0
-        draws = np.random.default_rng(seed).choice(rep.shape[0], size=min(n_draws, rep.shape[0]), replace=False)
+        draws = np.random.default_rng(check_seed(seed)).choice(rep.shape[0], size=min(n_draws, rep.shape[0]), replace=False)
         plotted["dist"] = _density_panel(axes[0], prop_rep[:, keep], prop_obs[keep], draws, visuals,
                                          f"proportion {outcome}")
     elif family in ("bernoulli", "poisson"):
         plotted["dist"] = _counts_panel(axes[0], rep, obs, prob, visuals, outcome)
     else:
-        draws = np.random.default_rng(seed).choice(rep.shape[0], size=min(n_draws, rep.shape[0]), replace=False)
+        draws = np.random.default_rng(check_seed(seed)).choice(rep.shape[0], size=min(n_draws, rep.shape[0]), replace=False)
         plotted["dist"] = _density_panel(axes[0], rep, obs, draws, visuals, outcome)
     first = "each row" if "groups" in plotted["dist"] else "distribution"
     axes[0].set_title(f"{what} predictive check: {first}", fontsize=10)

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 import xarray as xr
 
+from ..arguments import check_count
 from ..sample.draws import flat
 from ..schema import FIXED, FIXED_DIM, SIGMA, level_dim, term_dim, u_var
 
@@ -50,8 +51,7 @@ def thin(posterior: xr.Dataset, draws: int | None) -> xr.Dataset:
     """The posterior with at most ``draws`` draws in all, evenly spaced within each chain."""
     if draws is None:
         return posterior
-    if int(draws) < 1:
-        raise ValueError(f"draws must be a positive integer or None (all draws); got {draws!r}.")
+    draws = check_count(draws, "draws (None for all)")
     n_chain, n_draw = posterior.sizes["chain"], posterior.sizes["draw"]
     per_chain = min(n_draw, max(1, -(-int(draws) // n_chain)))
     keep = np.unique(np.linspace(0, n_draw - 1, per_chain).round().astype(int))

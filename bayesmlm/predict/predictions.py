@@ -30,7 +30,9 @@ import pandas as pd
 import xarray as xr
 from scipy.special import expit
 
+from ..arguments import check_probability, check_seed
 from ..design.newdata import new_data_design
+from ..errors import DataError
 from ..sample.draws import block_cholesky
 from .linpred import CHUNK, draws_within_memory, linear_predictor, posterior_draws, thin
 
@@ -133,8 +135,8 @@ def predict(fit, newdata: pd.DataFrame | None = None, kind: str = "mean", groups
         raise ValueError(f"Unknown kind '{kind}'. Valid kinds: {', '.join(KINDS)}.")
     if groups not in GROUPS:
         raise ValueError(f"Unknown groups '{groups}'. Valid options: {', '.join(GROUPS)}.")
-    if not 0 < prob < 1:
-        raise ValueError(f"prob must be between 0 and 1; got {prob!r}.")
+    prob = check_probability(prob)
+    seed = check_seed(seed)
     family = fit.design.spec.family
     X, Z, index, labels, offset, row_index = _rows(fit, newdata, groups)
     if kind == "draws":
@@ -160,6 +162,12 @@ def predict(fit, newdata: pd.DataFrame | None = None, kind: str = "mean", groups
             continue
         q = np.quantile(values, [alpha, 1 - alpha], axis=0)
         table[r] = np.column_stack([values.mean(axis=0), values.std(axis=0, ddof=1), q[0], q[1]])
+    values = out if out is not None else table
+    if not np.isfinite(values).all():
+        rows = ~np.isfinite(values).all(axis=0 if out is not None else 1)
+        raise DataError(f"The predictions of {int(rows.sum())} row(s) are not finite (first at row {int(np.argmax(rows))}): "
+                        f"the linear predictor overflows the inverse link there. Check those rows of newdata for values "
+                        "far outside the fitted data, or predict with kind='link'.")
     if out is not None:
         da = xr.DataArray(out.reshape(*d.shape, n), dims=("chain", "draw", "obs"),
                           coords={**d.coords, "obs": np.asarray(row_index)}, name="mean")

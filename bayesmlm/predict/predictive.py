@@ -27,6 +27,7 @@ import numpy as np
 import xarray as xr
 from scipy.special import expit, gammaln
 
+from ..arguments import check_count, check_seed
 from ..design.data_checks import response_columns
 from .linpred import (
     chunks,
@@ -149,11 +150,12 @@ def posterior_predictive(fit, draws: int | None = None, seed: int | None = None)
     ('chain', 'draw', 'obs')
     """
     fit.design.require_rows("posterior_predictive")
-    pp = _replicate(fit, draws_within_memory(fit.posterior, fit.design.n_obs, draws, "posterior_predictive"), seed).to_dataset()
+    pp = _replicate(fit, draws_within_memory(fit.posterior, fit.design.n_obs, draws, "posterior_predictive"),
+                    check_seed(seed)).to_dataset()
     return xr.DataTree.from_dict({"posterior_predictive": pp, **_observed_groups(fit.design)})
 
 
-def _replicate(fit, draws: int | None, seed: int | None) -> xr.DataArray:
+def _replicate(fit, draws: int | None, seed) -> xr.DataArray:
     """Outcomes simulated at each draw of ``fit.posterior`` (a posterior, or a prior sample)."""
     design = fit.design
     family = design.spec.family.name
@@ -201,8 +203,7 @@ def prior_predictive(model, draws: int = 500, seed: int | None = None) -> xr.Dat
 
     from ..build.full import build_full_model
 
-    if int(draws) < 1:
-        raise ValueError(f"draws must be a positive integer; got {draws!r}.")
+    draws, seed = check_count(draws, "draws"), check_seed(seed)
     model.design.require_rows("prior_predictive")
     pmodel = build_full_model(model.design, model.prior_dict)
     names = [v.name for v in pmodel.free_RVs + pmodel.deterministics]

@@ -11,6 +11,7 @@ import numpy as np
 import pandas as pd
 import xarray as xr
 
+from ..arguments import check_probability
 from ..design.levels import level_structure
 from ..design.matrices import Design
 from ..design.priors import Prior, priors_table
@@ -56,8 +57,7 @@ def summarise_draws(da: xr.DataArray, prob: float = 0.95) -> pd.DataFrame:
     >>> bool(summarise_draws(da).loc["a", "lower"] < -1.8)
     True
     """
-    if not 0 < prob < 1:
-        raise ValueError(f"prob must be between 0 and 1; got {prob!r}.")
+    prob = check_probability(prob)
     other = [d for d in da.dims if d not in ("chain", "draw")]
     alpha = (1 - prob) / 2
     q = da.quantile([alpha, 1 - alpha], dim=("chain", "draw"))

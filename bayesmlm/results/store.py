@@ -10,12 +10,14 @@ from __future__ import annotations
 
 import json
 from dataclasses import asdict
+from pathlib import Path
 
 import pandas as pd
 import xarray as xr
 
 from ..design.matrices import assemble_design
 from ..design.priors import Prior
+from ..errors import FitFileError
 from ..sample.nuts import Diagnostics, SamplerSettings
 from ..spec.formula import parse_formula
 from .record import FitRecord
@@ -41,11 +43,15 @@ def save_fit(fit, path) -> None:
         "options": fit.design.options,
         "record": asdict(fit.record),
     }
+    target = Path(path)
+    if target.is_dir():
+        raise FitFileError(f"Cannot save the fit to '{target}': it is a folder. Give a file name, e.g. '{target / 'fit.nc'}'.")
+    if not target.parent.is_dir():
+        raise FitFileError(f"Cannot save the fit to '{target}': the folder '{target.parent}' does not exist. Create it first "
+                           f"(Path('{target.parent}').mkdir(parents=True)).")
+    data, meta["columns"] = _storable(fit.design.data)
+    meta["column_order"] = [str(c) for c in fit.design.data.columns]
     tree = fit.idata.copy()
-    data = fit.design.data.copy()
-    for c in data.columns:
-        if isinstance(data[c].dtype, pd.CategoricalDtype) or data[c].dtype == object or pd.api.types.is_string_dtype(data[c]):
-            data[c] = data[c].astype(str).astype(object)
     tree["model_data"] = xr.DataTree(xr.Dataset.from_dataframe(data.rename_axis("row")))
     tree.attrs = {**tree.attrs, _KEY: json.dumps(meta)}
     tree.to_netcdf(path)
@@ -62,11 +68,24 @@ def read_fit(path) -> tuple:
     --------
     >>> design, priors, idata, record = read_fit("fit.nc")  # doctest: +SKIP
     """
-    tree = xr.open_datatree(path).load()
-    if _KEY not in tree.attrs:
-        raise ValueError(f"{path} is not a bayesmlm fit (no '{_KEY}' attribute); save fits with Fit.save().")
-    meta = json.loads(tree.attrs[_KEY])
-    data = tree["model_data"].to_dataset().to_dataframe().reset_index(drop=True)
+    source = Path(path)
+    if not source.is_file():
+        raise FitFileError(f"No saved fit at '{source}'" + (": it is a folder" if source.is_dir() else "")
+                           + ". Give the path of a file written by Fit.save().")
+    try:
+        tree = xr.open_datatree(source).load()
+    except Exception as err:  # netCDF4/HDF5 and xarray raise OSError, ValueError, KeyError... for a damaged file
+        raise FitFileError(f"Cannot read '{source}' as a saved fit: it is not a readable NetCDF file (truncated or "
+                           f"corrupt?): {type(err).__name__}: {str(err).splitlines()[0][:160]}. Save the fit again with Fit.save().") from None
+    if _KEY not in tree.attrs or "model_data" not in tree.children:
+        raise FitFileError(f"{source} is not a bayesmlm fit (no '{_KEY}' attribute or 'model_data' group): a NetCDF file "
+                           "from another tool (ArviZ's to_netcdf, say) lacks the model and its rows. Save fits with Fit.save().")
+    try:
+        meta = json.loads(tree.attrs[_KEY])
+    except json.JSONDecodeError as err:
+        raise FitFileError(f"{source} has a damaged '{_KEY}' attribute ({err}); save the fit again with Fit.save().") from None
+    data = _restored(tree["model_data"].to_dataset().to_dataframe().reset_index(drop=True), meta.get("columns", {}))
+    data = data[meta.get("column_order", list(data.columns))]
     spec = parse_formula(meta["formula"], meta["family"])
     opts = meta.get("options") or {}
     design = assemble_design(spec, data, trials=opts.get("trials"), offset=opts.get("offset"),
@@ -79,3 +98,49 @@ def read_fit(path) -> tuple:
     del idata["model_data"]
     idata.attrs = {k: v for k, v in tree.attrs.items() if k != _KEY}
     return design, priors, idata, record
+
+
+def _storable(data: pd.DataFrame) -> tuple[pd.DataFrame, dict]:
+    """The rows as NetCDF can hold them, and what it takes to read each column back as it was.
+
+    A Categorical is stored as its codes, with its categories and whether it is
+    ordered, so that the reloaded design has the same levels, in the same order,
+    with the same reference level; pandas' nullable dtypes (Int64, Float64,
+    boolean, string) as their numpy counterparts, with their dtype's name.
+    """
+    out, columns = data.copy(), {}
+    for c in data.columns:
+        col = data[c]
+        if isinstance(col.dtype, pd.CategoricalDtype):
+            cats = col.cat.categories
+            values = cats.tolist() if _json_safe(cats.tolist()) else [str(v) for v in cats]
+            columns[c] = {"categories": values, "ordered": bool(col.cat.ordered)}
+            out[c] = col.cat.codes.astype("int32")
+        elif pd.api.types.is_extension_array_dtype(col.dtype) or col.dtype == object:
+            columns[c] = {"dtype": str(col.dtype)}
+            if pd.api.types.is_bool_dtype(col.dtype):
+                out[c] = col.to_numpy(dtype=bool)
+            elif pd.api.types.is_numeric_dtype(col.dtype):
+                out[c] = col.to_numpy(dtype=float if pd.api.types.is_float_dtype(col.dtype) else "int64")
+            else:
+                out[c] = col.astype(str).astype(object)
+    return out, columns
+
+
+def _restored(data: pd.DataFrame, columns: dict) -> pd.DataFrame:
+    """Columns read back with the dtypes :func:`_storable` recorded."""
+    for c, how in columns.items():
+        if "categories" in how:
+            data[c] = pd.Categorical.from_codes(data[c].to_numpy(dtype="int64"), categories=how["categories"],
+                                                ordered=how["ordered"])
+        elif how["dtype"] != "object":
+            data[c] = data[c].astype(how["dtype"])
+    return data
+
+
+def _json_safe(values: list) -> bool:
+    try:
+        json.dumps(values)
+        return True
+    except TypeError:
+        return False

@@ -7,6 +7,7 @@ Diagnostics are judged in one place, :func:`check_convergence`: R-hat above
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import time
 import warnings
@@ -16,7 +17,8 @@ import numpy as np
 import pymc as pm
 import xarray as xr
 
-from ..errors import ConvergenceWarning
+from ..arguments import check_count, check_flag, check_probability, check_seed
+from ..errors import ArgumentError, ConvergenceWarning
 from .convergence import dataset_diagnostics
 
 __all__ = ["FIT_METHODS", "SamplerSettings", "Diagnostics", "sample_model", "diagnose", "check_convergence",
@@ -25,6 +27,7 @@ __all__ = ["FIT_METHODS", "SamplerSettings", "Diagnostics", "sample_model", "dia
 RHAT_MAX = 1.01
 ESS_MIN = 400
 SAMPLERS = ("nutpie", "pymc", "numpyro", "blackjax")
+_NEEDS = {"nutpie": ("nutpie",), "pymc": (), "numpyro": ("jax", "numpyro"), "blackjax": ("jax", "blackjax")}  # importable modules
 FIT_METHODS = ("auto", "full", "collapsed")  # MLM.fit(method=): the random effects sampled, or integrated out
 
 
@@ -52,16 +55,19 @@ class SamplerSettings:
         >>> SamplerSettings(seed=None).resolved().seed is not None
         True
         """
-        if self.sampler not in SAMPLERS:
-            raise ValueError(f"Unknown sampler '{self.sampler}'. Valid samplers: {', '.join(SAMPLERS)}.")
-        for k in ("draws", "tune", "chains"):
-            if int(getattr(self, k)) < (1 if k != "tune" else 0):
-                raise ValueError(f"{k} must be a positive integer; got {getattr(self, k)!r}.")
-        if not 0 < self.target_accept < 1:
-            raise ValueError(f"target_accept must be between 0 and 1; got {self.target_accept!r}.")
-        seed = self.seed if self.seed is not None else int(np.random.SeedSequence().entropy % (2**31 - 1))
-        return SamplerSettings(int(self.draws), int(self.tune), int(self.chains), int(seed), self.sampler,
-                               float(self.target_accept), bool(self.progressbar))
+        if not isinstance(self.sampler, str) or self.sampler not in SAMPLERS:
+            raise ArgumentError(f"Unknown sampler {self.sampler!r}. Valid samplers: {', '.join(SAMPLERS)}.")
+        missing = [m for m in _NEEDS[self.sampler] if importlib.util.find_spec(m) is None]
+        if missing:
+            raise ArgumentError(f"sampler='{self.sampler}' needs {' and '.join(missing)}, which {'is' if len(missing) == 1 else 'are'} "
+                                f"not installed: pip install {' '.join(missing)}, or use sampler='nutpie' (the default).")
+        draws, chains = check_count(self.draws, "draws"), check_count(self.chains, "chains")
+        tune = check_count(self.tune, "tune", minimum=0)
+        target_accept = check_probability(self.target_accept, "target_accept")
+        seed = check_seed(self.seed)
+        seed = seed if seed is not None else int(np.random.SeedSequence().entropy % (2**31 - 1))
+        return SamplerSettings(draws, tune, chains, seed, self.sampler, target_accept,
+                               check_flag(self.progressbar, "progressbar"))
 
 
 @dataclass(frozen=True)

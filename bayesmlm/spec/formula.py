@@ -8,6 +8,7 @@ canonical text. Nothing here looks at data or imports PyMC.
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 from ..errors import SpecError
@@ -229,8 +230,8 @@ def parse_formula(formula: str, family: str = "gaussian") -> ModelSpec:
     >>> [b.correlated for b in parse_formula("y ~ x + (1 + x || g)").random]
     [False, False]
     """
-    if family not in FAMILIES:
-        raise SpecError(f"Unknown family '{family}'. Valid families: {', '.join(FAMILIES)}.")
+    if not isinstance(family, str) or family not in FAMILIES:
+        raise SpecError(f"Unknown family {family!r}. Valid families: {', '.join(FAMILIES)}.")
     if not isinstance(formula, str) or "~" not in formula:
         raise SpecError(f"A formula needs '~' between the outcome and the predictors, as in 'y ~ x + (1 | g)'; got {formula!r}.")
     lhs, rhs = formula.split("~", 1)
@@ -254,7 +255,32 @@ def parse_formula(formula: str, family: str = "gaussian") -> ModelSpec:
         else:
             fixed_parts.append(stripped)
     fixed = _normalise_fixed(" + ".join(fixed_parts))
+    if not blocks:
+        raise SpecError(f"The formula {formula.strip()!r} has no random term such as (1 | g): bayesmlm fits multilevel "
+                        "models, whose coefficients vary by group. Add a random term, e.g. '... + (1 | group)'; for a "
+                        "regression without groups use a plain regression tool (bambi.Model(formula, data) for a "
+                        "Bayesian one, statsmodels.formula.api.ols or glm for a frequentist one).")
+    _check_outcome_not_predictor(formula, response, fixed, blocks)
     return ModelSpec(response, fixed, tuple(blocks), FAMILIES[family])
+
+
+def _names_read(expr: str) -> set[str]:
+    """Identifiers an expression reads as columns: not function names (``log(``), nor string literals."""
+    text = re.sub(r"(['\"]).*?\1", "''", expr)
+    return {m.group(0) for m in re.finditer(r"[A-Za-z_.][\w.]*", text) if not text[m.end():].lstrip().startswith("(")}
+
+
+def _check_outcome_not_predictor(formula: str, response: str, fixed: str, blocks: list[RandomBlock]) -> None:
+    """The outcome cannot also be a predictor or a grouping factor: the model would explain y by itself."""
+    m = _CBIND.match(response)
+    outcomes = set(m.groups()) if m else {response}
+    for where, expr in [("fixed part", fixed), *((f"random term {b.text()}", b.expr) for b in blocks),
+                        *((f"grouping factor of {b.text()}", b.group.replace(":", " + ")) for b in blocks)]:
+        both = sorted(outcomes & _names_read(expr))
+        if both:
+            raise SpecError(f"The outcome '{both[0]}' is also in the {where} of {formula.strip()!r}: a model that "
+                            f"explains '{both[0]}' by itself is not identified. Remove '{both[0]}' from the right of '~' "
+                            "(for an earlier measurement of the outcome, use its own column, e.g. a lagged copy).")
 
 
 def _normalise_fixed(rhs: str) -> str:
@@ -295,8 +321,15 @@ def spec_from_levels(level1: str, level2: dict | None, group: str, *, fixed=(), 
     >>> spec_from_levels("y ~ 1 + x", {"1": "~ 1 + w", "x": "~ 1 + w"}, "g").formula
     'y ~ 1 + w + x + x:w + (1 + x | g)'
     """
-    if "~" not in level1:
+    if not isinstance(level1, str) or "~" not in level1:
         raise SpecError(f"level1 needs '~', as in 'y ~ 1 + x'; got {level1!r}.")
+    if level2 is not None and not isinstance(level2, Mapping):
+        raise SpecError(f"level2 maps level-1 terms to level-2 equations, e.g. {{'1': '~ 1 + w', 'x': '~ 1 + w'}}; got a "
+                        f"{type(level2).__name__}.")
+    if not isinstance(group, str):
+        raise SpecError(f"group names the level-2 grouping column (a str); got {group!r}.")
+    if isinstance(fixed, str) or not all(isinstance(t, str) for t in fixed):
+        raise SpecError(f"fixed is a list of level-1 terms, e.g. fixed=['x']; got {fixed!r}.")
     response, rhs = (s.strip() for s in level1.split("~", 1))
     if "|" in rhs:
         raise SpecError("level1 holds level-1 predictors only; random effects follow from level2 and group.")
@@ -328,8 +361,6 @@ def spec_from_levels(level1: str, level2: dict | None, group: str, *, fixed=(), 
     if random_terms:
         expr = " + ".join(random_terms if "1" in random_terms else ["0"] + random_terms)
         rand = f" + ({expr} | {group})"
-    formula = f"{response} ~ {' + '.join(fixed_terms)}{rand}"
-    spec = parse_formula(formula, family)
-    if not spec.random:
+    if not random_terms:
         raise SpecError("Every level-1 term is marked fixed: a multilevel model needs at least one random term.")
-    return spec
+    return parse_formula(f"{response} ~ {' + '.join(fixed_terms)}{rand}", family)
