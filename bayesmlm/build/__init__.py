@@ -1,0 +1,1 @@
+"""Stage 3, build: the PyMC model. The prior distributions, the LKJ/SD helpers and the full (non-centred) model."""
