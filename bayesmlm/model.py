@@ -9,9 +9,11 @@ import time
 
 import pandas as pd
 
+from .design.aggregate import Cells, aggregate_rows
 from .design.data_checks import check_level2_constant
 from .design.equations import Equations, model_equations
 from .design.matrices import Design, build_design, group_labels
+from .design.parameterization import choose_parameterization
 from .design.priors import Prior, priors_table, resolve_priors
 from .errors import ArgumentError
 from .fastpath.fit import fit_collapsed
@@ -177,8 +179,10 @@ class MLM:
         """
         return priors_table(self.prior_dict, self.design)
 
-    def build(self):
-        """The full (non-centred) PyMC model.
+    def build(self, *, aggregate: bool = True, parameterization: str | dict = "auto"):
+        """The full PyMC model, the random effects sampled: what ``fit(method="full")`` samples.
+
+        ``aggregate`` and ``parameterization`` as for :meth:`fit`.
 
         Examples
         --------
@@ -187,7 +191,13 @@ class MLM:
         from .build.full import build_full_model
 
         self.design.require_rows("The full model")
-        return build_full_model(self.design, self.prior_dict)
+        cells, choice = self._full_options(aggregate, parameterization)
+        return build_full_model(self.design, self.prior_dict, cells=cells, parameterization=choice)
+
+    def _full_options(self, aggregate: bool, parameterization: str | dict) -> tuple[Cells | None, dict[str, str]]:
+        """The cells (or None) and the parameterisation per factor of the full model."""
+        cells = aggregate_rows(self.design) if aggregate else None
+        return cells, choose_parameterization(self.design, self.prior_dict, parameterization)
 
     def fit_frequentist(self, method: str | None = None):
         """lme4's fit of this model: REML or ML (``lmer``) for gaussian models, the Laplace approximation (``glmer``) otherwise.
@@ -220,7 +230,8 @@ class MLM:
         return prior_predictive(self, draws=draws, seed=seed)
 
     def fit(self, draws: int = 1000, tune: int = 1000, chains: int = 4, seed: int | None = None, sampler: str = "nutpie",
-            target_accept: float = 0.9, progressbar: bool = True, method: str = "auto") -> Fit:
+            target_accept: float = 0.9, progressbar: bool = True, method: str = "auto", *, aggregate: bool = True,
+            parameterization: str | dict = "auto") -> Fit:
         """Sample the posterior with NUTS and return a :class:`~bayesmlm.Fit`.
 
         Parameters
@@ -240,10 +251,24 @@ class MLM:
             model with one grouping factor, samples on per-group sufficient
             statistics, and draws every u_j from its exact conditional
             afterwards (:mod:`bayesmlm.fastpath.fit`); ``"full"`` samples the
-            non-centred model with the u_j as parameters; ``"auto"`` (default)
+            u_j as parameters (centred or non-centred, see ``parameterization``); ``"auto"`` (default)
             is ``"collapsed"`` where it applies (with ``sampler="nutpie"`` or
             ``"pymc"``) and ``"full"`` otherwise.
             ``fit.record.method`` says which ran.
+        aggregate : bool
+            For bernoulli, binomial and poisson models (``method="full"``):
+            collapse rows that share their groups, model-matrix row and offset
+            into cells before sampling (exact; :mod:`bayesmlm.design.aggregate`),
+            where that at least halves the terms. Predictions, checks and LOO
+            stay per row. ``fit.record.n_cells`` says how many cells there were
+            (None: not aggregated).
+        parameterization : str or dict
+            For ``method="full"``: ``"auto"`` (default) chooses centred or
+            non-centred random effects per grouping factor from the data
+            (:mod:`bayesmlm.design.parameterization`); ``"centred"`` or
+            ``"non-centred"`` for every factor, or a dict such as
+            ``{"country": "centred"}`` (factors not named: ``"auto"``).
+            ``fit.record.parameterization`` says what ran.
 
         Examples
         --------
@@ -259,17 +284,26 @@ class MLM:
             method = "full" if problem or sampler not in ("nutpie", "pymc") else "collapsed"
         if method == "full":
             self.design.require_rows("method='full'")
+        elif parameterization != "auto":
+            raise ArgumentError(f"parameterization={parameterization!r} is for method='full' (the random effects "
+                                "sampled); this fit is collapsed (the random effects integrated out). Pass method='full' "
+                                "with it.")
+        cells, choice = None, {}
         if method == "collapsed":
             idata, seconds_build, seconds_sample = fit_collapsed(self.design, self.prior_dict, settings, self._stats)
         else:
+            from .build.full import build_full_model
+
             start = time.perf_counter()
-            pmodel = self.build()
+            cells, choice = self._full_options(aggregate, parameterization)
+            pmodel = build_full_model(self.design, self.prior_dict, cells=cells, parameterization=choice)
             seconds_build = time.perf_counter() - start
             idata, seconds_sample = sample_model(pmodel, settings)
         diag = diagnose(idata, _reported_vars(idata))
         check_convergence(diag, settings)
         n_obs = self._stats.n_obs if self._stats is not None else self.design.n_obs
-        record = FitRecord(settings, method, diag, seconds_build, seconds_sample, n_obs, self.design.rows_dropped)
+        record = FitRecord(settings, method, diag, seconds_build, seconds_sample, n_obs, self.design.rows_dropped,
+                           None if cells is None else cells.n_cells, choice)
         return Fit(self.design, self.prior_dict, idata, record)
 
     def __repr__(self) -> str:

@@ -10,6 +10,7 @@ from conftest import (
     SIM_BERNOULLI,
     SIM_POISSON,
     bernoulli_sim,
+    cached_fit,
     poisson_sim,
     reference,
     ucb_wide,
@@ -159,6 +160,9 @@ def _assert_recovers(fit, truth: dict) -> None:
 
 def test_poisson_random_slope_recovers_the_truth(poisson_fit):
     assert poisson_fit.design.spec.family.link == "log"
+    # 40 rows a group at a rate near exp(0.3): the rule centres g, so this is recovery by the centred route
+    assert poisson_fit.record.parameterization == {"g": "centred"}
+    assert poisson_fit.record.n_cells is None  # continuous x: every row its own cell, nothing aggregated
     _assert_recovers(poisson_fit, SIM_POISSON)
     # 1,200 rows pin the slope down: its interval is narrower than 0.3 on the log scale.
     assert poisson_fit.fixef().loc["x", "upper"] - poisson_fit.fixef().loc["x", "lower"] < 0.3
@@ -166,6 +170,17 @@ def test_poisson_random_slope_recovers_the_truth(poisson_fit):
 
 def test_bernoulli_random_slope_recovers_the_truth(bernoulli_fit):
     assert bernoulli_fit.design.success == "yes"
+    assert bernoulli_fit.record.parameterization == {"g": "centred"}  # 60 rows a group: the centred route
     assert bernoulli_fit.design.y.sum() == (bernoulli_sim()["y"] == "yes").sum()
     _assert_recovers(bernoulli_fit, SIM_BERNOULLI)
     assert "Outcome: y = 'yes' is 1" in str(bernoulli_fit.summary())
+
+
+def test_aggregated_bernoulli_recovers_the_truth_non_centred(fit_cache):
+    # A discrete predictor: 40 groups x 60 rows become at most 40 x 5 binomial cells; sampled non-centred.
+    data = bernoulli_sim().assign(x=lambda d: np.round(d.x).clip(-2, 2))
+    fit = cached_fit(fit_cache, "bernoulli_sim_discrete_noncentred", lambda: bayesmlm.MLM(
+        "y ~ x + (1 + x | g)", data, family="bernoulli").fit(draws=300, tune=300, chains=2, seed=25, progressbar=False,
+                                                              method="full", parameterization={"g": "non-centred"}))
+    assert fit.record.n_cells <= 200 and fit.record.parameterization == {"g": "non-centred"}
+    _assert_recovers(fit, SIM_BERNOULLI)

@@ -1,9 +1,12 @@
 """Stage 3, build: the PyMC model of a design. The only module of the
 specification-to-model chain that imports PyMC.
 
-The full model is non-centred: for each random block, u = z L' with z standard
-normal and L the Cholesky factor of its covariance from
-``pm.LKJCholeskyCov`` (or diag(tau) for uncorrelated terms). Fixed-effect
+Each grouping factor's random blocks are non-centred (u = z L' with z
+standard normal and L the Cholesky factor of the block's covariance from
+``pm.LKJCholeskyCov``, or diag(tau) for uncorrelated terms) or centred
+(u ~ MvNormal(0, chol=L), sampled as the group coefficients beta + u in a
+basis centred at Z's means: ``v_<label>``), as ``parameterization`` says
+(:mod:`bayesmlm.design.parameterization` chooses; non-centred by default). Fixed-effect
 columns are centred internally, so the intercept's prior is on the outcome at
 the predictors' means; ``fixef`` holds the coefficients on the data's scale.
 
@@ -11,7 +14,11 @@ Posterior variables are named as :mod:`bayesmlm.schema` says.
 
 The outcome ``y`` (dims ``obs``) is normal (identity link), bernoulli or
 binomial (logit link, ``logit_p``) or poisson (log link); the offset, where
-there is one, is added to the linear predictor.
+there is one, is added to the linear predictor. Given ``cells``
+(:func:`bayesmlm.design.aggregate.aggregate_rows`), the likelihood runs over
+cells instead of rows: ``y_cell`` (dims ``cell``) is binomial or poisson, and
+the potential ``aggregation_constant`` makes the log-density equal the
+row-wise one exactly.
 """
 
 from __future__ import annotations
@@ -20,6 +27,7 @@ import numpy as np
 import pymc as pm
 import pytensor.tensor as pt
 
+from ..design.aggregate import Cells
 from ..design.matrices import Design
 from ..design.priors import Prior, cor_name, sd_name
 from ..errors import SpecError
@@ -47,10 +55,10 @@ def model_coords(design: Design) -> dict[str, list[str]]:
     return coords
 
 
-def _fixed_part(design: Design, priors: dict[str, Prior]):
-    X = design.X
+def _fixed_part(design: Design, priors: dict[str, Prior], rows):
+    X = design.X[rows]
     if X.shape[1] == 0:
-        return pt.zeros(design.n_obs)
+        return pt.zeros(X.shape[0]), None
     center = design.x_centre
     fixed = [priors[t] for t in design.fixed_terms]
     beta_c = vector_rv("b_centred", [p.dist for p in fixed], [p.kwargs for p in fixed], dims=FIXED_DIM)
@@ -60,29 +68,70 @@ def _fixed_part(design: Design, priors: dict[str, Prior]):
     else:
         beta = beta_c
     pm.Deterministic(FIXED, beta, dims=FIXED_DIM)
-    return pt.dot(X - center, beta_c)
+    return pt.dot(X - center, beta_c), beta
 
 
-def _random_part(design: Design, priors: dict[str, Prior]):
+def _centred_block(design: Design, b, chol, beta, dims) -> object:
+    """u of a centred block, sampled as the group coefficients b_j = beta_Z + u_j in a basis centred at Z's means.
+
+    Hierarchical centring (Gelfand, Sahu and Carlin 1995): where the data pin down
+    each group's coefficients, b_j barely moves with the fixed effects beta_Z
+    of the same terms, while u_j = b_j - beta_Z moves with all of them. The basis
+    v_j = A^-1 b_j (the intercept at Z's column means, A^-1 = I + e_0 zbar')
+    removes the intercept-slope correlation of uncentred predictors. Both are
+    linear with unit Jacobian: the model is u_j ~ MvNormal(0, L L') exactly.
+    """
+    q = b.q
+    beta_z = pt.stack([beta[design.fixed_terms.index(t)] if beta is not None and t in design.fixed_terms else pt.constant(0.0)
+                       for t in b.terms])
+    a_inv = np.eye(q)
+    if "(Intercept)" in b.terms and q > 1:
+        i0 = b.terms.index("(Intercept)")
+        a_inv[i0] += np.where(np.arange(q) == i0, 0.0, b.Z.mean(axis=0))
+    a = np.linalg.inv(a_inv)
+    chol_v = chol if np.allclose(a_inv, np.eye(q)) else pt.linalg.cholesky(a_inv @ chol @ chol.T @ a_inv.T)
+    v = pm.MvNormal(f"v_{safe_name(b.label)}", mu=pt.dot(a_inv, beta_z), chol=chol_v, dims=dims[u_var(b.label)])
+    return pm.Deterministic(u_var(b.label), pt.dot(v, a.T) - beta_z, dims=dims[u_var(b.label)])
+
+
+def _random_part(design: Design, priors: dict[str, Prior], rows, parameterization: dict[str, str], beta):
     eta = 0.0
     for b in design.blocks:
         dims = variable_dims(b.label, b.group, b.correlated)
         sd_priors = [priors[sd_name(b.label, t)] for t in b.terms]
         dists, params = [p.dist for p in sd_priors], [p.kwargs for p in sd_priors]
-        z = pm.Normal(f"z_{safe_name(b.label)}", 0.0, 1.0, dims=dims[u_var(b.label)])
+        centred = parameterization.get(b.group, "non-centred") == "centred"
+        if not centred:
+            z = pm.Normal(f"z_{safe_name(b.label)}", 0.0, 1.0, dims=dims[u_var(b.label)])
         if b.correlated:
             chol, corr, sds = lkj_block(f"chol_{safe_name(b.label)}", b.label, dists, params,
                                         priors[cor_name(b.label)].kwargs["eta"])
             iu = np.triu_indices(b.q, k=1)
             pm.Deterministic(sd_var(b.label), sds, dims=dims[sd_var(b.label)])
             pm.Deterministic(cor_var(b.label), corr[iu], dims=dims[cor_var(b.label)])
-            u = pm.Deterministic(u_var(b.label), pt.dot(z, chol.T), dims=dims[u_var(b.label)])
+            if centred:
+                u = _centred_block(design, b, chol, beta, dims)
+            else:
+                u = pm.Deterministic(u_var(b.label), pt.dot(z, chol.T), dims=dims[u_var(b.label)])
         else:
             sds = vector_rv(sd_var(b.label), dists, params, dims=dims[sd_var(b.label)])
-            u = pm.Deterministic(u_var(b.label), z * sds, dims=dims[u_var(b.label)])
-        index = design.factors[b.group].index
-        eta = eta + (b.Z * u[index]).sum(axis=-1)
+            if centred:
+                u = _centred_block(design, b, pt.diag(sds), beta, dims)
+            else:
+                u = pm.Deterministic(u_var(b.label), z * sds, dims=dims[u_var(b.label)])
+        index = design.factors[b.group].index[rows]
+        eta = eta + (b.Z[rows] * u[index]).sum(axis=-1)
     return eta
+
+
+def _cell_likelihood(cells: Cells, eta) -> None:
+    if cells.offset is not None:
+        eta = eta + cells.offset
+    if cells.family == "poisson":
+        pm.Poisson("y_cell", mu=pt.exp(eta), observed=cells.y.astype(np.int64), dims="cell")
+    else:
+        pm.Binomial("y_cell", n=cells.trials.astype(np.int64), logit_p=eta, observed=cells.y.astype(np.int64), dims="cell")
+    pm.Potential("aggregation_constant", pt.constant(cells.constant))
 
 
 def _likelihood(design: Design, eta, priors: dict[str, Prior]) -> None:
@@ -102,8 +151,21 @@ def _likelihood(design: Design, eta, priors: dict[str, Prior]) -> None:
         raise SpecError(f"Unknown family '{family}'. Valid families: gaussian, bernoulli, binomial, poisson.")
 
 
-def build_full_model(design: Design, priors: dict[str, Prior]) -> pm.Model:
-    """The full (non-centred) PyMC model of a design.
+def build_full_model(design: Design, priors: dict[str, Prior], *, cells: Cells | None = None,
+                     parameterization: dict[str, str] | None = None) -> pm.Model:
+    """The full PyMC model of a design: the random effects sampled.
+
+    Parameters
+    ----------
+    design : Design
+    priors : dict of str to Prior
+    cells : Cells, optional
+        The design's rows aggregated (:func:`bayesmlm.design.aggregate.aggregate_rows`):
+        the likelihood then runs over the cells. Default: over the rows.
+    parameterization : dict of str to str, optional
+        ``"centred"`` or ``"non-centred"`` per grouping factor
+        (:func:`bayesmlm.design.parameterization.choose_parameterization`);
+        factors not named are non-centred.
 
     Examples
     --------
@@ -113,8 +175,13 @@ def build_full_model(design: Design, priors: dict[str, Prior]) -> pm.Model:
     >>> sorted(v.name for v in pmodel.deterministics)
     ['chol_Subject_corr', 'chol_Subject_stds', 'cor_Subject', 'fixef', 'sd_Subject', 'u_Subject']
     """
-    coords = model_coords(design) | {"obs": np.arange(design.n_obs)}
+    rows = slice(None) if cells is None else cells.first
+    coords = model_coords(design) | ({"obs": np.arange(design.n_obs)} if cells is None else {"cell": np.arange(cells.n_cells)})
     with pm.Model(coords=coords) as model:
-        eta = _fixed_part(design, priors) + _random_part(design, priors)
-        _likelihood(design, eta, priors)
+        eta, beta = _fixed_part(design, priors, rows)
+        eta = eta + _random_part(design, priors, rows, parameterization or {}, beta)
+        if cells is None:
+            _likelihood(design, eta, priors)
+        else:
+            _cell_likelihood(cells, eta)
     return model

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from ..sample.nuts import Diagnostics, SamplerSettings
 
@@ -25,6 +25,12 @@ class FitRecord:
         Wall time to build the PyMC model, and to compile and sample it.
     n_obs, rows_dropped : int
         Rows used, and rows dropped for missing values.
+    n_cells : int or None
+        The cells the rows became when the likelihood ran over aggregated
+        rows (:mod:`bayesmlm.design.aggregate`); None when it ran over the rows.
+    parameterization : dict of str to str
+        ``"centred"`` or ``"non-centred"`` per grouping factor (full model);
+        empty for the collapsed route, which samples no random effects.
     """
 
     settings: SamplerSettings
@@ -34,3 +40,5 @@ class FitRecord:
     seconds_sample: float
     n_obs: int
     rows_dropped: int
+    n_cells: int | None = None
+    parameterization: dict = field(default_factory=dict)
