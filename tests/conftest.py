@@ -118,7 +118,7 @@ SIM_POISSON = {"(Intercept)": 0.3, "x": 0.5, "sd_int": 0.5, "sd_x": 0.3, "cor": 
 SIM_BERNOULLI = {"(Intercept)": -0.5, "x": 1.0, "sd_int": 0.8, "sd_x": 0.5, "cor": 0.0}
 
 
-def _simulate_groups(truth: dict, n_groups: int, n_per: int, seed: int):
+def _simulate_groups(truth: dict, n_groups: int, n_per: int, seed: int, discrete: bool = False):
     import numpy as np
     import pandas as pd
 
@@ -127,7 +127,7 @@ def _simulate_groups(truth: dict, n_groups: int, n_per: int, seed: int):
     cov = np.diag(sd) @ np.array([[1, truth["cor"]], [truth["cor"], 1]]) @ np.diag(sd)
     u = rng.multivariate_normal([0, 0], cov, size=n_groups)
     g = np.repeat(np.arange(n_groups), n_per)
-    x = rng.normal(size=g.size)
+    x = rng.integers(-2, 3, size=g.size).astype(float) if discrete else rng.normal(size=g.size)
     eta = truth["(Intercept)"] + u[g, 0] + (truth["x"] + u[g, 1]) * x
     return pd.DataFrame({"g": [f"g{j:02d}" for j in g], "x": x}), eta, rng
 
@@ -142,11 +142,14 @@ def poisson_sim():
     return data
 
 
-def bernoulli_sim():
-    """Labels "yes"/"no", P(yes) = logistic(-0.5 + 1.0 x + u0 + u1 x); 40 groups x 60 rows, seed 62."""
+def bernoulli_sim(discrete: bool = False):
+    """Labels "yes"/"no", P(yes) = logistic(-0.5 + 1.0 x + u0 + u1 x); 40 groups x 60 rows, seed 62.
+
+    ``discrete``: x drawn from the integers -2 to 2 (so that rows collapse into cells), not from N(0, 1).
+    """
     import numpy as np
 
-    data, eta, rng = _simulate_groups(SIM_BERNOULLI, 40, 60, 62)
+    data, eta, rng = _simulate_groups(SIM_BERNOULLI, 40, 60, 62, discrete)
     data["y"] = np.where(rng.random(len(data)) < 1 / (1 + np.exp(-eta)), "yes", "no")
     return data
 
