@@ -235,7 +235,7 @@ class MLM:
 
     def fit(self, draws: int = 1000, tune: int = 1000, chains: int = 4, seed: int | None = None, sampler: str = "nutpie",
             target_accept: float = 0.9, progressbar: bool = True, method: str = "auto", *, aggregate: bool = True,
-            parameterization: str | dict = "auto", init: str = "auto") -> Fit:
+            parameterization: str | dict = "auto", init: str = "sampler") -> Fit:
         """Sample the posterior with NUTS and return a :class:`~bayesmlm.Fit`.
 
         Parameters
@@ -279,9 +279,11 @@ class MLM:
             variables, each chain with its own noise of about one standard
             error (:mod:`bayesmlm.sample.initial`); a singular or unconverged
             optimum is not used, and ``fit.record.init_note`` says why.
-            ``"sampler"``: the sampler's own start. ``"auto"`` (default) is
-            ``"frequentist"`` with nutpie or PyMC's sampler, ``"sampler"``
-            otherwise. ``fit.record.init`` says which ran.
+            ``"sampler"`` (default): the sampler's own start. nutpie or PyMC's
+            sampler only. Not the default: measured on three models
+            (``benchmarks/init_results.md``) it did not raise ESS per second
+            at the default warm-up, and the frequentist fit costs seconds.
+            ``fit.record.init`` says which ran.
 
         Examples
         --------
@@ -295,7 +297,7 @@ class MLM:
             raise ArgumentError(f"Unknown init {init!r}. Valid values: {', '.join(INITS)}.")
         if init == "frequentist" and sampler not in START_SAMPLERS:
             raise ArgumentError(f"init='frequentist' works with the samplers {', '.join(START_SAMPLERS)}; this fit uses "
-                                f"sampler={sampler!r}. Pass init='sampler' or init='auto'.")
+                                f"sampler={sampler!r}. Pass init='sampler'.")
         settings = SamplerSettings(draws, tune, chains, seed, sampler, target_accept, progressbar).resolved()
         problem = collapse_problem(self.design)
         if method == "auto":
@@ -319,7 +321,7 @@ class MLM:
             cells, choice = self._full_options(aggregate, parameterization)
             pmodel = build_full_model(self.design, self.prior_dict, cells=cells, parameterization=choice)
             seconds_build = time.perf_counter() - start
-            if init != "sampler" and sampler in START_SAMPLERS:
+            if init == "frequentist":
                 begin = self._frequentist_start(pmodel, choice)
             idata, seconds_sample = sample_model(pmodel, settings, begin.initvals)
         diag = diagnose(idata, _reported_vars(idata))

@@ -36,8 +36,8 @@ class FitRecord:
         plus per-chain noise, :mod:`bayesmlm.sample.initial`) or ``"sampler"``
         (the sampler's own start).
     init_note : str
-        Why the frequentist optimum was not used, where it was asked for or
-        chosen by ``init="auto"`` and was not (singular, not converged, ...); else empty.
+        Why the frequentist optimum was not used where it was asked for
+        (singular, not converged, ...); else empty.
     seconds_init : float
         Wall time of the frequentist fit that made the start (0 without one).
     """

@@ -45,7 +45,7 @@ from ..schema import SIGMA, safe_name, sd_var
 
 __all__ = ["INITS", "StartPoint", "frequentist_start", "initial_values"]
 
-INITS = ("auto", "frequentist", "sampler")  # MLM.fit(init=): the frequentist optimum, or the sampler's own start
+INITS = ("sampler", "frequentist")  # MLM.fit(init=): the sampler's own start (default), or the frequentist optimum
 LOG_JITTER = 0.1  # noise SD on the log scale of SDs, sigma and the Cholesky diagonal
 
 
