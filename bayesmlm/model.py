@@ -6,7 +6,9 @@ the composition of lFormula, mkLmerDevfun, optimizeLmer and mkMerMod).
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
 
+import numpy as np
 import pandas as pd
 
 from .design.aggregate import Cells, aggregate_rows
@@ -15,14 +17,16 @@ from .design.equations import Equations, model_equations
 from .design.matrices import Design, build_design, group_labels
 from .design.parameterization import choose_parameterization
 from .design.priors import Prior, priors_table, resolve_priors
-from .errors import ArgumentError
+from .errors import ArgumentError, UnsupportedModelError
 from .fastpath.fit import fit_collapsed
 from .fastpath.stats import GroupStats, collapse_problem
 from .frequentist_engine.design_fit import fit_design
 from .results.fit import Fit
 from .results.record import FitRecord
+from .sample.initial import INITS, frequentist_start, initial_values
 from .sample.nuts import (
     FIT_METHODS,
+    START_SAMPLERS,
     SamplerSettings,
     check_convergence,
     diagnose,
@@ -231,7 +235,7 @@ class MLM:
 
     def fit(self, draws: int = 1000, tune: int = 1000, chains: int = 4, seed: int | None = None, sampler: str = "nutpie",
             target_accept: float = 0.9, progressbar: bool = True, method: str = "auto", *, aggregate: bool = True,
-            parameterization: str | dict = "auto") -> Fit:
+            parameterization: str | dict = "auto", init: str = "sampler") -> Fit:
         """Sample the posterior with NUTS and return a :class:`~bayesmlm.Fit`.
 
         Parameters
@@ -269,6 +273,17 @@ class MLM:
             ``"non-centred"`` for every factor, or a dict such as
             ``{"country": "centred"}`` (factors not named: ``"auto"``).
             ``fit.record.parameterization`` says what ran.
+        init : str
+            Where the chains of ``method="full"`` start. ``"frequentist"``: at
+            lme4's optimum (:meth:`fit_frequentist`) mapped onto the model's
+            variables, each chain with its own noise of about one standard
+            error (:mod:`bayesmlm.sample.initial`); a singular or unconverged
+            optimum is not used, and ``fit.record.init_note`` says why.
+            ``"sampler"`` (default): the sampler's own start. nutpie or PyMC's
+            sampler only. Not the default: measured on three models
+            (``benchmarks/init_results.md``) it did not raise ESS per second
+            at the default warm-up, and the frequentist fit costs seconds.
+            ``fit.record.init`` says which ran.
 
         Examples
         --------
@@ -278,17 +293,25 @@ class MLM:
         """
         if not isinstance(method, str) or method not in FIT_METHODS:
             raise ArgumentError(f"Unknown method {method!r}. Valid methods: {', '.join(FIT_METHODS)}.")
+        if not isinstance(init, str) or init not in INITS:
+            raise ArgumentError(f"Unknown init {init!r}. Valid values: {', '.join(INITS)}.")
+        if init == "frequentist" and sampler not in START_SAMPLERS:
+            raise ArgumentError(f"init='frequentist' works with the samplers {', '.join(START_SAMPLERS)}; this fit uses "
+                                f"sampler={sampler!r}. Pass init='sampler'.")
         settings = SamplerSettings(draws, tune, chains, seed, sampler, target_accept, progressbar).resolved()
         problem = collapse_problem(self.design)
         if method == "auto":
             method = "full" if problem or sampler not in ("nutpie", "pymc") else "collapsed"
         if method == "full":
             self.design.require_rows("method='full'")
+        elif init == "frequentist":
+            raise ArgumentError("init='frequentist' is for method='full' (the random effects sampled); this fit is "
+                                "collapsed, whose sampler starts on its own. Pass method='full' with it.")
         elif parameterization != "auto":
             raise ArgumentError(f"parameterization={parameterization!r} is for method='full' (the random effects "
                                 "sampled); this fit is collapsed (the random effects integrated out). Pass method='full' "
                                 "with it.")
-        cells, choice = None, {}
+        cells, choice, begin = None, {}, _StartChoice("sampler", "", 0.0, None)  # where the chains start
         if method == "collapsed":
             idata, seconds_build, seconds_sample = fit_collapsed(self.design, self.prior_dict, settings, self._stats)
         else:
@@ -298,17 +321,42 @@ class MLM:
             cells, choice = self._full_options(aggregate, parameterization)
             pmodel = build_full_model(self.design, self.prior_dict, cells=cells, parameterization=choice)
             seconds_build = time.perf_counter() - start
-            idata, seconds_sample = sample_model(pmodel, settings)
+            if init == "frequentist":
+                begin = self._frequentist_start(pmodel, choice)
+            idata, seconds_sample = sample_model(pmodel, settings, begin.initvals)
         diag = diagnose(idata, _reported_vars(idata))
         check_convergence(diag, settings)
         n_obs = self._stats.n_obs if self._stats is not None else self.design.n_obs
         record = FitRecord(settings, method, diag, seconds_build, seconds_sample, n_obs, self.design.rows_dropped,
-                           None if cells is None else cells.n_cells, choice)
+                           None if cells is None else cells.n_cells, choice, begin.init, begin.note, begin.seconds)
         return Fit(self.design, self.prior_dict, idata, record)
+
+    def _frequentist_start(self, pmodel, choice: dict[str, str]) -> "_StartChoice":
+        """The chains' start at the frequentist optimum, or the sampler's own start and why."""
+        begin = time.perf_counter()
+        try:
+            ff = fit_design(self.design)
+        except (UnsupportedModelError, np.linalg.LinAlgError, FloatingPointError) as err:
+            return _StartChoice("sampler", f"no frequentist fit: {err}", time.perf_counter() - begin, None)
+        point, why = frequentist_start(self.design, ff, choice)
+        seconds = time.perf_counter() - begin
+        if point is None:
+            return _StartChoice("sampler", why, seconds, None)
+        return _StartChoice("frequentist", "", seconds, initial_values(pmodel, point))
 
     def __repr__(self) -> str:
         n_obs = self._stats.n_obs if self._stats is not None else self.design.n_obs
         return f"<bayesmlm.MLM {self.formula} | {self.spec.family.name}, {n_obs} obs>"
+
+
+@dataclass(frozen=True)
+class _StartChoice:
+    """Where a full fit's chains start: ``init`` and ``note`` for the record, and the sampler's initvals (or None)."""
+
+    init: str
+    note: str
+    seconds: float
+    initvals: dict | None
 
 
 def _reported_vars(idata) -> list[str]:

@@ -34,7 +34,7 @@ from ..errors import SpecError
 from ..schema import FIXED, FIXED_DIM, SIGMA, block_coords, cor_var, level_dim, safe_name, sd_var, u_var, variable_dims
 from .distributions import lkj_block, scalar_rv, vector_rv
 
-__all__ = ["build_full_model", "model_coords"]
+__all__ = ["build_full_model", "model_coords", "centred_basis"]
 
 
 def model_coords(design: Design) -> dict[str, list[str]]:
@@ -71,6 +71,26 @@ def _fixed_part(design: Design, priors: dict[str, Prior], rows):
     return pt.dot(X - center, beta_c), beta
 
 
+def centred_basis(block) -> np.ndarray:
+    """A^-1 of a centred block: ``v_j = A^-1 (beta_Z + u_j)``, the intercept moved to Z's column means.
+
+    The identity for a block without an intercept or with one term.
+
+    Examples
+    --------
+    >>> import bayesmlm
+    >>> m = bayesmlm.MLM("Reaction ~ Days + (Days | Subject)", bayesmlm.datasets.load("sleepstudy"))
+    >>> centred_basis(m.design.blocks[0]).tolist()
+    [[1.0, 4.5], [0.0, 1.0]]
+    """
+    q = block.q
+    a_inv = np.eye(q)
+    if "(Intercept)" in block.terms and q > 1:
+        i0 = block.terms.index("(Intercept)")
+        a_inv[i0] += np.where(np.arange(q) == i0, 0.0, block.Z.mean(axis=0))
+    return a_inv
+
+
 def _centred_block(design: Design, b, chol, beta, dims) -> object:
     """u of a centred block, sampled as the group coefficients b_j = beta_Z + u_j in a basis centred at Z's means.
 
@@ -81,15 +101,11 @@ def _centred_block(design: Design, b, chol, beta, dims) -> object:
     removes the intercept-slope correlation of uncentred predictors. Both are
     linear with unit Jacobian: the model is u_j ~ MvNormal(0, L L') exactly.
     """
-    q = b.q
     beta_z = pt.stack([beta[design.fixed_terms.index(t)] if beta is not None and t in design.fixed_terms else pt.constant(0.0)
                        for t in b.terms])
-    a_inv = np.eye(q)
-    if "(Intercept)" in b.terms and q > 1:
-        i0 = b.terms.index("(Intercept)")
-        a_inv[i0] += np.where(np.arange(q) == i0, 0.0, b.Z.mean(axis=0))
+    a_inv = centred_basis(b)
     a = np.linalg.inv(a_inv)
-    chol_v = chol if np.allclose(a_inv, np.eye(q)) else pt.linalg.cholesky(a_inv @ chol @ chol.T @ a_inv.T)
+    chol_v = chol if np.allclose(a_inv, np.eye(b.q)) else pt.linalg.cholesky(a_inv @ chol @ chol.T @ a_inv.T)
     v = pm.MvNormal(f"v_{safe_name(b.label)}", mu=pt.dot(a_inv, beta_z), chol=chol_v, dims=dims[u_var(b.label)])
     return pm.Deterministic(u_var(b.label), pt.dot(v, a.T) - beta_z, dims=dims[u_var(b.label)])
 

@@ -31,6 +31,15 @@ class FitRecord:
     parameterization : dict of str to str
         ``"centred"`` or ``"non-centred"`` per grouping factor (full model);
         empty for the collapsed route, which samples no random effects.
+    init : str
+        Where the chains started: ``"frequentist"`` (the frequentist optimum
+        plus per-chain noise, :mod:`bayesmlm.sample.initial`) or ``"sampler"``
+        (the sampler's own start).
+    init_note : str
+        Why the frequentist optimum was not used where it was asked for
+        (singular, not converged, ...); else empty.
+    seconds_init : float
+        Wall time of the frequentist fit that made the start (0 without one).
     """
 
     settings: SamplerSettings
@@ -42,3 +51,6 @@ class FitRecord:
     rows_dropped: int
     n_cells: int | None = None
     parameterization: dict = field(default_factory=dict)
+    init: str = "sampler"
+    init_note: str = ""
+    seconds_init: float = 0.0

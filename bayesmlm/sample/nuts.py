@@ -21,13 +21,14 @@ from ..arguments import check_count, check_flag, check_probability, check_seed
 from ..errors import ArgumentError, ConvergenceWarning
 from .convergence import dataset_diagnostics
 
-__all__ = ["FIT_METHODS", "SamplerSettings", "Diagnostics", "sample_model", "diagnose", "check_convergence",
+__all__ = ["FIT_METHODS", "START_SAMPLERS", "SamplerSettings", "Diagnostics", "sample_model", "diagnose", "check_convergence",
            "RHAT_MAX", "ESS_MIN"]
 
 RHAT_MAX = 1.01
 ESS_MIN = 400
 SAMPLERS = ("nutpie", "pymc", "numpyro", "blackjax")
 _NEEDS = {"nutpie": ("nutpie",), "pymc": (), "numpyro": ("jax", "numpyro"), "blackjax": ("jax", "blackjax")}  # importable modules
+START_SAMPLERS = ("nutpie", "pymc")  # samplers that take a start of ours (per-chain noise included)
 FIT_METHODS = ("auto", "full", "collapsed")  # MLM.fit(method=): the random effects sampled, or integrated out
 
 
@@ -97,8 +98,13 @@ class Diagnostics:
                     and self.divergences == 0)
 
 
-def sample_model(model: pm.Model, settings: SamplerSettings):
+def sample_model(model: pm.Model, settings: SamplerSettings, initvals: dict | None = None):
     """Draw from a PyMC model with NUTS; return the DataTree and the seconds it took.
+
+    ``initvals`` (:func:`bayesmlm.sample.initial.initial_values`) replaces
+    the sampler's start and its U(-1, 1) jitter: each chain starts where the
+    (seeded, per-chain) initial-point function of those values puts it.
+    nutpie and PyMC's sampler only.
 
     Examples
     --------
@@ -110,13 +116,20 @@ def sample_model(model: pm.Model, settings: SamplerSettings):
     (1, 50)
     """
     s = settings.resolved()
+    start_kwargs = {}
+    if initvals is not None:
+        if s.sampler not in START_SAMPLERS:
+            raise ArgumentError(f"initvals work with the samplers {', '.join(START_SAMPLERS)}; this fit uses "
+                                f"sampler='{s.sampler}'.")
+        start_kwargs = {"initvals": initvals}
+        start_kwargs |= {"compile_kwargs": {"jitter_rvs": set()}} if s.sampler == "nutpie" else {"init": "adapt_diag"}
     start = time.perf_counter()
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=".*chains.*robust.*")
         warnings.filterwarnings("ignore", message=".*could not link to a BLAS.*")
         idata = pm.sample(draws=s.draws, tune=s.tune, chains=s.chains, cores=min(s.chains, os.cpu_count() or 1),
                           random_seed=s.seed, nuts_sampler=s.sampler, target_accept=s.target_accept,
-                          progressbar=s.progressbar, compute_convergence_checks=False, model=model)
+                          progressbar=s.progressbar, compute_convergence_checks=False, model=model, **start_kwargs)
     return idata, time.perf_counter() - start
 
 
