@@ -34,7 +34,7 @@ from ..errors import SpecError
 from ..schema import FIXED, FIXED_DIM, SIGMA, block_coords, cor_var, level_dim, safe_name, sd_var, u_var, variable_dims
 from .distributions import lkj_block, scalar_rv, vector_rv
 
-__all__ = ["build_full_model", "model_coords", "centred_basis"]
+__all__ = ["build_full_model", "model_coords", "centred_basis", "centred_fixed_terms"]
 
 
 def model_coords(design: Design) -> dict[str, list[str]]:
@@ -91,7 +91,32 @@ def centred_basis(block) -> np.ndarray:
     return a_inv
 
 
-def _centred_block(design: Design, b, chol, beta, dims) -> object:
+def centred_fixed_terms(design: Design, parameterization: dict[str, str]) -> dict[str, tuple[str, ...]]:
+    """Per centred block, the fixed effects its group coefficients are centred on.
+
+    A fixed term is the mean of one centred block only: the first (in the
+    formula's order) whose factor is centred and that has the term. Centring
+    two crossed factors' intercepts on the same gamma_0 leaves a ridge that
+    only their priors hold (id effects up by c, item effects down by c, the
+    same predictions): the second block's effects are then centred on zero.
+
+    Examples
+    --------
+    >>> import bayesmlm
+    >>> m = bayesmlm.MLM("diameter ~ 1 + (1 | plate) + (1 | sample)", bayesmlm.datasets.load("penicillin"))
+    >>> centred_fixed_terms(m.design, {"plate": "centred", "sample": "centred"})
+    {'plate': ('(Intercept)',), 'sample': ()}
+    """
+    taken, out = set(), {}
+    for b in design.blocks:
+        if parameterization.get(b.group, "non-centred") != "centred":
+            continue
+        out[b.label] = tuple(t for t in b.terms if t in design.fixed_terms and t not in taken)
+        taken |= set(out[b.label])
+    return out
+
+
+def _centred_block(design: Design, b, chol, beta, dims, on: tuple[str, ...]) -> object:
     """u of a centred block, sampled as the group coefficients b_j = beta_Z + u_j in a basis centred at Z's means.
 
     Hierarchical centring (Gelfand, Sahu and Carlin 1995): where the data pin down
@@ -100,8 +125,9 @@ def _centred_block(design: Design, b, chol, beta, dims) -> object:
     v_j = A^-1 b_j (the intercept at Z's column means, A^-1 = I + e_0 zbar')
     removes the intercept-slope correlation of uncentred predictors. Both are
     linear with unit Jacobian: the model is u_j ~ MvNormal(0, L L') exactly.
+    ``on`` are the terms whose fixed effects b_j is centred on (:func:`centred_fixed_terms`).
     """
-    beta_z = pt.stack([beta[design.fixed_terms.index(t)] if beta is not None and t in design.fixed_terms else pt.constant(0.0)
+    beta_z = pt.stack([beta[design.fixed_terms.index(t)] if beta is not None and t in on else pt.constant(0.0)
                        for t in b.terms])
     a_inv = centred_basis(b)
     a = np.linalg.inv(a_inv)
@@ -112,6 +138,7 @@ def _centred_block(design: Design, b, chol, beta, dims) -> object:
 
 def _random_part(design: Design, priors: dict[str, Prior], rows, parameterization: dict[str, str], beta):
     eta = 0.0
+    centred_on = centred_fixed_terms(design, parameterization)
     for b in design.blocks:
         dims = variable_dims(b.label, b.group, b.correlated)
         sd_priors = [priors[sd_name(b.label, t)] for t in b.terms]
@@ -126,13 +153,13 @@ def _random_part(design: Design, priors: dict[str, Prior], rows, parameterizatio
             pm.Deterministic(sd_var(b.label), sds, dims=dims[sd_var(b.label)])
             pm.Deterministic(cor_var(b.label), corr[iu], dims=dims[cor_var(b.label)])
             if centred:
-                u = _centred_block(design, b, chol, beta, dims)
+                u = _centred_block(design, b, chol, beta, dims, centred_on[b.label])
             else:
                 u = pm.Deterministic(u_var(b.label), pt.dot(z, chol.T), dims=dims[u_var(b.label)])
         else:
             sds = vector_rv(sd_var(b.label), dists, params, dims=dims[sd_var(b.label)])
             if centred:
-                u = _centred_block(design, b, pt.diag(sds), beta, dims)
+                u = _centred_block(design, b, pt.diag(sds), beta, dims, centred_on[b.label])
             else:
                 u = pm.Deterministic(u_var(b.label), z * sds, dims=dims[u_var(b.label)])
         index = design.factors[b.group].index[rows]

@@ -13,7 +13,7 @@ variable            value at the optimum
 ``chol_<b>``        the packed lower Cholesky factor L of diag(sd) R diag(sd)
 ``sd_<b>``          the SDs of an uncorrelated block
 ``z_<b>``           non-centred: z_j = L^-1 u_j
-``v_<b>``           centred: v_j = A^-1 (beta_Z + u_j), A^-1 from :func:`~bayesmlm.build.full.centred_basis`
+``v_<b>``           centred: v_j = A^-1 (beta_Z + u_j), A^-1 from :func:`~bayesmlm.build.full.centred_basis`, beta_Z as :func:`~bayesmlm.build.full.centred_fixed_terms` says
 ``sigma``           the residual SD (gaussian)
 =================== ===================================================================
 
@@ -38,7 +38,7 @@ from dataclasses import dataclass
 import numpy as np
 import pytensor.tensor as pt
 
-from ..build.full import centred_basis
+from ..build.full import centred_basis, centred_fixed_terms
 from ..design.matrices import Design
 from ..frequentist_engine.result import FrequentistFit
 from ..schema import SIGMA, safe_name, sd_var
@@ -138,6 +138,7 @@ def frequentist_start(design: Design, ff: FrequentistFit, parameterization: dict
             i0 = design.fixed_terms.index("(Intercept)")
             C[i0] += np.where(np.arange(beta.size) == i0, 0.0, design.x_centre)
         values["b_centred"], scales["b_centred"] = C @ beta, np.sqrt(np.diag(C @ vcov @ C.T))
+    centred_on = centred_fixed_terms(design, parameterization)
     for b in design.blocks:
         name = safe_name(b.label)
         sd, R = _block_covariance(ff, b.group, b.terms)
@@ -161,7 +162,8 @@ def frequentist_start(design: Design, ff: FrequentistFit, parameterization: dict
         else:
             values[sd_var(b.label)], scales[sd_var(b.label)] = sd, np.full(b.q, LOG_JITTER)
         if parameterization.get(b.group, "non-centred") == "centred":
-            beta_z = np.array([beta[design.fixed_terms.index(t)] if t in design.fixed_terms else 0.0 for t in b.terms])
+            on = centred_on[b.label]
+            beta_z = np.array([beta[design.fixed_terms.index(t)] if t in on else 0.0 for t in b.terms])
             values[f"v_{name}"] = (beta_z + u) @ centred_basis(b).T
             scales[f"v_{name}"] = u_sd
         else:
