@@ -69,6 +69,8 @@ class Layout:
         ``x`` is N(m_j, 1) with group means m_j ~ N(0, x_group_sd): x varies within and between groups.
     x_values : tuple of float or None
         Draw ``x`` uniformly from these values instead (a discrete predictor, whose rows aggregate into cells).
+    crossed : int or None
+        Levels of a second grouping factor ``h`` crossed with ``g`` (each row's level drawn uniformly; h00, h01, ...).
     """
 
     n_groups: int = 15
@@ -77,6 +79,7 @@ class Layout:
     log_exposure: tuple[float, float] | None = None
     x_group_sd: float = 0.5
     x_values: tuple[float, ...] | None = None
+    crossed: int | None = None
 
     def covariates(self, rng: np.random.Generator) -> pd.DataFrame:
         sizes = rng.integers(self.rows[0], self.rows[1] + 1, size=self.n_groups)
@@ -84,6 +87,8 @@ class Layout:
         x = rng.normal(rng.normal(0.0, self.x_group_sd, size=self.n_groups)[g], 1.0) if self.x_values is None \
             else rng.choice(np.asarray(self.x_values, dtype=float), size=g.size)
         df = pd.DataFrame({"g": [f"g{j:02d}" for j in g], "x": x})
+        if self.crossed is not None:
+            df["h"] = [f"h{k:02d}" for k in rng.integers(0, self.crossed, size=len(df))]
         if self.trials is not None:
             df["n"] = rng.integers(self.trials[0], self.trials[1] + 1, size=len(df))
         if self.log_exposure is not None:
@@ -145,6 +150,9 @@ ROUTES = {r.name: r for r in [
           Layout(n_groups=15, rows=(5, 10), trials=(1, 12)), options={"trials": "n"}),
     Route("poisson_offset_full", "y ~ x + (1 + x | g)", "poisson", "full", _SLOPES,
           Layout(n_groups=15, rows=(5, 15), log_exposure=(-1.0, 1.0)), options={"offset": "log_e"}),
+    # Two crossed grouping factors, the random effects sampled (the parameterisation chosen per factor).
+    Route("gaussian_crossed_full", "y ~ x + (1 + x | g) + (1 | h)", "gaussian", "full",
+          {**_GAUSSIAN, "sd(h:(Intercept))": "half_normal(1)"}, Layout(n_groups=12, rows=(8, 14), crossed=8)),
     # Rows aggregated into binomial cells (x takes 3 values), the random effects sampled centred.
     Route("bernoulli_aggregated_centred", "y ~ x + (1 + x | g)", "bernoulli", "full", _SLOPES,
           Layout(n_groups=12, rows=(60, 100), x_values=(-1.0, 0.0, 1.0)), fit_options={"parameterization": "centred"}),
@@ -153,7 +161,7 @@ ROUTES = {r.name: r for r in [
 # of it nutpie compiling the model, which embeds the data; a collapsed fit reuses its compiled model, ~0.6 s).
 # 0: not run by default (binomial with trials= builds the same y and trials as cbind: see sbc.md).
 DEFAULT_SIMS = {"gaussian_collapsed": 200, "gaussian_full": 40, "bernoulli_full": 40, "binomial_full": 40,
-                "binomial_trials_full": 0, "poisson_offset_full": 40, "bernoulli_aggregated_centred": 40}
+                "binomial_trials_full": 0, "poisson_offset_full": 40, "bernoulli_aggregated_centred": 40, "gaussian_crossed_full": 40}
 
 
 # -- drawing from the priors ------------------------------------------------------------------------------
