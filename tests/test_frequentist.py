@@ -179,6 +179,9 @@ def test_rendering_and_plot(sleep_fit):
     np.testing.assert_allclose(xy[:, 0], u0["freq_estimate"])
     np.testing.assert_allclose(xy[:, 1], u0["bayes_mean"])
     assert any(line.get_label() == "1:1" for line in scatter.lines)
+    assert fig._suptitle.get_text().startswith("Posterior against ML: ")
+    flagged = dataclasses.replace(cmp, converged=False, singular=True).plot()
+    assert flagged._suptitle.get_text().startswith("Posterior against ML (NOT CONVERGED, singular): ")
     fig = cmp.plot(terms=["Days"], visuals={"fixed": False, "identity": False})
     assert len(fig.axes) == 1 and not fig.axes[0].lines
     with pytest.raises(ValueError, match="Unknown visual.*'bands'.*fixed, groups"):

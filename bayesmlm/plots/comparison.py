@@ -108,5 +108,7 @@ def comparison_plot(comparison, *, terms=None, visuals: dict | None = None) -> F
         _group_panel(ax, comparison.groups.xs(term, level="term"), term, comparison.label, vis)
         if legend and k == 0 and ax.get_legend_handles_labels()[0]:
             ax.legend(loc="upper left", fontsize=8, frameon=False)
-    fig.suptitle(f"Posterior against {comparison.label}: {comparison.formula}", fontsize=10)
+    flags = [w for w, on in (("NOT CONVERGED", not comparison.converged), ("singular", comparison.singular)) if on]
+    fig.suptitle(f"Posterior against {comparison.label}" + (f" ({', '.join(flags)})" if flags else "")
+                 + f": {comparison.formula}", fontsize=10)
     return fig
