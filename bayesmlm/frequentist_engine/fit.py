@@ -100,8 +100,6 @@ def _fit_gaussian(stats: GaussianStatistics, method: str, fixed_terms, n_groups:
         theta=theta,
         criterion=sol.deviance,
         loglik=loglik,
-        aic=-2.0 * loglik + 2.0 * n_par,
-        bic=-2.0 * loglik + n_par * np.log(stats.n),
         n_parameters=n_par,
         converged=bool(opt.success and check.converged),
         singular=check.singular,

@@ -493,8 +493,6 @@ def fit_laplace(problem: MixedProblem, structure: RandomStructure, theta_names: 
         theta=theta,
         criterion=state.deviance,
         loglik=loglik,
-        aic=-2.0 * loglik + 2.0 * n_par,
-        bic=-2.0 * loglik + n_par * np.log(problem.n),
         n_parameters=n_par,
         converged=bool(success and check.converged),
         singular=check.singular,

@@ -94,6 +94,7 @@ class FrequentistFit:
     loglik : float
         ``-criterion / 2`` (lme4's ``logLik``, the REML one for REML fits).
     aic, bic : float
+        Properties: lme4's AIC and BIC from loglik, n_parameters and n_obs.
     n_parameters : int
         ``p + len(theta)`` (+ 1 for sigma).
     converged : bool
@@ -130,10 +131,18 @@ class FrequentistFit:
     theta: np.ndarray
     criterion: float
     loglik: float
-    aic: float
-    bic: float
     n_parameters: int
     converged: bool
     singular: bool
     warnings: tuple[str, ...] = field(default=())
     optimizer: OptimizerLog | None = None
+
+    @property
+    def aic(self) -> float:
+        """``-2 logLik + 2 n_parameters``, as lme4's ``AIC()``."""
+        return -2.0 * self.loglik + 2.0 * self.n_parameters
+
+    @property
+    def bic(self) -> float:
+        """``-2 logLik + log(n_obs) n_parameters``, as lme4's ``BIC()``."""
+        return -2.0 * self.loglik + np.log(self.n_obs) * self.n_parameters
