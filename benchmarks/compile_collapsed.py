@@ -117,7 +117,7 @@ def worker(kind: str) -> dict:
 
     from bayesmlm.fastpath.nutpie_driver import compile_collapsed, density_plan, sample_collapsed
     from bayesmlm.fastpath.kernels import density_kernels, pack_data
-    from bayesmlm.sample.nuts.nuts.nuts.nuts import SamplerSettings
+    from bayesmlm.sample.nuts import SamplerSettings
 
     m, structure, data, pmodel = _model()
     names = ["fixef", "sd_country", "cor_country", "sigma"]

@@ -39,7 +39,7 @@ from bayesmlm.fastpath.model import collapsed_data, collapsed_structure  # noqa:
 from bayesmlm.fastpath.fit import x_centre  # noqa: E402
 from bayesmlm.fastpath.nutpie_driver import CompiledCollapsed, compile_collapsed, sample_collapsed  # noqa: E402
 from bayesmlm.fastpath.kernels import density_kernels, pack_data  # noqa: E402
-from bayesmlm.sample import SamplerSettings  # noqa: E402
+from bayesmlm.sample.nuts import SamplerSettings  # noqa: E402
 from bayesmlm.fastpath.stats import group_stats  # noqa: E402
 
 
