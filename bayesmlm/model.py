@@ -328,7 +328,8 @@ class MLM:
         check_convergence(diag, settings)
         n_obs = self._stats.n_obs if self._stats is not None else self.design.n_obs
         record = FitRecord(settings, method, diag, seconds_build, seconds_sample, n_obs, self.design.rows_dropped,
-                           None if cells is None else cells.n_cells, choice, begin.init, begin.note, begin.seconds)
+                           None if cells is None else cells.n_cells, choice, begin.init, begin.note, begin.seconds,
+                           route="one-factor" if method == "collapsed" else "full")
         return Fit(self.design, self.prior_dict, idata, record)
 
     def _frequentist_start(self, pmodel, choice: dict[str, str]) -> "_StartChoice":

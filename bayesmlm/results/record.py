@@ -40,6 +40,11 @@ class FitRecord:
         (singular, not converged, ...); else empty.
     seconds_init : float
         Wall time of the frequentist fit that made the start (0 without one).
+    route : str
+        The route the fit took, finer than ``method``: ``"one-factor"`` (the
+        collapsed route of one grouping factor), ``"full"`` (the random effects
+        sampled); other collapsed routes add their own names. The README's
+        section on routes says what each does and when it is chosen.
     """
 
     settings: SamplerSettings
@@ -54,3 +59,4 @@ class FitRecord:
     init: str = "sampler"
     init_note: str = ""
     seconds_init: float = 0.0
+    route: str = ""
