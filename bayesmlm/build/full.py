@@ -28,13 +28,14 @@ import pymc as pm
 import pytensor.tensor as pt
 
 from ..design.aggregate import Cells
+from ..design.block_means import BlockMean, block_means
 from ..design.matrices import Design
 from ..design.priors import Prior, cor_name, sd_name
 from ..errors import SpecError
 from ..schema import FIXED, FIXED_DIM, SIGMA, block_coords, cor_var, level_dim, safe_name, sd_var, u_var, variable_dims
 from .distributions import lkj_block, scalar_rv, vector_rv
 
-__all__ = ["build_full_model", "model_coords", "centred_basis", "centred_fixed_terms"]
+__all__ = ["build_full_model", "model_coords", "centred_basis"]
 
 
 def model_coords(design: Design) -> dict[str, list[str]]:
@@ -68,11 +69,11 @@ def _fixed_part(design: Design, priors: dict[str, Prior], rows):
     else:
         beta = beta_c
     pm.Deterministic(FIXED, beta, dims=FIXED_DIM)
-    return pt.dot(X - center, beta_c), beta
+    return pt.dot(X - center, beta_c), beta_c
 
 
 def centred_basis(block) -> np.ndarray:
-    """A^-1 of a centred block: ``v_j = A^-1 (beta_Z + u_j)``, the intercept moved to Z's column means.
+    """A^-1 of a centred block: ``v_j = M_j + A^-1 u_j``, the intercept moved to Z's column means.
 
     The identity for a block without an intercept or with one term.
 
@@ -91,54 +92,32 @@ def centred_basis(block) -> np.ndarray:
     return a_inv
 
 
-def centred_fixed_terms(design: Design, parameterization: dict[str, str]) -> dict[str, tuple[str, ...]]:
-    """Per centred block, the fixed effects its group coefficients are centred on.
-
-    A fixed term is the mean of one centred block only: the first (in the
-    formula's order) whose factor is centred and that has the term. Centring
-    two crossed factors' intercepts on the same gamma_0 leaves a ridge that
-    only their priors hold (id effects up by c, item effects down by c, the
-    same predictions): the second block's effects are then centred on zero.
-
-    Examples
-    --------
-    >>> import bayesmlm
-    >>> m = bayesmlm.MLM("diameter ~ 1 + (1 | plate) + (1 | sample)", bayesmlm.datasets.load("penicillin"))
-    >>> centred_fixed_terms(m.design, {"plate": "centred", "sample": "centred"})
-    {'plate': ('(Intercept)',), 'sample': ()}
-    """
-    taken, out = set(), {}
-    for b in design.blocks:
-        if parameterization.get(b.group, "non-centred") != "centred":
-            continue
-        out[b.label] = tuple(t for t in b.terms if t in design.fixed_terms and t not in taken)
-        taken |= set(out[b.label])
-    return out
-
-
-def _centred_block(design: Design, b, chol, beta, dims, on: tuple[str, ...]) -> object:
-    """u of a centred block, sampled as the group coefficients b_j = beta_Z + u_j in a basis centred at Z's means.
+def _centred_block(b, chol, beta_c, dims, mean: BlockMean) -> object:
+    """u of a centred block, sampled as the group coefficients in a basis centred at Z's means.
 
     Hierarchical centring (Gelfand, Sahu and Carlin 1995): where the data pin down
-    each group's coefficients, b_j barely moves with the fixed effects beta_Z
-    of the same terms, while u_j = b_j - beta_Z moves with all of them. The basis
-    v_j = A^-1 b_j (the intercept at Z's column means, A^-1 = I + e_0 zbar')
-    removes the intercept-slope correlation of uncentred predictors. Both are
-    linear with unit Jacobian: the model is u_j ~ MvNormal(0, L L') exactly.
-    ``on`` are the terms whose fixed effects b_j is centred on (:func:`centred_fixed_terms`).
+    each group's coefficients, they barely move with the fixed effects that the
+    groups share, while u_j moves with all of them. The block samples
+    v_j = M_j + A^-1 u_j: A^-1 = I + e_0 zbar' (:func:`centred_basis`) removes
+    the intercept-slope correlation of uncentred predictors, and
+    M_j = H_j b_centred (:func:`bayesmlm.design.block_means.block_means`) holds
+    the fixed effects the block is centred on, level-2 covariates included.
+    Both are linear with unit Jacobian: the model is u_j ~ MvNormal(0, L L') exactly.
     """
-    beta_z = pt.stack([beta[design.fixed_terms.index(t)] if beta is not None and t in on else pt.constant(0.0)
-                       for t in b.terms])
     a_inv = centred_basis(b)
     a = np.linalg.inv(a_inv)
     chol_v = chol if np.allclose(a_inv, np.eye(b.q)) else pt.linalg.cholesky(a_inv @ chol @ chol.T @ a_inv.T)
-    v = pm.MvNormal(f"v_{safe_name(b.label)}", mu=pt.dot(a_inv, beta_z), chol=chol_v, dims=dims[u_var(b.label)])
-    return pm.Deterministic(u_var(b.label), pt.dot(v, a.T) - beta_z, dims=dims[u_var(b.label)])
+    if beta_c is not None and np.any(mean.H):
+        m = pt.tensordot(pt.constant(mean.H), beta_c, axes=[[2], [0]])
+    else:
+        m = pt.zeros(mean.H.shape[:2])
+    v = pm.MvNormal(f"v_{safe_name(b.label)}", mu=m, chol=chol_v, dims=dims[u_var(b.label)])
+    return pm.Deterministic(u_var(b.label), pt.dot(v - m, a.T), dims=dims[u_var(b.label)])
 
 
-def _random_part(design: Design, priors: dict[str, Prior], rows, parameterization: dict[str, str], beta):
+def _random_part(design: Design, priors: dict[str, Prior], rows, parameterization: dict[str, str], beta_c):
     eta = 0.0
-    centred_on = centred_fixed_terms(design, parameterization)
+    means = block_means(design, parameterization)
     for b in design.blocks:
         dims = variable_dims(b.label, b.group, b.correlated)
         sd_priors = [priors[sd_name(b.label, t)] for t in b.terms]
@@ -153,13 +132,13 @@ def _random_part(design: Design, priors: dict[str, Prior], rows, parameterizatio
             pm.Deterministic(sd_var(b.label), sds, dims=dims[sd_var(b.label)])
             pm.Deterministic(cor_var(b.label), corr[iu], dims=dims[cor_var(b.label)])
             if centred:
-                u = _centred_block(design, b, chol, beta, dims, centred_on[b.label])
+                u = _centred_block(b, chol, beta_c, dims, means[b.label])
             else:
                 u = pm.Deterministic(u_var(b.label), pt.dot(z, chol.T), dims=dims[u_var(b.label)])
         else:
             sds = vector_rv(sd_var(b.label), dists, params, dims=dims[sd_var(b.label)])
             if centred:
-                u = _centred_block(design, b, pt.diag(sds), beta, dims, centred_on[b.label])
+                u = _centred_block(b, pt.diag(sds), beta_c, dims, means[b.label])
             else:
                 u = pm.Deterministic(u_var(b.label), z * sds, dims=dims[u_var(b.label)])
         index = design.factors[b.group].index[rows]
@@ -221,8 +200,8 @@ def build_full_model(design: Design, priors: dict[str, Prior], *, cells: Cells |
     rows = slice(None) if cells is None else cells.first
     coords = model_coords(design) | ({"obs": np.arange(design.n_obs)} if cells is None else {"cell": np.arange(cells.n_cells)})
     with pm.Model(coords=coords) as model:
-        eta, beta = _fixed_part(design, priors, rows)
-        eta = eta + _random_part(design, priors, rows, parameterization or {}, beta)
+        eta, beta_c = _fixed_part(design, priors, rows)
+        eta = eta + _random_part(design, priors, rows, parameterization or {}, beta_c)
         if cells is None:
             _likelihood(design, eta, priors)
         else:

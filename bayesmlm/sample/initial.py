@@ -13,7 +13,7 @@ variable            value at the optimum
 ``chol_<b>``        the packed lower Cholesky factor L of diag(sd) R diag(sd)
 ``sd_<b>``          the SDs of an uncorrelated block
 ``z_<b>``           non-centred: z_j = L^-1 u_j
-``v_<b>``           centred: v_j = A^-1 (beta_Z + u_j), A^-1 from :func:`~bayesmlm.build.full.centred_basis`, beta_Z as :func:`~bayesmlm.build.full.centred_fixed_terms` says
+``v_<b>``           centred: v_j = M_j + A^-1 u_j, A^-1 from :func:`~bayesmlm.build.full.centred_basis`, M_j = H_j b_centred from :func:`~bayesmlm.design.block_means.block_means`
 ``sigma``           the residual SD (gaussian)
 =================== ===================================================================
 
@@ -38,7 +38,8 @@ from dataclasses import dataclass
 import numpy as np
 import pytensor.tensor as pt
 
-from ..build.full import centred_basis, centred_fixed_terms
+from ..build.full import centred_basis
+from ..design.block_means import block_means
 from ..design.matrices import Design
 from ..frequentist_engine.result import FrequentistFit
 from ..schema import SIGMA, safe_name, sd_var
@@ -138,7 +139,8 @@ def frequentist_start(design: Design, ff: FrequentistFit, parameterization: dict
             i0 = design.fixed_terms.index("(Intercept)")
             C[i0] += np.where(np.arange(beta.size) == i0, 0.0, design.x_centre)
         values["b_centred"], scales["b_centred"] = C @ beta, np.sqrt(np.diag(C @ vcov @ C.T))
-    centred_on = centred_fixed_terms(design, parameterization)
+    means = block_means(design, parameterization)
+    beta_c = values.get("b_centred", np.zeros(0))
     for b in design.blocks:
         name = safe_name(b.label)
         sd, R = _block_covariance(ff, b.group, b.terms)
@@ -162,9 +164,7 @@ def frequentist_start(design: Design, ff: FrequentistFit, parameterization: dict
         else:
             values[sd_var(b.label)], scales[sd_var(b.label)] = sd, np.full(b.q, LOG_JITTER)
         if parameterization.get(b.group, "non-centred") == "centred":
-            on = centred_on[b.label]
-            beta_z = np.array([beta[design.fixed_terms.index(t)] if t in on else 0.0 for t in b.terms])
-            values[f"v_{name}"] = (beta_z + u) @ centred_basis(b).T
+            values[f"v_{name}"] = means[b.label].H @ beta_c + u @ centred_basis(b).T
             scales[f"v_{name}"] = u_sd
         else:
             values[f"z_{name}"] = np.linalg.solve(L, u.T).T
