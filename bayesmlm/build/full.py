@@ -92,7 +92,7 @@ def centred_basis(block) -> np.ndarray:
     return a_inv
 
 
-def _centred_block(b, chol, beta_c, dims, mean: BlockMean) -> object:
+def _centred_block(b, chol, sds, beta_c, dims, mean: BlockMean) -> object:
     """u of a centred block, sampled as the group coefficients in a basis centred at Z's means.
 
     Hierarchical centring (Gelfand, Sahu and Carlin 1995): where the data pin down
@@ -103,15 +103,21 @@ def _centred_block(b, chol, beta_c, dims, mean: BlockMean) -> object:
     M_j = H_j b_centred (:func:`bayesmlm.design.block_means.block_means`) holds
     the fixed effects the block is centred on, level-2 covariates included.
     Both are linear with unit Jacobian: the model is u_j ~ MvNormal(0, L L') exactly.
+    ``chol`` is a correlated block's Cholesky factor, ``sds`` an uncorrelated block's SDs (the other None).
     """
     a_inv = centred_basis(b)
     a = np.linalg.inv(a_inv)
-    chol_v = chol if np.allclose(a_inv, np.eye(b.q)) else pt.linalg.cholesky(a_inv @ chol @ chol.T @ a_inv.T)
     if beta_c is not None and np.any(mean.H):
         m = pt.tensordot(pt.constant(mean.H), beta_c, axes=[[2], [0]])
     else:
         m = pt.zeros(mean.H.shape[:2])
-    v = pm.MvNormal(f"v_{safe_name(b.label)}", mu=m, chol=chol_v, dims=dims[u_var(b.label)])
+    name, identity = f"v_{safe_name(b.label)}", np.allclose(a_inv, np.eye(b.q))
+    if sds is not None and identity:  # a diagonal covariance: independent normals, no triangular solves to compile or run
+        v = pm.Normal(name, mu=m, sigma=sds, dims=dims[u_var(b.label)])
+    else:
+        chol = chol if sds is None else pt.diag(sds)
+        chol_v = chol if identity else pt.linalg.cholesky(a_inv @ chol @ chol.T @ a_inv.T)
+        v = pm.MvNormal(name, mu=m, chol=chol_v, dims=dims[u_var(b.label)])
     return pm.Deterministic(u_var(b.label), pt.dot(v - m, a.T), dims=dims[u_var(b.label)])
 
 
@@ -132,13 +138,13 @@ def _random_part(design: Design, priors: dict[str, Prior], rows, parameterizatio
             pm.Deterministic(sd_var(b.label), sds, dims=dims[sd_var(b.label)])
             pm.Deterministic(cor_var(b.label), corr[iu], dims=dims[cor_var(b.label)])
             if centred:
-                u = _centred_block(b, chol, beta_c, dims, means[b.label])
+                u = _centred_block(b, chol, None, beta_c, dims, means[b.label])
             else:
                 u = pm.Deterministic(u_var(b.label), pt.dot(z, chol.T), dims=dims[u_var(b.label)])
         else:
             sds = vector_rv(sd_var(b.label), dists, params, dims=dims[sd_var(b.label)])
             if centred:
-                u = _centred_block(b, pt.diag(sds), beta_c, dims, means[b.label])
+                u = _centred_block(b, None, sds, beta_c, dims, means[b.label])
             else:
                 u = pm.Deterministic(u_var(b.label), z * sds, dims=dims[u_var(b.label)])
         index = design.factors[b.group].index[rows]
