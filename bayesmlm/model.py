@@ -12,6 +12,7 @@ import numpy as np
 import pandas as pd
 
 from .design.aggregate import Cells, aggregate_rows
+from .design.block_means import block_means
 from .design.data_checks import check_level2_constant
 from .design.equations import Equations, model_equations
 from .design.matrices import Design, build_design, group_labels
@@ -329,7 +330,8 @@ class MLM:
         n_obs = self._stats.n_obs if self._stats is not None else self.design.n_obs
         record = FitRecord(settings, method, diag, seconds_build, seconds_sample, n_obs, self.design.rows_dropped,
                            None if cells is None else cells.n_cells, choice, begin.init, begin.note, begin.seconds,
-                           route="one-factor" if method == "collapsed" else "full")
+                           route="one-factor" if method == "collapsed" else "full",
+                           centred_on={k: list(v.fixed_terms) for k, v in block_means(self.design, choice).items()})
         return Fit(self.design, self.prior_dict, idata, record)
 
     def _frequentist_start(self, pmodel, choice: dict[str, str]) -> "_StartChoice":

@@ -71,6 +71,8 @@ class Layout:
         Draw ``x`` uniformly from these values instead (a discrete predictor, whose rows aggregate into cells).
     crossed : int or None
         Levels of a second grouping factor ``h`` crossed with ``g`` (each row's level drawn uniformly; h00, h01, ...).
+    w_group : bool
+        Add ``w``, N(0, 1) per level of ``g`` and constant within it (a level-2 covariate).
     """
 
     n_groups: int = 15
@@ -80,6 +82,7 @@ class Layout:
     x_group_sd: float = 0.5
     x_values: tuple[float, ...] | None = None
     crossed: int | None = None
+    w_group: bool = False
 
     def covariates(self, rng: np.random.Generator) -> pd.DataFrame:
         sizes = rng.integers(self.rows[0], self.rows[1] + 1, size=self.n_groups)
@@ -87,6 +90,8 @@ class Layout:
         x = rng.normal(rng.normal(0.0, self.x_group_sd, size=self.n_groups)[g], 1.0) if self.x_values is None \
             else rng.choice(np.asarray(self.x_values, dtype=float), size=g.size)
         df = pd.DataFrame({"g": [f"g{j:02d}" for j in g], "x": x})
+        if self.w_group:
+            df["w"] = rng.normal(size=self.n_groups)[g]
         if self.crossed is not None:
             df["h"] = [f"h{k:02d}" for k in rng.integers(0, self.crossed, size=len(df))]
         if self.trials is not None:
@@ -153,6 +158,12 @@ ROUTES = {r.name: r for r in [
     # Two crossed grouping factors, the random effects sampled (the parameterisation chosen per factor).
     Route("gaussian_crossed_full", "y ~ x + (1 + x | g) + (1 | h)", "gaussian", "full",
           {**_GAUSSIAN, "sd(h:(Intercept))": "half_normal(1)"}, Layout(n_groups=12, rows=(8, 14), crossed=8)),
+    # Two crossed factors, both centred, with a covariate constant within g: the block means of
+    # bayesmlm.design.block_means (the intercept on h, the factor with fewer levels; w on g).
+    Route("bernoulli_crossed_centred", "y ~ x + w + (1 | g) + (1 | h)", "bernoulli", "full",
+          {"(Intercept)": "normal(0, 1)", "x": "normal(0, 1)", "w": "normal(0, 1)", "sd(g:(Intercept))": "half_normal(1)",
+           "sd(h:(Intercept))": "half_normal(1)"}, Layout(n_groups=12, rows=(30, 40), crossed=8, w_group=True),
+          fit_options={"parameterization": "centred"}),
     # Rows aggregated into binomial cells (x takes 3 values), the random effects sampled centred.
     Route("bernoulli_aggregated_centred", "y ~ x + (1 + x | g)", "bernoulli", "full", _SLOPES,
           Layout(n_groups=12, rows=(60, 100), x_values=(-1.0, 0.0, 1.0)), fit_options={"parameterization": "centred"}),
@@ -161,7 +172,8 @@ ROUTES = {r.name: r for r in [
 # of it nutpie compiling the model, which embeds the data; a collapsed fit reuses its compiled model, ~0.6 s).
 # 0: not run by default (binomial with trials= builds the same y and trials as cbind: see sbc.md).
 DEFAULT_SIMS = {"gaussian_collapsed": 200, "gaussian_full": 40, "bernoulli_full": 40, "binomial_full": 40,
-                "binomial_trials_full": 0, "poisson_offset_full": 40, "bernoulli_aggregated_centred": 40, "gaussian_crossed_full": 40}
+                "binomial_trials_full": 0, "poisson_offset_full": 40, "bernoulli_aggregated_centred": 40, "gaussian_crossed_full": 40,
+                "bernoulli_crossed_centred": 40}
 
 
 # -- drawing from the priors ------------------------------------------------------------------------------

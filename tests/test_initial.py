@@ -33,6 +33,8 @@ CASES = [
     ("Reaction ~ Days + (Days | Subject)", "sleepstudy", "gaussian", "non-centred"),
     ("Reaction ~ Days + (Days || Subject)", "sleepstudy", "gaussian", "centred"),
     ("diameter ~ 1 + (1 | plate) + (1 | sample)", "penicillin", "gaussian", "non-centred"),
+    # centred on level-2 covariates (meanses, sector) and a cross-level interaction (cses:sector)
+    ("mAch ~ meanses + sector + cses + cses:sector + (1 + cses | school)", "hsb82", "gaussian", "centred"),
     ("use ~ age + urban + livch + (1 + urban | district)", "contraception", "bernoulli", "non-centred"),
     ("use ~ age + urban + livch + (1 + urban | district)", "contraception", "bernoulli", "centred"),
 ]

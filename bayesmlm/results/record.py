@@ -45,6 +45,10 @@ class FitRecord:
         collapsed route of one grouping factor), ``"full"`` (the random effects
         sampled); other collapsed routes add their own names. The README's
         section on routes says what each does and when it is chosen.
+    centred_on : dict of str to list of str
+        Per centred block (full model), the fixed effects its group
+        coefficients are centred on (:mod:`bayesmlm.design.block_means`):
+        the same-named terms, the intercept and group-level covariates.
     """
 
     settings: SamplerSettings
@@ -60,3 +64,4 @@ class FitRecord:
     init_note: str = ""
     seconds_init: float = 0.0
     route: str = ""
+    centred_on: dict = field(default_factory=dict)
