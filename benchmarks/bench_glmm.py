@@ -144,7 +144,7 @@ def verbagg(out: str) -> None:
              "converged | max abs(fixef - glmer) / posterior SD | worst parameters |",
              "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     if glmer:
-        lines.append(f"| lme4 glmer (Laplace) | - | - | {glmer['wall']:.1f} | 1.00 | - | - | - | - | - | - | - |")
+        lines.append(f"| lme4 glmer (Laplace) | - | - | {glmer['wall']:.2f} | 1.00 | - | - | - | - | - | - | - |")
     for init in ("sampler", "frequentist"):
         model = bayesmlm.MLM(VERBAGG, frame, family="bernoulli")
         start = time.perf_counter()
@@ -155,13 +155,16 @@ def verbagg(out: str) -> None:
         d, r = fit.diagnostics, fit.record
         fe = fit.fixef()
         gap = max(abs(fe.loc[t, "mean"] - v) / fe.loc[t, "sd"] for t, v in glmer["fixef"].items()) if glmer else float("nan")
-        par = ", ".join(f"{k} {v}" for k, v in r.parameterization.items())
+        par = ", ".join(f"{k} {v}" + (f" on {' + '.join(r.centred_on[k])}" if r.centred_on.get(k) else "")
+                        for k, v in r.parameterization.items())
         ratio = f"{wall / glmer['wall']:.2f}" if glmer else "-"
         lines.append(f"| bayesmlm, defaults | {r.init} | {par} | {wall:.1f} | {ratio} | {d.max_rhat:.3f} | {d.min_ess_bulk:.0f} | "
                      f"{d.min_ess_tail:.0f} | {d.divergences} | {'yes' if d.converged else 'NO'} | {gap:.2f} | "
                      f"{', '.join(d.flagged[:3]) or '-'} |")
         print(lines[-1], flush=True)
-    lines.append(f"Machine: {os.cpu_count()} cores; times include PyTensor/Numba compilation from a warm cache.")
+    load = os.getloadavg()
+    lines.append(f"Machine: {os.cpu_count()} cores, load average {load[0]:.1f} / {load[1]:.1f} / {load[2]:.1f} at the end "
+                 "(shared with other work); times include PyTensor/Numba compilation from a warm cache.")
     text = "\n".join(lines)
     print(text)
     Path(out).write_text(text + "\n")
