@@ -5,7 +5,7 @@ only say which kind of problem it is.
 """
 
 __all__ = ["SpecError", "DataError", "ArgumentError", "FitFileError", "ConfigError", "UnsupportedModelError", "ConvergenceWarning",
-           "RowsDroppedWarning", "SeparationWarning"]
+           "RowsDroppedWarning", "SeparationWarning", "WeightsWarning"]
 
 
 class SpecError(ValueError):
@@ -44,3 +44,8 @@ class RowsDroppedWarning(UserWarning):
 class SeparationWarning(UserWarning):
     """A predictor separates the outcome of a logit model, so the data alone put its coefficient at infinity:
     the estimate is set by its prior."""
+
+
+class WeightsWarning(UserWarning):
+    """Weights whose sum is far from the number of rows: a weighted likelihood then counts the data as that many
+    rows, so the posterior is too narrow or too wide (see :func:`bayesmlm.normalize_weights`)."""

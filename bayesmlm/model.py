@@ -54,6 +54,17 @@ class MLM:
         :class:`~bayesmlm.Prior` objects or strings like ``"normal(0, 1)"``.
     trials, offset : str, optional
         Columns with binomial trials, and an offset on the link scale.
+    weights : str, optional
+        A column of weights, 0 or more. Gaussian: lme4's precision weights,
+        the residual variance of row i is sigma^2 / w_i (``lmer(weights=)``);
+        other families: row i's log-likelihood times w_i (brms's
+        ``weights()``), so integer weights are frequency weights there. A row
+        of weight 0 drops out of the likelihood. Every route takes them: the
+        collapsed fast path (weighted cross-products), the full model, the
+        aggregated cells (weights summed) and the frequentist column. Survey
+        weights: normalise them to the sample size first
+        (:func:`bayesmlm.normalize_weights`); a weighted likelihood is not a
+        design-based variance (README, "Weights").
 
     Examples
     --------
@@ -64,24 +75,25 @@ class MLM:
     """
 
     def __init__(self, formula: str, data: pd.DataFrame, family: str = "gaussian", priors: dict | None = None, *,
-                 trials: str | None = None, offset: str | None = None):
-        self._init(parse_formula(formula, family), data, priors, trials, offset)
+                 trials: str | None = None, offset: str | None = None, weights: str | None = None):
+        self._init(parse_formula(formula, family), data, priors, trials, offset, weights)
 
-    def _init(self, spec: ModelSpec, data, priors, trials, offset) -> None:
+    def _init(self, spec: ModelSpec, data, priors, trials, offset, weights=None) -> None:
         self.spec: ModelSpec = spec
-        self.design: Design = build_design(spec, data, trials=trials, offset=offset)
+        self.design: Design = build_design(spec, data, trials=trials, offset=offset, weights=weights)
         self.prior_dict: dict[str, Prior] = resolve_priors(self.design, priors)
-        self._options = {"trials": trials, "offset": offset}
+        self._options = {"trials": trials, "offset": offset, "weights": weights}
         self._stats: GroupStats | None = None
 
     @classmethod
     def from_levels(cls, level1: str, level2: dict | None = None, *, group: str, data: pd.DataFrame, fixed=(),
                     family: str = "gaussian", priors: dict | None = None, trials: str | None = None,
-                    offset: str | None = None) -> "MLM":
+                    offset: str | None = None, weights: str | None = None) -> "MLM":
         """A model from level-1 and level-2 equations.
 
         Each level-1 term gets a random effect by ``group`` unless it is
         named in ``fixed``. See :func:`bayesmlm.spec.formula.spec_from_levels`.
+        ``trials``, ``offset`` and ``weights`` as for :class:`MLM`.
 
         Examples
         --------
@@ -92,13 +104,14 @@ class MLM:
         'mAch ~ 1 + meanses + cses + cses:meanses + (1 + cses | school)'
         """
         self = cls.__new__(cls)
-        self._init(spec_from_levels(level1, level2, group, fixed=fixed, family=family), data, priors, trials, offset)
+        self._init(spec_from_levels(level1, level2, group, fixed=fixed, family=family), data, priors, trials, offset,
+                   weights)
         check_level2_constant(self.design.data, group_labels(self.design.data, group), group, dict(level2 or {}))
         return self
 
     @classmethod
     def from_files(cls, formula: str, paths, *, priors: dict | None = None, offset: str | None = None,
-                   chunksize: int = 1_000_000) -> "MLM":
+                   weights: str | None = None, chunksize: int = 1_000_000) -> "MLM":
         """A Gaussian model of CSV or Parquet files too large for memory, read in chunks.
 
         Only the model's columns are read, ``chunksize`` rows at a time, and
@@ -118,6 +131,9 @@ class MLM:
             Overrides of the default priors, as for :class:`MLM`.
         offset : str, optional
             A column subtracted from the outcome.
+        weights : str, optional
+            A column of precision weights, as for :class:`MLM`; each chunk is
+            checked, and the weighted cross-products are summed.
         chunksize : int
             Rows per chunk.
 
@@ -129,15 +145,18 @@ class MLM:
         from .fastpath.readers import reduce_files
 
         spec = parse_formula(formula, "gaussian")
-        return cls._from_reduced(reduce_files(spec, paths, chunksize=chunksize, offset=offset), priors, offset)
+        return cls._from_reduced(reduce_files(spec, paths, chunksize=chunksize, offset=offset, weights=weights),
+                                 priors, offset, weights)
 
     @classmethod
-    def from_dask(cls, formula: str, data, *, priors: dict | None = None, offset: str | None = None) -> "MLM":
+    def from_dask(cls, formula: str, data, *, priors: dict | None = None, offset: str | None = None,
+                  weights: str | None = None) -> "MLM":
         """A Gaussian model of a ``dask.dataframe``, reduced to per-group sufficient statistics by Dask.
 
         Each partition is summed where Dask runs it and the partial sums are
         added in a tree (:func:`bayesmlm.fastpath.readers.reduce_dask`); only those
         sums reach this process. The fit is always ``method="collapsed"``.
+        ``weights`` as for :meth:`from_files`.
 
         Examples
         --------
@@ -147,15 +166,15 @@ class MLM:
         from .fastpath.readers import reduce_dask
 
         spec = parse_formula(formula, "gaussian")
-        return cls._from_reduced(reduce_dask(spec, data, offset=offset), priors, offset)
+        return cls._from_reduced(reduce_dask(spec, data, offset=offset, weights=weights), priors, offset, weights)
 
     @classmethod
-    def _from_reduced(cls, reduced, priors: dict | None, offset: str | None) -> "MLM":
+    def _from_reduced(cls, reduced, priors: dict | None, offset: str | None, weights: str | None = None) -> "MLM":
         self = cls.__new__(cls)
         self.spec = reduced.design.spec
         self.design = reduced.design
         self.prior_dict = resolve_priors(self.design, priors)
-        self._options = {"trials": None, "offset": offset}
+        self._options = {"trials": None, "offset": offset, "weights": weights}
         self._stats = reduced.stats
         return self
 

@@ -30,7 +30,7 @@ from ..spec.formula import FAMILIES
 __all__ = ["RunConfig", "load_config", "parse_config", "load_data", "build_model", "FIT_KEYS", "TOP_KEYS"]
 
 TOP_KEYS = ("name", "title", "description", "data", "formula", "level1", "level2", "group", "fixed", "family",
-            "trials", "offset", "priors", "fit", "plots", "compare_frequentist")
+            "trials", "offset", "weights", "priors", "fit", "plots", "compare_frequentist")
 FIT_KEYS = ("draws", "tune", "chains", "seed", "sampler", "target_accept", "method")
 _PLOT_KEYS = ("which", "term")
 _INT_KEYS = ("draws", "tune", "chains", "seed")
@@ -52,8 +52,8 @@ class RunConfig:
         lme4 syntax; None when the model is given as level equations.
     level1, level2, group, fixed :
         Level equations, as :meth:`bayesmlm.MLM.from_levels` takes them.
-    family, trials, offset : str
-        As :class:`bayesmlm.MLM` takes them.
+    family, trials, offset, weights : str
+        As :class:`bayesmlm.MLM` takes them (``weights``: a column of weights).
     priors : dict
         Prior overrides by name, e.g. ``{"sigma": "exponential(0.5)"}``.
     fit : dict
@@ -79,6 +79,7 @@ class RunConfig:
     family: str = "gaussian"
     trials: str | None = None
     offset: str | None = None
+    weights: str | None = None
     priors: dict = field(default_factory=dict)
     fit: dict = field(default_factory=dict)
     plots: tuple[str, ...] = PLOTS
@@ -111,7 +112,7 @@ class RunConfig:
         else:
             out.update(level1=self.level1, level2=self.level2, group=self.group, fixed=list(self.fixed))
         out["family"] = self.family
-        out.update({k: getattr(self, k) for k in ("trials", "offset") if getattr(self, k) is not None})
+        out.update({k: getattr(self, k) for k in ("trials", "offset", "weights") if getattr(self, k) is not None})
         out.update(priors=dict(self.priors), fit=dict(self.fit),
                    plots={"which": list(self.plots), **({"term": self.plot_term} if self.plot_term else {})},
                    compare_frequentist=self.compare_frequentist)
@@ -209,7 +210,7 @@ def parse_config(raw: dict, source: Path | None = None) -> RunConfig:
             raise _unknown("key", k, TOP_KEYS, source)
     if "data" not in raw:
         raise ConfigError(f"Missing key 'data'{_where(source)}: a bundled data set ({', '.join(_bundled())}) or a CSV path.")
-    for k in ("name", "title", "description", "data", "formula", "level1", "group", "family", "trials", "offset"):
+    for k in ("name", "title", "description", "data", "formula", "level1", "group", "family", "trials", "offset", "weights"):
         _check_str(raw, k, source)
     has_formula, has_levels = raw.get("formula") is not None, raw.get("level1") is not None
     if has_formula == has_levels:
@@ -245,7 +246,7 @@ def parse_config(raw: dict, source: Path | None = None) -> RunConfig:
                      formula=raw.get("formula"), level1=raw.get("level1"),
                      level2={str(k): v for k, v in raw["level2"].items()} if raw.get("level2") else None,
                      group=raw.get("group"), fixed=tuple(fixed), family=family, trials=raw.get("trials"),
-                     offset=raw.get("offset"), priors=dict(priors), fit=_parse_fit(raw.get("fit"), source),
+                     offset=raw.get("offset"), weights=raw.get("weights"), priors=dict(priors), fit=_parse_fit(raw.get("fit"), source),
                      plots=plots, plot_term=term, compare_frequentist=compare, source=Path(source) if source else None)
 
 
@@ -322,11 +323,14 @@ def build_model(cfg: RunConfig, data: pd.DataFrame | None = None):
     from ..model import MLM
 
     data = load_data(cfg) if data is None else data
-    opts = dict(family=cfg.family, priors=cfg.priors or None, trials=cfg.trials, offset=cfg.offset)
+    opts = dict(family=cfg.family, priors=cfg.priors or None, trials=cfg.trials, offset=cfg.offset,
+                weights=cfg.weights)
     try:
         if cfg.formula is not None:
             return MLM(cfg.formula, data, **opts)
         return MLM.from_levels(cfg.level1, cfg.level2, group=cfg.group, data=data, fixed=cfg.fixed, **opts)
     except (SpecError, DataError) as err:
         key = "priors" if "prior" in str(err).lower() else ("formula" if cfg.formula is not None else "level1/level2/group")
+        if cfg.weights is not None and f"'{cfg.weights}'" in str(err):
+            key = "weights"
         raise ConfigError(f"Key '{key}'{_where(cfg.source)}: {err}") from err

@@ -19,6 +19,14 @@ there is one, is added to the linear predictor. Given ``cells``
 cells instead of rows: ``y_cell`` (dims ``cell``) is binomial or poisson, and
 the potential ``aggregation_constant`` makes the log-density equal the
 row-wise one exactly.
+
+With weights (``Design.weights``) the likelihood is the potential
+``weighted_loglik`` instead of an observed ``y``: gaussian rows are normal with
+SD sigma / sqrt(w_i) (lme4's precision weights; rows of weight 0 left out),
+other rows' log-likelihoods are multiplied by w_i (brms's ``weights()``),
+written once for every family as ``w * pm.logp(dist, y)``; weighted cells
+(:func:`bayesmlm.design.aggregate.aggregate_rows` sums the weights) are the
+potential ``weighted_cell_loglik``.
 """
 
 from __future__ import annotations
@@ -170,6 +178,13 @@ def _random_part(design: Design, priors: dict[str, Prior], rows, parameterizatio
 def _cell_likelihood(cells: Cells, eta) -> None:
     if cells.offset is not None:
         eta = eta + cells.offset
+    if cells.weighted:  # weighted counts need not be integers: the kernel, its constant in cells.constant
+        if cells.family == "poisson":
+            kernel = cells.y * eta - pt.exp(eta)
+        else:
+            kernel = cells.y * pt.log_sigmoid(eta) + (cells.trials - cells.y) * pt.log_sigmoid(-eta)
+        pm.Potential("weighted_cell_loglik", pt.sum(kernel) + cells.constant)
+        return
     if cells.family == "poisson":
         pm.Poisson("y_cell", mu=pt.exp(eta), observed=cells.y.astype(np.int64), dims="cell")
     else:
@@ -177,11 +192,40 @@ def _cell_likelihood(cells: Cells, eta) -> None:
     pm.Potential("aggregation_constant", pt.constant(cells.constant))
 
 
+def _row_distribution(design: Design, eta, sigma):
+    """The unobserved distribution of every row's outcome (for the weighted likelihood)."""
+    family = design.spec.family.name
+    if family == "gaussian":
+        return pm.Normal.dist(mu=eta, sigma=sigma)
+    if family == "bernoulli":
+        return pm.Bernoulli.dist(logit_p=eta)
+    if family == "binomial":
+        return pm.Binomial.dist(n=design.trials.astype(np.int64), logit_p=eta)
+    if family == "poisson":
+        return pm.Poisson.dist(mu=pt.exp(eta))
+    raise SpecError(f"Unknown family '{family}'. Valid families: gaussian, bernoulli, binomial, poisson.")
+
+
+def _weighted_likelihood(design: Design, eta, priors: dict[str, Prior]) -> None:
+    """The rows' log-likelihood with weights: gaussian precision weights, likelihood weights otherwise."""
+    w = design.weights
+    sigma = scalar_rv(SIGMA, priors[SIGMA].dist, priors[SIGMA].kwargs) if design.spec.family.has_sigma else None
+    y = design.y if design.spec.family.name == "gaussian" else design.y.astype(np.int64)
+    if design.spec.family.name == "gaussian":
+        keep = w > 0  # a row of weight 0 has infinite variance: no term
+        dist = pm.Normal.dist(mu=eta[keep], sigma=sigma / np.sqrt(w[keep]))
+        pm.Potential("weighted_loglik", pt.sum(pm.logp(dist, y[keep])))
+    else:
+        pm.Potential("weighted_loglik", pt.sum(w * pm.logp(_row_distribution(design, eta, sigma), y)))
+
+
 def _likelihood(design: Design, eta, priors: dict[str, Prior]) -> None:
     family = design.spec.family.name
     if design.offset is not None:
         eta = eta + design.offset
-    if family == "gaussian":
+    if design.weights is not None:
+        _weighted_likelihood(design, eta, priors)
+    elif family == "gaussian":
         sigma = scalar_rv(SIGMA, priors[SIGMA].dist, priors[SIGMA].kwargs)
         pm.Normal("y", mu=eta, sigma=sigma, observed=design.y, dims="obs")
     elif family == "bernoulli":

@@ -26,6 +26,18 @@ The group-by is an integer factorisation of each key column followed by one
 collapse (continuous predictors: cells > ``max_ratio`` x rows, default
 :data:`AGGREGATE_MAX_RATIO` = 0.5) nothing is aggregated; a column with more
 distinct values than that already decides it, before the full group-by.
+With weights (``Design.weights``: each row's log-likelihood times w_i) a
+cell's log-likelihood is sum_i w_i log p(y_i | eta), still a function of the
+cell's eta alone: for bernoulli and binomial rows
+(sum_i w_i y_i) log mu + (sum_i w_i (n_i - y_i)) log(1 - mu) + const, a binomial
+kernel with the weighted successes and trials; for poisson rows
+(sum_i w_i y_i) eta - exp(eta) sum_i w_i exp(o_i) + const, a poisson kernel
+with the weighted count and the weighted exposure. Weighted counts need not be
+integers, so such cells carry ``weighted=True`` and the full model writes their
+kernels out; ``constant`` is then the rows' weighted log-likelihood minus the
+cells' kernels. Integer weights give the cells of the expanded rows (each row
+repeated w_i times), up to that constant.
+
 Everything that reads the rows afterwards (tables, predictions, ppc and the
 pointwise log-likelihood behind LOO) still reads the design's rows: a cell's
 log-likelihood is split back into its rows exactly by computing each row's own
@@ -73,7 +85,12 @@ class Cells:
         cells (log of the row count without an offset).
     constant : float
         The rows' log-likelihood minus the cells' (binomial or poisson)
-        log-likelihood: the same at every parameter value.
+        log-likelihood: the same at every parameter value. For weighted cells
+        the rows' weighted log-likelihood minus the cells' kernels
+        (y log mu + (trials - y) log(1 - mu), or y eta - exp(eta)).
+    weighted : bool
+        The design had weights: ``y``, ``trials`` and the poisson exposure
+        are weighted sums (see the module's notes).
 
     Examples
     --------
@@ -92,6 +109,7 @@ class Cells:
     trials: np.ndarray | None
     offset: np.ndarray | None
     constant: float
+    weighted: bool = False
 
     @property
     def n_rows(self) -> int:
@@ -187,6 +205,8 @@ def aggregate_rows(design: Design, max_ratio: float = AGGREGATE_MAX_RATIO) -> Ce
         return None
     C = len(first)
     y = design.y.astype(float)
+    if design.weights is not None:
+        return _weighted_cells(design, first, inv)
     S = np.bincount(inv, weights=y, minlength=C)
     if family == "poisson":
         o = design.offset if design.offset is not None else np.zeros(n)
@@ -200,3 +220,24 @@ def aggregate_rows(design: Design, max_ratio: float = AGGREGATE_MAX_RATIO) -> Ce
     constant = np.sum(_log_choose(n_i, y)) - np.sum(_log_choose(N, S))
     offset = None if design.offset is None else design.offset[first]
     return Cells(family, inv, first, S, N, offset, float(constant))
+
+
+def _weighted_cells(design: Design, first: np.ndarray, inv: np.ndarray) -> Cells:
+    """Cells of a weighted design: weighted counts, trials and exposure, the constant against the cells' kernels."""
+    family, n, C = design.spec.family.name, design.n_obs, len(first)
+    w, y = design.weights, design.y.astype(float)
+    S = np.bincount(inv, weights=w * y, minlength=C)
+    if family == "poisson":
+        o = design.offset if design.offset is not None else np.zeros(n)
+        top = np.full(C, -np.inf)
+        np.maximum.at(top, inv, o)
+        exposure = np.bincount(inv, weights=w * np.exp(o - top[inv]), minlength=C)
+        # A cell of zero-weight rows has exposure 0 and no term: an offset of -1000 makes exp(eta + O) exactly 0
+        # in float64 (for eta below 290) where log 0 would make 0 * -inf in y * eta.
+        O = np.where(exposure > 0, top + np.log(np.where(exposure > 0, exposure, 1.0)), -1000.0)
+        constant = np.sum(w * (y * o - gammaln(y + 1))) - np.sum(S * O)
+        return Cells(family, inv, first, S, None, O, float(constant), weighted=True)
+    n_i = design.trials.astype(float) if design.trials is not None else np.ones(n)
+    N = np.bincount(inv, weights=w * n_i, minlength=C)
+    offset = None if design.offset is None else design.offset[first]
+    return Cells(family, inv, first, S, N, offset, float(np.sum(w * _log_choose(n_i, y))), weighted=True)

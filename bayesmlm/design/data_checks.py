@@ -14,12 +14,14 @@ import numpy as np
 import pandas as pd
 from formulae import model_description
 
-from ..errors import ArgumentError, DataError, RowsDroppedWarning, SpecError
+from ..errors import ArgumentError, DataError, RowsDroppedWarning, SpecError, WeightsWarning
 from ..spec.formula import ModelSpec
 
 __all__ = ["formula_variables", "model_columns", "predictor_columns", "response_columns", "check_columns", "check_column_types", "column_kind",
            "drop_missing", "check_finite", "is_numeric", "check_numeric_outcome", "check_outcome_varies",
-           "check_level2_constant"]
+           "check_level2_constant", "check_weights", "check_weight_sum", "WEIGHT_SUM_RANGE"]
+
+WEIGHT_SUM_RANGE = (0.5, 2.0)  # weights summing outside [0.5 n, 2 n] are warned about as not normalised
 
 
 def formula_variables(rhs: str, where: str) -> set[str]:
@@ -312,3 +314,63 @@ def check_level2_constant(data: pd.DataFrame, labels: pd.Series, group: str, lev
                                 f"{int(counts[first])} different values): a level-2 predictor must be constant within each "
                                 f"group. Use its group mean, data.groupby('{group}')['{w}'].transform('mean'), or move "
                                 f"'{w}' into level1.")
+
+
+def check_weights(col: pd.Series, where: str = "") -> np.ndarray:
+    """The ``weights=`` column as floats: numeric, finite and not negative, or a DataError naming the column.
+
+    Zero is allowed for single rows (they drop out of the likelihood); that
+    every weight is zero is not. Missing values are not seen here: rows that
+    miss a weight are dropped with the other missing values, before this
+    check. ``where`` says e.g. " in chunk 3" of a file.
+
+    Examples
+    --------
+    >>> import pandas as pd
+    >>> check_weights(pd.Series([1.0, 0.0, 2.5], name="w")).tolist()
+    [1.0, 0.0, 2.5]
+    >>> check_weights(pd.Series([1.0, -2.0], name="w"))
+    Traceback (most recent call last):
+    ...
+    bayesmlm.errors.DataError: The weights column 'w' has 1 negative value(s) (first at row 1: -2): weights must be 0 or more. Check how the column was made, or drop those rows.
+    """
+    name = col.name
+    if not is_numeric(col.dtype):
+        raise DataError(f"The weights column '{name}' is {col.dtype}{where}, not numeric: weights= names a column of "
+                        f"numbers (0 or more). Convert it, pd.to_numeric(data['{name}']).")
+    w = col.to_numpy(dtype=float)
+    for bad, what in ((np.isnan(w), "missing (NaN)"), (np.isinf(w), "infinite"), (w < 0, "negative")):
+        if bad.any():
+            i = int(np.argmax(bad))
+            raise DataError(f"The weights column '{name}' has {int(bad.sum())} {what} value(s){where} (first at row {i}: "
+                            f"{w[i]:g}): weights must be 0 or more. Check how the column was made, or drop those rows.")
+    return w
+
+
+def check_weight_sum(total: float, n_rows: int, column: str) -> None:
+    """Refuse weights that sum to zero; warn (:class:`~bayesmlm.errors.WeightsWarning`) when their sum is far from
+    the number of rows (outside :data:`WEIGHT_SUM_RANGE` x n), naming the column.
+
+    A weighted likelihood counts the data as sum(w) rows: weights that sum to
+    10 n make the posterior about sqrt(10) times too narrow. The decision to
+    warn rather than raise lives here, for DataFrames and files alike.
+
+    Examples
+    --------
+    >>> import warnings
+    >>> with warnings.catch_warnings(record=True) as caught:
+    ...     warnings.simplefilter("always")
+    ...     check_weight_sum(1000.0, 100, "w")
+    >>> caught[0].category.__name__
+    'WeightsWarning'
+    """
+    if not total > 0:
+        raise DataError(f"The weights column '{column}' sums to 0 over the {n_rows} rows used: every row would drop out "
+                        "of the likelihood. Check the column (a filter that kept only zero-weight rows?).")
+    lo, hi = WEIGHT_SUM_RANGE
+    if not lo * n_rows <= total <= hi * n_rows:
+        warnings.warn(f"The weights column '{column}' sums to {total:.6g} over {n_rows} rows: the weighted likelihood "
+                      f"counts the data as {total:.6g} rows, so the posterior's width is off by about "
+                      f"sqrt({total / n_rows:.3g}). Survey weights are usually normalised to the sample size first "
+                      f"(per country when groups are countries): bayesmlm.normalize_weights(data, '{column}', by=...).",
+                      WeightsWarning, stacklevel=5)

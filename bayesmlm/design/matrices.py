@@ -26,6 +26,8 @@ from .data_checks import (
     check_finite,
     check_numeric_outcome,
     check_outcome_varies,
+    check_weight_sum,
+    check_weights,
     drop_missing,
     model_columns,
     predictor_columns,
@@ -105,7 +107,7 @@ class Design:
         Offset on the link scale per row: the ``offset=`` column plus any
         ``offset(...)`` terms of the formula.
     options : dict
-        The column names given as ``trials=`` and ``offset=`` (or None).
+        The column names given as ``trials=``, ``offset=`` and ``weights=`` (or None).
     fixed_matrix : formulae CommonTerms or None
         The fixed part's formulae design, for evaluating new data (see
         :func:`new_data_design`); ``offset(...)`` terms included.
@@ -116,6 +118,12 @@ class Design:
         (:class:`bayesmlm.fastpath.readers.SummaryDesign`): its ``data``,
         ``X`` and ``Z`` then hold representative rows only, not data to
         fit, plot or predict. Check it with :meth:`require_rows`.
+    weights : ndarray or None
+        The ``weights=`` column per row (0 or more): gaussian precision
+        weights (the residual variance of row i is sigma^2 / w_i, as lme4's),
+        or likelihood weights of the other families (row i's log-likelihood
+        times w_i, as brms's ``weights()``). A row of weight 0 drops out of
+        the likelihood. None: unweighted.
     """
 
     spec: ModelSpec
@@ -134,6 +142,7 @@ class Design:
     fixed_matrix: object = field(default=None, repr=False)
     success: str | None = None
     has_rows: bool = True
+    weights: np.ndarray | None = None
 
     def require_rows(self, what: str, instead: str = "") -> None:
         """Refuse, naming ``what``, a design that keeps no rows (see ``has_rows``).
@@ -161,7 +170,7 @@ class Design:
 
     @property
     def x_centre(self) -> np.ndarray:
-        """X's column means, 0 for the intercept (:func:`centring`).
+        """X's column means (weighted means, with weights), 0 for the intercept (:func:`centring`).
 
         Examples
         --------
@@ -169,6 +178,8 @@ class Design:
         >>> bayesmlm.MLM("Reaction ~ Days + (1 | Subject)", bayesmlm.datasets.load("sleepstudy")).design.x_centre.tolist()
         [0.0, 4.5]
         """
+        if self.weights is not None:
+            return centring(self.fixed_terms, self.weights @ self.X / self.weights.sum())
         return centring(self.fixed_terms, self.X.mean(axis=0))
 
     def random_terms(self, factor: str) -> tuple[str, ...]:
@@ -507,7 +518,8 @@ def _level2_columns(data: pd.DataFrame, factor: GroupingFactor) -> frozenset:
     return frozenset(c for c in data.columns if c not in factor.name.split(":") and (grouped[c].nunique(dropna=False) <= 1).all())
 
 
-def build_design(spec: ModelSpec, data: pd.DataFrame, *, trials: str | None = None, offset: str | None = None) -> Design:
+def build_design(spec: ModelSpec, data: pd.DataFrame, *, trials: str | None = None, offset: str | None = None,
+                 weights: str | None = None) -> Design:
     """Check the data against the spec and build the design matrices.
 
     Parameters
@@ -516,6 +528,12 @@ def build_design(spec: ModelSpec, data: pd.DataFrame, *, trials: str | None = No
     data : DataFrame
     trials, offset : str, optional
         Columns with binomial trials, and an offset on the link scale.
+    weights : str, optional
+        A column of weights, 0 or more (see ``Design.weights``). Rows that
+        miss a weight are dropped like rows that miss any other model column;
+        negative or infinite weights, or weights that sum to 0, are a
+        DataError naming the column; a sum far from the number of rows warns
+        (:func:`bayesmlm.design.data_checks.check_weight_sum`).
 
     Returns
     -------
@@ -534,18 +552,20 @@ def build_design(spec: ModelSpec, data: pd.DataFrame, *, trials: str | None = No
         raise DataError(f"data must be a pandas DataFrame, not {type(data).__name__}.")
     if len(data) == 0:
         raise DataError("The data has no rows.")
-    extra = {"trials": trials, "offset": offset}
+    extra = {"trials": trials, "offset": offset, "weights": weights}
     cols = model_columns(spec)
     check_columns(data, cols, extra)
     cols += [c for c in extra.values() if c is not None and c not in cols]
     clean, dropped = drop_missing(data, cols)
     check_column_types(clean, predictor_columns(spec), [c for g in spec.groups for c in g.split(":")])
+    if weights is not None:
+        check_weight_sum(float(check_weights(clean[weights]).sum()), len(clean), weights)
     check_finite(clean)
-    return assemble_design(spec, clean, trials=trials, offset=offset, rows_dropped=dropped)
+    return assemble_design(spec, clean, trials=trials, offset=offset, weights=weights, rows_dropped=dropped)
 
 
 def assemble_design(spec: ModelSpec, clean: pd.DataFrame, *, trials: str | None = None, offset: str | None = None,
-                    rows_dropped: int = 0) -> Design:
+                    weights: str | None = None, rows_dropped: int = 0) -> Design:
     """The design matrices of rows that already passed :func:`build_design`'s data checks.
 
     For rows that were checked before (a saved fit's rows, read back by
@@ -561,7 +581,7 @@ def assemble_design(spec: ModelSpec, clean: pd.DataFrame, *, trials: str | None 
     >>> assemble_design(spec, d.data).fixed_terms == d.fixed_terms
     True
     """
-    extra = {"trials": trials, "offset": offset}
+    extra = {"trials": trials, "offset": offset, "weights": weights}
     y, n_trials, success = _response(spec, clean, trials)
     check_outcome_varies(y, n_trials, spec.family.name, spec.response)
     fixed_matrix, X, fixed_labels = _fixed_matrix(spec.fixed, clean, "fixed part")
@@ -593,4 +613,5 @@ def assemble_design(spec: ModelSpec, clean: pd.DataFrame, *, trials: str | None 
         off = formula_offset if off is None else off + formula_offset
     return Design(spec=spec, data=clean, y=y, X=X, fixed_terms=fixed_terms, fixed_labels=fixed_labels, blocks=tuple(blocks), factors=factors,
                   level2={g: _level2_columns(clean, f) for g, f in factors.items()}, rows_dropped=rows_dropped,
-                  trials=n_trials, offset=off, options=extra, fixed_matrix=fixed_matrix, success=success)
+                  trials=n_trials, offset=off, options=extra, fixed_matrix=fixed_matrix, success=success,
+                  weights=None if weights is None else clean[weights].to_numpy(dtype=float))

@@ -273,7 +273,7 @@ class DensityPlan:
     sigma : prior
     slots : tuple of int
         Positions in ``constants`` of x_centre, x_shift, y_shift, n_obs,
-        xtx_total, xty_total and yty_total.
+        xtx_total, xty_total, yty_total and log_w_total.
     n_const : int
         Length of ``constants``. ``group_stats`` has the rows Z'Z (upper
         triangle, by rows), Z'y (q rows), then X'Z (p rows per random term).
@@ -382,7 +382,7 @@ def _gamma(plan: DensityPlan, const) -> list[str]:
 def _density_source(plan: DensityPlan) -> str:
     p, q = plan.p, plan.q
     const = lambda k: f"d[{1 + k}]"  # noqa: E731  (d[0] is the number of groups)
-    xc, xs, ys, n_obs, xtx, xty, yty = plan.slots
+    xc, xs, ys, n_obs, xtx, xty, yty, log_w = plan.slots
     lines = ["def logp_grad(x, d, grad):", "    J = int(d[0])", "    lp = 0.0"]
     reads, where, nz = _read(plan, density=True)
     lines += reads
@@ -447,7 +447,7 @@ def _density_source(plan: DensityPlan) -> str:
     n = const(n_obs)
     quad = [f"gt{a} * {const(xtx + a * p + b)} * gt{b}" for a in range(p) for b in range(p)]
     lines += [f"    rr = {const(yty)} - 2.0 * (" + _sum([f"gt{a} * {const(xty + a)}" for a in range(p)]) + ") + (" + _sum(quad) + ")",
-              f"    lp += -0.5 * ({n} * {2 * _LOG_SQRT_2PI!r} + ({n} - J * {q}) * math.log(s2) + tot + rr / s2)"]
+              f"    lp += -0.5 * ({n} * {2 * _LOG_SQRT_2PI!r} + ({n} - J * {q}) * math.log(s2) + tot + rr / s2 - {const(log_w)})"]
     for a in range(p):
         sym = _sum([f"({const(xtx + a * p + b)} + {const(xtx + b * p + a)}) * gt{b}" for b in range(p)])
         lines.append(f"    dgt{a} = -0.5 * (dgt{a} + (-2.0 * {const(xty + a)} + {sym}) / s2)")

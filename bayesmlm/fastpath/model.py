@@ -9,6 +9,10 @@ lemma and the Woodbury identity give (DESIGN.md, "The fast path")
     log p(y_j) = -1/2 [ n_j log(2 pi) + (n_j - q) log sigma^2 + log det M_j
                         + (r_j'r_j - b_j' M_j^-1 b_j) / sigma^2 ].
 
+With precision weights every cross-product is weighted (Z_j'W_j Z_j, ...),
+n_j counts the rows of positive weight, and the log-density gains
+1/2 sum(log w_i) (the determinant of sigma^2 W^-1; :mod:`bayesmlm.fastpath.stats`).
+
 Writing T^-1 nowhere keeps this finite when a random SD is near zero. The
 r_j'r_j terms only enter as their sum over groups, so they need the totals of
 X'X, X'y and y'y; the per-group work is the q x q part, one Numba loop over
@@ -118,7 +122,8 @@ class _Layout:
         p, q = len(structure.fixed_terms), structure.q
         slots, k = {}, 0
         for name, length in [("x_centre", p), ("x_shift", p), ("y_shift", 1), ("n_obs", 1), ("xtx_total", p * p),
-                             ("xty_total", p), ("yty_total", 1)]:
+                             ("xty_total", p), ("yty_total", 1),
+                             ("log_w_total", 1)]:
             slots[name] = (k, length)
             k += length
         for name, prior in priors.items():
@@ -144,7 +149,7 @@ def data_layout(structure: CollapsedStructure, priors: dict[str, Prior]) -> tupl
 
     Returns ``slots``, (start, length) in ``constants`` by name (``"x_centre"``,
     ``"x_shift"``, ``"y_shift"``, ``"n_obs"``, ``"xtx_total"``, ``"xty_total"``,
-    ``"yty_total"``) or by (prior name, parameter); and ``rows``, the row of
+    ``"yty_total"``, ``"log_w_total"``) or by (prior name, parameter); and ``rows``, the row of
     ``group_stats`` by ``("ztz", a, b)`` (a <= b), ``("zty", a)`` or the first
     row of ``("xtz", a)`` (p rows).
 
@@ -192,7 +197,7 @@ def collapsed_data(structure: CollapsedStructure, stats: GroupStats, priors: dic
     const = np.empty(layout.size)
     values = {"x_centre": np.asarray(x_centre, dtype=float), "x_shift": stats.x_shift, "y_shift": stats.y_shift,
               "n_obs": stats.n.sum(), "xtx_total": stats.XtX.sum(axis=0), "xty_total": stats.Xty.sum(axis=0),
-              "yty_total": stats.yty.sum()}
+              "yty_total": stats.yty.sum(), "log_w_total": stats.log_w.sum()}
     for name, prior in priors.items():
         for param, value in prior.params:
             values[(name, param)] = value
@@ -294,7 +299,7 @@ def collapsed_loglik(L: dict, sigma, gamma_t, data: _Unpacked):
     terms = group_terms(q, data.g[:q * (q + 1) // 2], zr, Lmat, s2)
     rr = data["yty_total"] - 2.0 * pt.dot(gamma_t, data["xty_total"]) + pt.dot(gamma_t, pt.dot(data["xtx_total"], gamma_t))
     n = data["n_obs"]
-    return -0.5 * (n * np.log(2 * np.pi) + (n - n_groups * q) * pt.log(s2) + terms + rr / s2)
+    return -0.5 * (n * np.log(2 * np.pi) + (n - n_groups * q) * pt.log(s2) + terms + rr / s2 - data["log_w_total"])
 
 
 def loglik_at(stats: GroupStats, gamma, cov, sigma: float) -> float:

@@ -115,7 +115,7 @@ def density_plan(structure: CollapsedStructure, priors: dict[str, Prior]) -> Den
     if rows != expected_rows:
         raise RuntimeError("The collapsed model's statistics are not in the order the density kernel reads; "
                            "report this as a bug.")
-    names = ("x_centre", "x_shift", "y_shift", "n_obs", "xtx_total", "xty_total", "yty_total")
+    names = ("x_centre", "x_shift", "y_shift", "n_obs", "xtx_total", "xty_total", "yty_total", "log_w_total")
     intercept = structure.fixed_terms.index("(Intercept)") if structure.has_intercept else -1
     return DensityPlan(tuple(prior(t) for t in structure.fixed_terms), intercept, tuple(blocks), prior("sigma"),
                        tuple(slots[n][0] for n in names), sum(length for _, length in slots.values()))
@@ -200,8 +200,8 @@ def _initial_point(plan: DensityPlan, const: np.ndarray, seed) -> np.ndarray:
     Examples
     --------
     >>> plan = DensityPlan((("normal", (0, 1)),), 0, ((1, False, (("half_normal", (2,)),), -1),),
-    ...                    ("exponential", (3,)), (4, 5, 6, 7, 8, 9, 10), 11)
-    >>> _initial_point(plan, np.array([5.0, 1.0, 2.0, 0.5] + [0.0] * 7), 1).shape
+    ...                    ("exponential", (3,)), (4, 5, 6, 7, 8, 9, 10, 11), 12)
+    >>> _initial_point(plan, np.array([5.0, 1.0, 2.0, 0.5] + [0.0] * 8), 1).shape
     (3,)
     """
     def scaled(prior):

@@ -31,6 +31,8 @@ from ..design.data_checks import (
     check_columns,
     check_finite,
     check_numeric_outcome,
+    check_weight_sum,
+    check_weights,
     is_numeric,
     model_columns,
 )
@@ -42,7 +44,7 @@ from ..design.matrices import (
     group_labels,
 )
 from ..design.newdata import new_data_design
-from ..errors import DataError, RowsDroppedWarning, SpecError
+from ..errors import DataError, RowsDroppedWarning, SpecError, WeightsWarning
 from ..spec.formula import ModelSpec
 from .stats import STATISTICS, GroupStats, accumulate, collapse_problem, default_shift
 
@@ -106,12 +108,13 @@ def _group_columns(template: Design) -> list[str]:
     return template.spec.groups[0].split(":")
 
 
-def _template(spec: ModelSpec, first: pd.DataFrame, offset: str | None, where: str) -> Design:
+def _template(spec: ModelSpec, first: pd.DataFrame, offset: str | None, where: str, weights: str | None = None) -> Design:
     """The design of the first chunk: encodings, shift and checks for every chunk."""
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", RowsDroppedWarning)  # counted again, over all chunks, by _partial
-            template = build_design(spec, first, offset=offset)
+            warnings.simplefilter("ignore", WeightsWarning)  # the sum is checked over all chunks, by _finish
+            template = build_design(spec, first, offset=offset, weights=weights)
     except (DataError, SpecError) as err:
         raise type(err)(f"In the first chunk of {where} ({len(first)} rows): {err} The first chunk fixes the design, so it "
                         "must vary in every predictor and hold two or more groups: pass a larger chunksize=, or "
@@ -216,7 +219,9 @@ def _partial(chunk: pd.DataFrame, template: Design, chunk_no: int) -> _Partial:
     J = len(labels)
     x_shift, y_shift = default_shift(template)
     outcome = y - offset if offset is not None else y
-    sums = accumulate(codes, J, X - x_shift, Z, outcome - y_shift)
+    column = template.options.get("weights")
+    w = None if column is None else check_weights(clean[column], where=f" in chunk {chunk_no}")
+    sums = accumulate(codes, J, X - x_shift, Z, outcome - y_shift, w)
     v = np.column_stack([y, X, Z]) - _moment_centre(template)
     picks = [_first_rows(codes, J)]
     for col in [*X.T, *Z.T, *(clean[c].to_numpy(dtype=float) for c in clean.columns
@@ -297,6 +302,8 @@ def _finish(part: _Partial, template: Design, source: str) -> Reduced:
     if len(part.labels) < 2:
         raise DataError(f"The grouping factor '{factor}' has only one level in {source}: a random effect needs at least two groups.")
     levels = tuple(str(v) for v in part.labels)
+    if template.options.get("weights") is not None:
+        check_weight_sum(float(part.sums["w_sum"].sum()), part.n, template.options["weights"])
     x_shift, y_shift = default_shift(template)
     stats = GroupStats(factor, levels, tuple(template.fixed_terms), tuple(t for b in template.blocks for t in b.terms),
                        x_shift, y_shift, **part.sums)
@@ -323,7 +330,8 @@ def _finish(part: _Partial, template: Design, source: str) -> Reduced:
     return Reduced(design, stats)
 
 
-def reduce_frames(spec: ModelSpec, frames, *, offset: str | None = None, source: str = "the data") -> Reduced:
+def reduce_frames(spec: ModelSpec, frames, *, offset: str | None = None, weights: str | None = None,
+                  source: str = "the data") -> Reduced:
     """Sufficient statistics of a sequence of DataFrames (chunks of one data set).
 
     Parameters
@@ -334,6 +342,9 @@ def reduce_frames(spec: ModelSpec, frames, *, offset: str | None = None, source:
         Disjoint chunks of the rows; each is read once and let go.
     offset : str, optional
         A column to subtract from the outcome.
+    weights : str, optional
+        A column of precision weights (checked in every chunk, their sum
+        over all of them); the statistics are weighted.
     source : str
         Where the rows come from, for messages.
 
@@ -354,7 +365,7 @@ def reduce_frames(spec: ModelSpec, frames, *, offset: str | None = None, source:
     first = next(frames, None)
     if first is None or len(first) == 0:
         raise DataError(f"{source} has no rows.")
-    template = _template(spec, first, offset, source)
+    template = _template(spec, first, offset, source, weights)
     total = _partial(first, template, 0)
     for i, frame in enumerate(frames, start=1):
         if len(frame):
@@ -423,13 +434,14 @@ def _read_file(path: Path, columns: list[str], chunksize: int, text_columns):
         raise DataError(f"Cannot tell the format of '{path}' from its name: use .csv (optionally .gz) or .parquet.")
 
 
-def _spec_columns(spec: ModelSpec, offset: str | None) -> list[str]:
-    """The columns to read: the model's (as build_design reads them) and the offset."""
+def _spec_columns(spec: ModelSpec, offset: str | None, weights: str | None = None) -> list[str]:
+    """The columns to read: the model's (as build_design reads them), the offset and the weights."""
     cols = model_columns(spec)
-    return cols + ([offset] if offset and offset not in cols else [])
+    return cols + [c for c in dict.fromkeys([offset, weights]) if c and c not in cols]
 
 
-def reduce_files(spec: ModelSpec, paths, *, chunksize: int = 1_000_000, offset: str | None = None) -> Reduced:
+def reduce_files(spec: ModelSpec, paths, *, chunksize: int = 1_000_000, offset: str | None = None,
+                 weights: str | None = None) -> Reduced:
     """Sufficient statistics of CSV or Parquet files, read ``chunksize`` rows at a time.
 
     Memory holds one chunk and the per-group sums, never the data.
@@ -439,13 +451,13 @@ def reduce_files(spec: ModelSpec, paths, *, chunksize: int = 1_000_000, offset: 
     >>> from bayesmlm.spec.formula import parse_formula
     >>> r = reduce_files(parse_formula("y ~ x + (1 + x | g)"), "big.parquet")  # doctest: +SKIP
     """
-    columns = _spec_columns(spec, offset)
+    columns = _spec_columns(spec, offset, weights)
     where = ", ".join(map(str, [paths] if isinstance(paths, (str, Path)) else paths))
     chunks = read_chunks(paths, columns, chunksize=chunksize, text_columns=spec.groups[0].split(":"))
-    return reduce_frames(spec, chunks, offset=offset, source=where)
+    return reduce_frames(spec, chunks, offset=offset, weights=weights, source=where)
 
 
-def reduce_dask(spec: ModelSpec, ddf, *, offset: str | None = None) -> Reduced:
+def reduce_dask(spec: ModelSpec, ddf, *, offset: str | None = None, weights: str | None = None) -> Reduced:
     """Sufficient statistics of a ``dask.dataframe``, reduced by Dask.
 
     Each partition becomes a partial on whatever workers Dask uses, and the
@@ -460,14 +472,14 @@ def reduce_dask(spec: ModelSpec, ddf, *, offset: str | None = None) -> Reduced:
     """
     import dask
 
-    columns = _spec_columns(spec, offset)
+    columns = _spec_columns(spec, offset, weights)
     missing = [c for c in columns if c not in ddf.columns]
     if missing:
         raise DataError(f"The Dask DataFrame lacks the column(s) {', '.join(map(repr, missing))} that the model uses. "
                         f"Columns it has: {', '.join(map(str, ddf.columns))}.")
     parts = ddf[columns].to_delayed()
     first = parts[0].compute()
-    template = _template(spec, first, offset, "the Dask DataFrame's first partition")
+    template = _template(spec, first, offset, "the Dask DataFrame's first partition", weights)
     nodes = [dask.delayed(_partial)(p, template, i) for i, p in enumerate(parts)]
     while len(nodes) > 1:
         nodes = [dask.delayed(_merge)(nodes[i], nodes[i + 1], template) if i + 1 < len(nodes) else nodes[i]

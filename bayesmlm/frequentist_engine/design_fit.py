@@ -38,6 +38,14 @@ def default_method(family: str) -> str:
 def problem_of(design: Design) -> MixedProblem:
     """The design's arrays as the engine's problem (the rows, never a copy of their summaries).
 
+    With weights (``MLM(..., weights=)``) the problem carries them: gaussian
+    precision weights, as ``lmer(weights=)``; likelihood weights of the other
+    families, which is ``glmer(weights=)``'s likelihood for poisson and, for
+    bernoulli rows, a binomial with y as the proportion and w as the trials
+    (glmer's estimates; its logLik rounds w * y, this engine's does not).
+    Rows of weight 0 drop out of the likelihood, so they are left out here
+    (lme4 would need them removed too: log 0 enters its REML criterion).
+
     Examples
     --------
     >>> import bayesmlm
@@ -54,10 +62,15 @@ def problem_of(design: Design) -> MixedProblem:
                                     "(add '1 +' to the fixed part).")
     design.require_rows("The frequentist fit", "Fit the model from a DataFrame, MLM(formula, data), to compare it "
                         "with lme4's estimates.")
-    blocks = tuple(RandomBlock(b.group, design.factors[b.group].index, design.factors[b.group].levels, b.Z, b.terms,
-                               b.correlated) for b in design.blocks)
-    return MixedProblem(design.X, design.y, design.fixed_terms, blocks, family=family, trials=design.trials,
-                        offset=design.offset)
+    rows = slice(None) if design.weights is None else design.weights > 0
+
+    def kept(values):
+        return None if values is None else values[rows]
+
+    blocks = tuple(RandomBlock(b.group, design.factors[b.group].index[rows], design.factors[b.group].levels, b.Z[rows],
+                               b.terms, b.correlated) for b in design.blocks)
+    return MixedProblem(design.X[rows], design.y[rows], design.fixed_terms, blocks, family=family,
+                        trials=kept(design.trials), offset=kept(design.offset), weights=kept(design.weights))
 
 
 def fit_design(design: Design, method: str | None = None) -> FrequentistFit:

@@ -7,6 +7,14 @@
 - :func:`posterior_predictive`: replicated outcomes, one set per draw.
 - :func:`prior_predictive`: outcomes simulated from the priors alone.
 
+With weights (``MLM(..., weights=)``) the pointwise log-likelihood is the
+weighted one whose sum is the fitted likelihood: a gaussian row's density has
+SD sigma / sqrt(w_i), another family's log-density is multiplied by w_i, and a
+row of weight 0 contributes 0; LOO is then of the weighted likelihood. A
+gaussian replicate has SD sigma / sqrt(w_i) (sigma for a row of weight 0,
+which the fit does not see); the other families' replicates do not depend on
+the weights (as in brms).
+
 Both predictive functions return ArviZ DataTrees whose variable ``y`` (dims
 ``chain, draw, obs``) sits beside ``observed_data`` ``y``; ``constant_data``
 holds each row's group label (``group:<factor>``) and, for binomial models,
@@ -55,9 +63,28 @@ def _loglik(family: str, y: np.ndarray, trials, eta: np.ndarray, sigma) -> np.nd
     raise ValueError(f"Unknown family '{family}'. Valid families: gaussian, bernoulli, binomial, poisson.")
 
 
+def _weighted_loglik(family: str, y: np.ndarray, trials, eta: np.ndarray, sigma, w: np.ndarray) -> np.ndarray:
+    """Each row's term of the weighted likelihood (0 for a row of weight 0)."""
+    if family == "gaussian":
+        keep = w > 0
+        out = np.zeros(eta.shape)
+        s = sigma[:, None] / np.sqrt(w[keep])
+        out[:, keep] = -0.5 * np.log(2 * np.pi) - np.log(s) - 0.5 * ((y[keep] - eta[:, keep]) / s) ** 2
+        return out
+    return w * _loglik(family, y, trials, eta, sigma)
+
+
+def _residual_sd(sigma, weights):
+    """Per draw and row, the residual SD: sigma / sqrt(w) (sigma where w is 0, or without weights)."""
+    if sigma is None or weights is None:
+        return sigma
+    return sigma[:, None] / np.sqrt(np.where(weights > 0, weights, 1.0))
+
+
 def _simulate(family: str, trials, eta: np.ndarray, sigma, rng: np.random.Generator) -> np.ndarray:
     if family == "gaussian":
-        return rng.normal(eta, sigma[:, None]).astype(np.float32)
+        sd = sigma if np.ndim(sigma) == 2 else sigma[:, None]
+        return rng.normal(eta, sd).astype(np.float32)
     if family == "bernoulli":
         return (rng.random(eta.shape) < expit(eta)).astype(np.int32)
     if family == "binomial":
@@ -87,7 +114,8 @@ def pointwise_log_likelihood(fit, draws: int | None = None) -> xr.DataArray:
     -------
     DataArray
         Dims (chain, draw, obs), float64, named ``y``. Its sum over ``obs`` at
-        a draw is the log-likelihood of the data at that draw.
+        a draw is the log-likelihood of the data at that draw (weighted, with
+        weights: see the module's notes).
 
     Examples
     --------
@@ -102,7 +130,11 @@ def pointwise_log_likelihood(fit, draws: int | None = None) -> xr.DataArray:
     out = np.empty((d.n, design.n_obs))
     for sl in chunks(d.n, design.n_obs):
         eta = linear_predictor(d.beta[sl], tuple(u[sl] for u in d.u), X, Z, index, offset)
-        out[sl] = _loglik(design.spec.family.name, design.y, design.trials, eta, None if d.sigma is None else d.sigma[sl])
+        sigma = None if d.sigma is None else d.sigma[sl]
+        if design.weights is None:
+            out[sl] = _loglik(design.spec.family.name, design.y, design.trials, eta, sigma)
+        else:
+            out[sl] = _weighted_loglik(design.spec.family.name, design.y, design.trials, eta, sigma, design.weights)
     return _fold(out, d.shape, d.coords, "y")
 
 
@@ -166,7 +198,8 @@ def _replicate(fit, draws: int | None, seed) -> xr.DataArray:
     out = np.empty((d.n, design.n_obs), dtype=dtype)
     for sl in chunks(d.n, design.n_obs):
         eta = linear_predictor(d.beta[sl], tuple(u[sl] for u in d.u), X, Z, index, offset)
-        out[sl] = _simulate(family, design.trials, eta, None if d.sigma is None else d.sigma[sl], rng)
+        sigma = None if d.sigma is None else _residual_sd(d.sigma[sl], design.weights)
+        out[sl] = _simulate(family, design.trials, eta, sigma, rng)
     return _fold(out, d.shape, d.coords, "y")
 
 

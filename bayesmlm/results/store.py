@@ -89,7 +89,7 @@ def read_fit(path) -> tuple:
     spec = parse_formula(meta["formula"], meta["family"])
     opts = meta.get("options") or {}
     design = assemble_design(spec, data, trials=opts.get("trials"), offset=opts.get("offset"),
-                             rows_dropped=meta["record"]["rows_dropped"])
+                             weights=opts.get("weights"), rows_dropped=meta["record"]["rows_dropped"])
     priors = {k: Prior(d, **kw) for k, (d, kw) in meta["priors"].items()}
     rec = meta["record"]
     record = FitRecord(**{**rec, "settings": SamplerSettings(**rec["settings"]),
