@@ -182,7 +182,7 @@ def _cell_likelihood(cells: Cells, eta) -> None:
         if cells.family == "poisson":
             kernel = cells.y * eta - pt.exp(eta)
         else:
-            kernel = cells.y * pt.log_sigmoid(eta) + (cells.trials - cells.y) * pt.log_sigmoid(-eta)
+            kernel = -cells.y * pt.softplus(-eta) - (cells.trials - cells.y) * pt.softplus(eta)  # log mu, log(1 - mu)
         pm.Potential("weighted_cell_loglik", pt.sum(kernel) + cells.constant)
         return
     if cells.family == "poisson":
