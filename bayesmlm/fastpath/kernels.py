@@ -540,7 +540,7 @@ def density_source(plan: DensityPlan) -> str:
     Examples
     --------
     >>> plan = DensityPlan((("normal", (0, 1)),), 0, ((1, False, (("half_normal", (2,)),), -1),),
-    ...                    ("exponential", (3,)), (4, 5, 6, 7, 8, 9, 10), 11)
+    ...                    ("exponential", (3,)), (4, 5, 6, 7, 8, 9, 10, 11), 12)
     >>> "def logp_grad(x, d, grad):" in density_source(plan)
     True
     """
