@@ -78,13 +78,16 @@ _DATASETS: dict[str, _Dataset] = {
         groups=64,
         grouping="country",
         simulated=True,
-        dtypes={"country": str, "smu": "int64", "tech": "int64"},
+        dtypes={"country": str, "smu": "int64", "tech": "int64", "weight": "float64"},
         description=(
             "SIMULATED data, not survey responses: a stand-in for the World Values "
             "Survey wave 7 extract of the tutorial 'Visualization of Multilevel "
             "Modeling', same shape (91,175 respondents in 64 countries). country: "
             "ISO3 code; smu: social media use, 1-5; tech: 'Is the world better off, "
-            "or worse off, because of science and technology?', 1-10. " + _WVS7_TARGETS
+            "or worse off, because of science and technology?', 1-10; weight: a design "
+            "weight simulated like WVS-7's W_WEIGHT (mean 1 within each country, 1 throughout in 8 self-weighting "
+            "countries, lognormal spread, a little higher for smu = 5, trimmed at 5; use it as "
+            "MLM(..., weights='weight')). " + _WVS7_TARGETS
         ),
         source=(
             "Simulated by scripts/make_wvs7_sim.py (numpy default_rng, seed 20240607), "

@@ -293,7 +293,7 @@ def load_data(cfg: RunConfig, subsample: int | None = None, seed: int = 0) -> pd
     --------
     >>> cfg = parse_config({"data": "wvs7_sim", "formula": "tech ~ 1 + (1 | country)"})
     >>> load_data(cfg, subsample=2000).shape
-    (2000, 3)
+    (2000, 4)
     """
     from ..datasets import load
 
