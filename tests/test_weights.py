@@ -265,6 +265,21 @@ def test_weighted_poisson_laplace_is_as_close_to_glmer_as_unweighted():
     assert ff.loglik == pytest.approx(ref["logLik"], abs=0.01)
 
 
+def test_weighted_bernoulli_laplace_equals_glmer_with_integer_weights():
+    ref = reference("contraception_weighted")  # glmer(y ~ age + urban + (1 | district), binomial, weights = k)
+    data = bayesmlm.datasets.load("contraception")
+    data = data.assign(k=1 + np.arange(1, len(data) + 1) % 3, y=(data.use == "Y").astype(int))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", bayesmlm.WeightsWarning)
+        ff = bayesmlm.MLM("y ~ age + urban + (1 | district)", data, family="bernoulli", weights="k").fit_frequentist()
+    fixed = ff.fixed.set_index("term")
+    for term, want in ref["fixef"].items():
+        assert fixed.loc[term, "estimate"] == pytest.approx(want["estimate"], rel=1e-3)
+        assert fixed.loc[term, "se"] == pytest.approx(want["se"], rel=1e-3)
+    assert ff.varcorr["sdcor"].iloc[0] == pytest.approx(ref["sd"]["district:(Intercept)"], rel=1e-3)
+    assert ff.loglik == pytest.approx(ref["logLik"], abs=1e-3)
+
+
 def test_zero_weights_are_rows_left_out_of_the_frequentist_fit(sleep_weighted):
     data = sleep_weighted.assign(w=lambda d: np.where(np.arange(len(d)) % 9 == 0, 0.0, d.w))
     a = bayesmlm.MLM("Reaction ~ Days + (Days | Subject)", data, weights="w").fit_frequentist()

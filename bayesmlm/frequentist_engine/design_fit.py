@@ -40,9 +40,12 @@ def problem_of(design: Design) -> MixedProblem:
 
     With weights (``MLM(..., weights=)``) the problem carries them: gaussian
     precision weights, as ``lmer(weights=)``; likelihood weights of the other
-    families, which is ``glmer(weights=)``'s likelihood for poisson and, for
-    bernoulli rows, a binomial with y as the proportion and w as the trials
-    (glmer's estimates; its logLik rounds w * y, this engine's does not).
+    families: ``glmer(weights=)``'s likelihood for poisson rows, and for
+    bernoulli rows with integer weights (glmer reads them as binomial trials
+    with y the proportion). With non-integer weights on bernoulli or binomial
+    rows glmer's Laplace criterion rounds the trials and successes
+    (``binomial()$aic``), so glmer does not fit the weighted likelihood; this
+    engine does.
     Rows of weight 0 drop out of the likelihood, so they are left out here
     (lme4 would need them removed too: log 0 enters its REML criterion).
 

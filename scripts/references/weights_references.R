@@ -5,7 +5,7 @@
 ## the row number i (1-based) of the shipped CSV, which the test recomputes:
 ##   w_i = 0.5 + ((7 i) mod 11) / 10         (0.5 .. 1.5)
 ## Writes tests/reference/sleepstudy_weighted.json, sleepstudy_weighted_ml.json
-## and grouseticks_weighted.json: fixed effects, SDs, correlations, sigma, theta
+## grouseticks_weighted.json and contraception_weighted.json: fixed effects, SDs, correlations, sigma, theta
 ## and logLik of lme4's fit refitted with tight optimiser tolerances.
 suppressPackageStartupMessages({
   library(lme4)
@@ -69,3 +69,15 @@ reference(glmer(TICKS ~ YEAR + cHEIGHT + (1 | LOCATION), family = poisson, data 
                 control = tight_g),
           "grouseticks_weighted",
           "glmer(TICKS ~ YEAR + cHEIGHT + (1 | LOCATION), family = poisson, data = grouseticks, weights = w, control = glmerControl(optimizer = 'bobyqa'))")
+
+## Bernoulli rows with integer weights w_i = 1 + (i mod 3): glmer reads weights
+## as binomial trials with y as the proportion. Its Laplace criterion uses
+## binomial()$aic, which rounds the trials and successes, so only with integer
+## weights is it the weighted bernoulli likelihood (with w_i = 0.5 a row would
+## drop out; with 1.4 it would count once).
+contra <- read_back("contraception", c("woman", "district", "use", "livch", "urban"))
+contra$k <- 1 + seq_len(nrow(contra)) %% 3
+contra$y <- as.numeric(contra$use == "Y")
+reference(glmer(y ~ age + urban + (1 | district), family = binomial, data = contra, weights = k, control = tight_g),
+          "contraception_weighted",
+          "glmer(y ~ age + urban + (1 | district), family = binomial, data = Contraception, weights = k, control = glmerControl(optimizer = 'bobyqa')), y = use == 'Y', k_i = 1 + (i mod 3)")
