@@ -135,6 +135,17 @@ def test_chunked_weighted_statistics_equal_the_in_memory_ones():
     assert chunked.log_w.sum() == pytest.approx(np.log(data.w[data.w > 0]).sum(), rel=1e-12)
 
 
+def test_files_take_weights(tmp_path):
+    data = _gaussian()
+    data.to_csv(tmp_path / "d.csv", index=False)
+    m = bayesmlm.MLM.from_files("y ~ x + (1 + x | g)", tmp_path / "d.csv", weights="w", chunksize=15)
+    whole = group_stats(bayesmlm.MLM("y ~ x + (1 + x | g)", data, weights="w").design)
+    stats = m._stats.shifted(whole.x_shift, whole.y_shift)
+    np.testing.assert_allclose(stats.ZtZ, whole.ZtZ, rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(stats.log_w, whole.log_w, rtol=1e-12, atol=1e-12)
+    assert m._options["weights"] == "w"
+
+
 def test_the_full_gaussian_model_has_sd_sigma_over_sqrt_w():
     m = bayesmlm.MLM("y ~ x + (1 | g)", _gaussian(), weights="w")
     pmodel = build_full_model(m.design, m.prior_dict, parameterization={"g": "non-centred"})
@@ -316,6 +327,14 @@ def test_weighted_collapsed_posterior_sits_at_the_weighted_reml_fit(weighted_fit
     sigma = fit.posterior["sigma"].values.ravel()
     unweighted = bayesmlm.MLM("y ~ x + (1 | g)", _heteroscedastic()).fit_frequentist().sigma
     assert abs(sigma.mean() - ff.sigma) < 0.3 * sigma.std() and unweighted - ff.sigma > 6 * sigma.std()
+
+
+def test_a_saved_weighted_fit_keeps_its_weights(weighted_fit, tmp_path):
+    m, fit = weighted_fit
+    fit.save(tmp_path / "fit.nc")
+    back = bayesmlm.load(tmp_path / "fit.nc")
+    np.testing.assert_array_equal(back.design.weights, m.design.weights)
+    np.testing.assert_allclose(back.log_likelihood(draws=4).values, fit.log_likelihood(draws=4).values, rtol=1e-12)
 
 
 def test_pointwise_log_likelihood_is_the_weighted_one(weighted_fit):
