@@ -409,3 +409,10 @@ def test_configs_pass_weights(sleep_weighted):
     np.testing.assert_array_equal(m.design.weights, sleep_weighted.w.to_numpy())
     with pytest.raises(bayesmlm.ConfigError, match="Key 'weights'"):
         build_model(cfg, sleep_weighted.assign(w=-1.0))
+
+
+def test_the_report_says_the_fit_is_weighted(weighted_fit):
+    from bayesmlm.report.sections import overview_section
+
+    text = overview_section(weighted_fit[1]).to_text()
+    assert "weighted by 'w' (precision weights: residual variance sigma^2 / w)" in text

@@ -65,10 +65,15 @@ def overview_section(fit, title: str = "") -> Section:
     blocks = [Note(title)] if title else []
     blocks += [Note(f"Model: {fit.formula} ({fam.name} family, {fam.link} link)."),
                Note(f"Data: {r.n_obs:,} observations in {groups}"
+                    + (f", weighted by '{d.options['weights']}' ({_weights_meaning(fam)})" if d.options.get("weights") else "")
                     + (f"; {r.rows_dropped:,} rows with missing values dropped." if r.rows_dropped else ".")),
                Note(f"Sampling: NUTS ({s.sampler}), {s.chains} chains x {s.draws} draws after {s.tune} tuning steps, "
                     f"seed {s.seed}, method {r.method}; {r.seconds_build + r.seconds_sample:.1f} s.")]
     return Section("Overview", tuple(blocks), key="overview")
+
+
+def _weights_meaning(family) -> str:
+    return "precision weights: residual variance sigma^2 / w" if family.name == "gaussian" else "each row's log-likelihood times w"
 
 
 def equations_section(obj) -> Section:
