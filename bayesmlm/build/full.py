@@ -193,10 +193,8 @@ def _cell_likelihood(cells: Cells, eta) -> None:
 
 
 def _row_distribution(design: Design, eta, sigma):
-    """The unobserved distribution of every row's outcome (for the weighted likelihood)."""
+    """The unobserved distribution of every row's outcome, for likelihood weights (not gaussian: precision weights)."""
     family = design.spec.family.name
-    if family == "gaussian":
-        return pm.Normal.dist(mu=eta, sigma=sigma)
     if family == "bernoulli":
         return pm.Bernoulli.dist(logit_p=eta)
     if family == "binomial":
@@ -210,13 +208,14 @@ def _weighted_likelihood(design: Design, eta, priors: dict[str, Prior]) -> None:
     """The rows' log-likelihood with weights: gaussian precision weights, likelihood weights otherwise."""
     w = design.weights
     sigma = scalar_rv(SIGMA, priors[SIGMA].dist, priors[SIGMA].kwargs) if design.spec.family.has_sigma else None
-    y = design.y if design.spec.family.name == "gaussian" else design.y.astype(np.int64)
     if design.spec.family.name == "gaussian":
         keep = w > 0  # a row of weight 0 has infinite variance: no term
         dist = pm.Normal.dist(mu=eta[keep], sigma=sigma / np.sqrt(w[keep]))
-        pm.Potential("weighted_loglik", pt.sum(pm.logp(dist, y[keep])))
+        pm.Potential("weighted_loglik", pt.sum(pm.logp(dist, design.y[keep])))
     else:
-        pm.Potential("weighted_loglik", pt.sum(w * pm.logp(_row_distribution(design, eta, sigma), y)))
+        dist = _row_distribution(design, eta, sigma)
+        logp = pm.logp(dist, design.y.astype(dist.dtype))  # int64 for counts, float64 for a continuous family
+        pm.Potential("weighted_loglik", pt.sum(w * logp))
 
 
 def _likelihood(design: Design, eta, priors: dict[str, Prior]) -> None:
