@@ -159,6 +159,8 @@ def main() -> None:
         print(f"generated {args.rows:,} rows in {generate:.1f} s ({size_mb:.0f} MB)", flush=True)
         res = fit_files(path)
         print({k: v for k, v in res.items() if k != "model"}, flush=True)
+        # written now and again with glmer's times: glmer on a million rows takes minutes of its own
+        args.out.write_text("\n".join(report(args, res, generate, size_mb, None, None, load_before, os.getloadavg())) + "\n")
         sub = None
         if args.glmer_rows:
             import pyarrow.parquet as pq

@@ -141,7 +141,7 @@ def file_fit(parquet):
     model = bayesmlm.MLM.from_files(FORMULA, parquet, family="bernoulli", chunksize=5_000)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", bayesmlm.ConvergenceWarning)
-        return model, model.fit(draws=300, tune=400, chains=2, seed=11, progressbar=False)
+        return model, model.fit(draws=200, tune=300, chains=2, seed=11, progressbar=False)
 
 
 def test_a_fit_from_parquet_recovers_the_truth(file_fit):

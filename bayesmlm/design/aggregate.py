@@ -22,7 +22,10 @@ the aggregated log-density equals the row-wise one at every parameter value,
 not only up to a constant.
 
 The group-by is an integer factorisation of each key column followed by one
-:func:`numpy.unique` of the combined codes, O(N log N). Where rows barely
+:func:`numpy.unique` of the combined codes, O(N log N). Data too large for
+memory are aggregated chunk by chunk into the same cells by
+:mod:`bayesmlm.fastpath.cell_readers` (``MLM.from_files``), with the same
+reduction, :func:`cell_sums`. Where rows barely
 collapse (continuous predictors: cells > ``max_ratio`` x rows, default
 :data:`AGGREGATE_MAX_RATIO` = 0.5) nothing is aggregated; a column with more
 distinct values than that already decides it, before the full group-by.
@@ -239,9 +242,10 @@ def cell_sums(family: str, row_cell: np.ndarray, n_cells: int, y: np.ndarray, tr
         np.maximum.at(top, row_cell, o)
         O = top + np.log(np.bincount(row_cell, weights=np.exp(o - top[row_cell]), minlength=n_cells))
         return S, None, O, float(np.sum(y * o - gammaln(y + 1)))
-    n_i = trials if trials is not None else np.ones(len(y))
-    N = np.bincount(row_cell, weights=n_i, minlength=n_cells)
-    return S, N, None, float(np.sum(_log_choose(n_i, y)))
+    if trials is None:  # one trial a row: log C(1, y) = 0
+        return S, np.bincount(row_cell, minlength=n_cells).astype(float), None, 0.0
+    N = np.bincount(row_cell, weights=trials, minlength=n_cells)
+    return S, N, None, float(np.sum(_log_choose(trials, y)))
 
 
 def cell_constant(family: str, S: np.ndarray, N: np.ndarray | None, O: np.ndarray | None) -> float:

@@ -151,22 +151,37 @@ def _outcome(clean: pd.DataFrame, template: Design, chunk_no: int) -> tuple[np.n
     return y, trials
 
 
-def _group_keys(K: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Cell of each row of ``K`` (equal rows share one, numbered in order of first appearance) and each cell's first row.
+def _combine(codes: list) -> tuple[np.ndarray, np.ndarray]:
+    """Cell of each row given integer codes per key column (equal codes share a cell, numbered in order of first
+    appearance), and each cell's first row.
 
-    Hashing, column by column: each column's codes are combined with the
-    codes so far and renumbered, so the combined code stays below rows x
-    distinct values, whatever the number of columns.
+    Mixed-radix integers, renumbered whenever the next column could overflow
+    them, so the combined code stays below rows x distinct values whatever the
+    number of columns.
     """
-    key = None
-    for k in range(K.shape[1]):
-        codes, uniques = pd.factorize(K[:, k])
-        key = codes.astype(np.int64) if key is None else pd.factorize(key * len(uniques) + codes)[0].astype(np.int64)
-    if key is None:
-        key = np.zeros(len(K), dtype=np.int64)
+    key, span = np.zeros(len(codes[0]) if codes else 0, dtype=np.int64), 1
+    for c in codes:
+        card = int(c.max()) + 1 if len(c) else 1
+        if span * card >= 2**62:
+            key = pd.factorize(key)[0].astype(np.int64)
+            span = int(key.max()) + 1
+        key, span = key * card + c, span * card
+    key = pd.factorize(key)[0].astype(np.int64)
     # codes come in order of first appearance: a row starts a cell where its code exceeds every earlier one
     first = np.flatnonzero(np.diff(np.maximum.accumulate(key), prepend=-1) > 0)
     return key, first
+
+
+def _group_keys(K: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`_combine` of the rows of a float matrix."""
+    return _combine([pd.factorize(K[:, k])[0].astype(np.int64) for k in range(K.shape[1])])
+
+
+def _raw_key_columns(template: Design) -> list[str]:
+    """The data columns a cell's key is a function of: the predictors, the grouping columns and the offset column."""
+    spec = template.spec
+    outcome = set(response_columns(spec)) | {template.options.get("trials")}
+    return [c for c in template.data.columns if c not in outcome]
 
 
 def _factor_codes(clean: pd.DataFrame, name: str) -> tuple[np.ndarray, np.ndarray]:
@@ -200,14 +215,21 @@ def _partial(chunk: pd.DataFrame, template: Design, chunk_no: int) -> _Partial:
                         np.empty(0, dtype=np.int64), np.empty((0, 2), dtype=np.int64), clean, 0.0, 0.0, 0.0, 0,
                         {c: int(k) for c, k in na_counts.items() if k}, len(chunk), {chunk_no: 0})
     y, trials = _outcome(clean, template, chunk_no)
-    X, Z, offset = chunk_matrices(clean, template, chunk_no)
-    codes, labels = zip(*(_factor_codes(clean, name) for name in template.factors))
+    # Rows with equal predictor, group and offset values have equal model-matrix rows: group those first (integer
+    # factorisations of the raw columns), and build X and Z for one row of each, not for every row.
+    raw_cell, raw_first = _combine([pd.factorize(clean[c])[0].astype(np.int64) for c in _raw_key_columns(template)])
+    distinct = clean.iloc[raw_first].reset_index(drop=True)
+    X, Z, offset = chunk_matrices(distinct, template, chunk_no)
+    codes, labels = zip(*(_factor_codes(distinct, name) for name in template.factors))
     K = _key_matrix(template, X, Z, list(codes), offset)
-    inv, first = _group_keys(K)
-    S, N, O, row_constant = cell_sums(family, inv, len(first), y, trials, offset if family == "poisson" else None)
+    of_distinct, first = _group_keys(K)
+    inv = of_distinct[raw_cell]
+    S, N, O, row_constant = cell_sums(family, inv, len(first), y, trials,
+                                      offset[raw_cell] if family == "poisson" and offset is not None else None)
     rows = np.bincount(inv, minlength=len(first))
-    return _Partial(list(labels), K[first], S, N, O, rows, np.column_stack([np.full(len(first), chunk_no), first]),
-                    clean.iloc[first].reset_index(drop=True), row_constant, float(y.sum()), float((y**2).sum()), n,
+    return _Partial(list(labels), K[first], S, N, O, rows,
+                    np.column_stack([np.full(len(first), chunk_no), raw_first[first]]),
+                    distinct.iloc[first].reset_index(drop=True), row_constant, float(y.sum()), float((y**2).sum()), n,
                     {c: int(k) for c, k in na_counts.items() if k}, len(chunk) - n, {chunk_no: n})
 
 
@@ -225,7 +247,8 @@ def _merge(a: _Partial, b: _Partial, template: Design, max_cells: int = MAX_FILE
     """The partial of the union of two disjoint sets of rows, ``a``'s rows before ``b``'s."""
     labels, keys = [], np.concatenate([a.keys, b.keys])
     for f, col in enumerate(_factor_columns(template)):
-        union = np.union1d(a.labels[f], b.labels[f]).astype(object)
+        same = len(a.labels[f]) == len(b.labels[f]) and (a.labels[f] == b.labels[f]).all()
+        union = a.labels[f] if same else np.union1d(a.labels[f], b.labels[f]).astype(object)
         remap = [np.searchsorted(union, p.labels[f]).astype(float) for p in (a, b)]
         keys[:, col] = np.concatenate([remap[0][a.keys[:, col].astype(np.int64)], remap[1][b.keys[:, col].astype(np.int64)]])
         labels.append(union)
