@@ -84,6 +84,7 @@ class MLM:
         self.prior_dict: dict[str, Prior] = resolve_priors(self.design, priors)
         self._options = {"trials": trials, "offset": offset, "weights": weights}
         self._stats: GroupStats | None = None
+        self._cells: Cells | None = None  # cells read from files (MLM.from_files): the model keeps no rows
 
     @classmethod
     def from_levels(cls, level1: str, level2: dict | None = None, *, group: str, data: pd.DataFrame, fixed=(),
@@ -110,30 +111,42 @@ class MLM:
         return self
 
     @classmethod
-    def from_files(cls, formula: str, paths, *, priors: dict | None = None, offset: str | None = None,
-                   weights: str | None = None, chunksize: int = 1_000_000) -> "MLM":
-        """A Gaussian model of CSV or Parquet files too large for memory, read in chunks.
+    def from_files(cls, formula: str, paths, *, family: str = "gaussian", priors: dict | None = None,
+                   trials: str | None = None, offset: str | None = None, weights: str | None = None,
+                   chunksize: int = 1_000_000) -> "MLM":
+        """A model of CSV or Parquet files too large for memory, read in chunks.
 
-        Only the model's columns are read, ``chunksize`` rows at a time, and
-        each chunk is reduced to per-group sufficient statistics
-        (:mod:`bayesmlm.fastpath.readers`); the fit is always ``method="collapsed"``.
-        The first chunk fixes the design (categorical levels), so it must
-        vary in every predictor. Fit tables, ``coef`` and plots work as for
-        an in-memory model; predictions and checks that need the rows do not.
+        Only the model's columns are read, ``chunksize`` rows at a time. A
+        gaussian model's chunks are reduced to per-group sufficient
+        statistics (:mod:`bayesmlm.fastpath.readers`) and the fit is always
+        ``method="collapsed"``. A bernoulli, binomial or poisson model's rows
+        are aggregated exactly into cells, groups x distinct model-matrix rows
+        (:mod:`bayesmlm.fastpath.cell_readers`), and the fit is the full model
+        over the cells: the predictors must be discrete (an error says so
+        where they are not). The first chunk fixes the design (categorical
+        levels), so it must vary in every predictor. Fit tables, ``coef`` and
+        plots work as for an in-memory model; predictions without newdata,
+        posterior predictive checks and LOO need the rows and refuse.
 
         Parameters
         ----------
         formula : str
-            lme4 syntax with one grouping factor.
+            lme4 syntax; one grouping factor for a gaussian model.
         paths : str, Path or list of them
             ``.csv`` (optionally ``.gz``) or ``.parquet`` files of one data set.
+        family : str
+            ``"gaussian"`` (default), ``"bernoulli"``, ``"binomial"`` or ``"poisson"``.
         priors : dict, optional
             Overrides of the default priors, as for :class:`MLM`.
+        trials : str, optional
+            Binomial trials per row.
         offset : str, optional
-            A column subtracted from the outcome.
+            A column subtracted from the outcome (gaussian), or added to the
+            linear predictor on the link scale.
         weights : str, optional
             A column of precision weights, as for :class:`MLM`; each chunk is
-            checked, and the weighted cross-products are summed.
+            checked, and the weighted cross-products are summed (gaussian
+            only: the cells of other families do not take weights yet).
         chunksize : int
             Rows per chunk.
 
@@ -141,31 +154,45 @@ class MLM:
         --------
         >>> m = bayesmlm.MLM.from_files("y ~ x + (1 + x | g)", "big.parquet")  # doctest: +SKIP
         >>> fit = m.fit(seed=1)  # doctest: +SKIP
+        >>> b = bayesmlm.MLM.from_files("hi ~ smu + (1 + smu | g)", "big.parquet", family="bernoulli")  # doctest: +SKIP
         """
+        spec = parse_formula(formula, family)
+        if family != "gaussian":
+            _refuse_cell_weights(family, weights)
+            from .fastpath.cell_readers import reduce_cell_files
+
+            return cls._from_cells(reduce_cell_files(spec, paths, chunksize=chunksize, trials=trials, offset=offset),
+                                   priors)
         from .fastpath.readers import reduce_files
 
-        spec = parse_formula(formula, "gaussian")
         return cls._from_reduced(reduce_files(spec, paths, chunksize=chunksize, offset=offset, weights=weights),
                                  priors, offset, weights)
 
     @classmethod
-    def from_dask(cls, formula: str, data, *, priors: dict | None = None, offset: str | None = None,
-                  weights: str | None = None) -> "MLM":
-        """A Gaussian model of a ``dask.dataframe``, reduced to per-group sufficient statistics by Dask.
+    def from_dask(cls, formula: str, data, *, family: str = "gaussian", priors: dict | None = None,
+                  trials: str | None = None, offset: str | None = None, weights: str | None = None) -> "MLM":
+        """A model of a ``dask.dataframe``, reduced by Dask.
 
         Each partition is summed where Dask runs it and the partial sums are
-        added in a tree (:func:`bayesmlm.fastpath.readers.reduce_dask`); only those
-        sums reach this process. The fit is always ``method="collapsed"``.
-        ``weights`` as for :meth:`from_files`.
+        added in a tree; only those sums reach this process. Gaussian: per-group
+        sufficient statistics (:func:`bayesmlm.fastpath.readers.reduce_dask`),
+        fitted ``method="collapsed"``; bernoulli, binomial and poisson: cells
+        (:func:`bayesmlm.fastpath.cell_readers.reduce_cell_dask`), as
+        :meth:`from_files` says. ``weights`` as for :meth:`from_files`.
 
         Examples
         --------
         >>> import dask.dataframe as dd
         >>> m = bayesmlm.MLM.from_dask("y ~ x + (1 + x | g)", dd.read_parquet("big/"))  # doctest: +SKIP
         """
+        spec = parse_formula(formula, family)
+        if family != "gaussian":
+            _refuse_cell_weights(family, weights)
+            from .fastpath.cell_readers import reduce_cell_dask
+
+            return cls._from_cells(reduce_cell_dask(spec, data, trials=trials, offset=offset), priors)
         from .fastpath.readers import reduce_dask
 
-        spec = parse_formula(formula, "gaussian")
         return cls._from_reduced(reduce_dask(spec, data, offset=offset, weights=weights), priors, offset, weights)
 
     @classmethod
@@ -176,6 +203,18 @@ class MLM:
         self.prior_dict = resolve_priors(self.design, priors)
         self._options = {"trials": None, "offset": offset, "weights": weights}
         self._stats = reduced.stats
+        self._cells = None
+        return self
+
+    @classmethod
+    def _from_cells(cls, reduced, priors: dict | None) -> "MLM":
+        self = cls.__new__(cls)
+        self.spec = reduced.design.spec
+        self.design = reduced.design
+        self.prior_dict = resolve_priors(self.design, priors)
+        self._options = dict(reduced.design.options)
+        self._stats = None
+        self._cells = reduced.cells
         return self
 
     @property
@@ -213,13 +252,18 @@ class MLM:
         """
         from .build.full import build_full_model
 
-        self.design.require_rows("The full model")
+        if self._cells is None:
+            self.design.require_rows("The full model")
         cells, choice = self._full_options(aggregate, parameterization)
         return build_full_model(self.design, self.prior_dict, cells=cells, parameterization=choice)
 
     def _full_options(self, aggregate: bool, parameterization: str | dict) -> tuple[Cells | None, dict[str, str]]:
         """The cells (or None) and the parameterisation per factor of the full model."""
-        cells = aggregate_rows(self.design) if aggregate else None
+        if self._cells is not None and not aggregate:
+            raise ArgumentError("aggregate=False needs the rows, and this model was read from files as cells "
+                                "(MLM.from_files or MLM.from_dask). Drop aggregate=False, or build the model from a "
+                                "DataFrame, MLM(formula, data).")
+        cells = self._cells if self._cells is not None else (aggregate_rows(self.design) if aggregate else None)
         return cells, choose_parameterization(self.design, self.prior_dict, parameterization)
 
     def fit_frequentist(self, method: str | None = None):
@@ -321,7 +365,10 @@ class MLM:
         problem = collapse_problem(self.design)
         if method == "auto":
             method = "full" if problem or sampler not in ("nutpie", "pymc") else "collapsed"
-        if method == "full":
+        if self._cells is not None and init == "frequentist":
+            raise ArgumentError("init='frequentist' needs the rows for the frequentist fit, and this model was read from "
+                                "files as cells (MLM.from_files or MLM.from_dask). Pass init='sampler'.")
+        if method == "full" and self._cells is None:
             self.design.require_rows("method='full'")
         elif init == "frequentist":
             raise ArgumentError("init='frequentist' is for method='full' (the random effects sampled); this fit is "
@@ -345,7 +392,7 @@ class MLM:
             idata, seconds_sample = sample_model(pmodel, settings, begin.initvals)
         diag = diagnose(idata, _reported_vars(idata))
         check_convergence(diag, settings)
-        n_obs = self._stats.n_obs if self._stats is not None else self.design.n_obs
+        n_obs = self._n_rows()
         record = FitRecord(settings, method, diag, seconds_build, seconds_sample, n_obs, self.design.rows_dropped,
                            None if cells is None else cells.n_cells, choice, begin.init, begin.note, begin.seconds,
                            route="one-factor" if method == "collapsed" else "full")
@@ -364,8 +411,14 @@ class MLM:
             return _StartChoice("sampler", why, seconds, None)
         return _StartChoice("frequentist", "", seconds, initial_values(pmodel, point))
 
+    def _n_rows(self) -> int:
+        """Rows of the data: the design's, or those the statistics or cells were reduced from."""
+        if self._stats is not None:
+            return self._stats.n_obs
+        return self._cells.n_rows if self._cells is not None else self.design.n_obs
+
     def __repr__(self) -> str:
-        n_obs = self._stats.n_obs if self._stats is not None else self.design.n_obs
+        n_obs = self._n_rows()
         return f"<bayesmlm.MLM {self.formula} | {self.spec.family.name}, {n_obs} obs>"
 
 
@@ -383,3 +436,11 @@ def _reported_vars(idata) -> list[str]:
     """The posterior variables that diagnostics cover: every parameter users read."""
     names = list(idata["posterior"].data_vars)
     return [v for v in names if is_parameter(v)]
+
+
+def _refuse_cell_weights(family: str, weights: str | None) -> None:
+    """Cells read from files do not sum weights yet: refuse rather than fit unweighted."""
+    if weights is not None:
+        raise ArgumentError(f"weights={weights!r} with family={family!r} from files: the cells read from files do not "
+                            "take weights yet. Load the rows into memory (bayesmlm.MLM(..., weights=...)) to fit them "
+                            "weighted, or drop weights=.")

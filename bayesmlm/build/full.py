@@ -95,7 +95,7 @@ def centred_basis(block) -> np.ndarray:
     a_inv = np.eye(q)
     if "(Intercept)" in block.terms and q > 1:
         i0 = block.terms.index("(Intercept)")
-        a_inv[i0] += np.where(np.arange(q) == i0, 0.0, block.Z.mean(axis=0))
+        a_inv[i0] += np.where(np.arange(q) == i0, 0.0, block.z_means)
     return a_inv
 
 

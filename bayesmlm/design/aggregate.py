@@ -22,7 +22,10 @@ the aggregated log-density equals the row-wise one at every parameter value,
 not only up to a constant.
 
 The group-by is an integer factorisation of each key column followed by one
-:func:`numpy.unique` of the combined codes, O(N log N). Where rows barely
+:func:`numpy.unique` of the combined codes, O(N log N). Data too large for
+memory are aggregated chunk by chunk into the same cells by
+:mod:`bayesmlm.fastpath.cell_readers` (``MLM.from_files``), with the same
+reduction, :func:`cell_sums`. Where rows barely
 collapse (continuous predictors: cells > ``max_ratio`` x rows, default
 :data:`AGGREGATE_MAX_RATIO` = 0.5) nothing is aggregated; a column with more
 distinct values than that already decides it, before the full group-by.
@@ -55,7 +58,7 @@ from scipy.special import gammaln
 
 from .matrices import Design
 
-__all__ = ["AGGREGATE_MAX_RATIO", "AGGREGATED_FAMILIES", "Cells", "cell_keys", "aggregate_rows"]
+__all__ = ["AGGREGATE_MAX_RATIO", "AGGREGATED_FAMILIES", "Cells", "cell_keys", "aggregate_rows", "cell_sums", "cell_constant"]
 
 AGGREGATE_MAX_RATIO = 0.5  # aggregate only where the cells are at most half the rows
 AGGREGATED_FAMILIES = ("bernoulli", "binomial", "poisson")
@@ -69,8 +72,9 @@ class Cells:
     ----------
     family : str
         ``"bernoulli"`` or ``"binomial"`` (cells are binomial counts), or ``"poisson"``.
-    row_cell : ndarray (N,)
-        The cell of each row.
+    row_cell : ndarray (N,) or None
+        The cell of each row; None for cells read from files
+        (:mod:`bayesmlm.fastpath.cell_readers`), which keep no rows.
     first : ndarray (C,)
         One row of each cell: its X and Z rows, group levels (and, for
         bernoulli and binomial cells, offset) are the cell's.
@@ -91,6 +95,8 @@ class Cells:
     weighted : bool
         The design had weights: ``y``, ``trials`` and the poisson exposure
         are weighted sums (see the module's notes).
+    rows_read : int or None
+        The rows the cells came from, where ``row_cell`` is None.
 
     Examples
     --------
@@ -103,18 +109,19 @@ class Cells:
     """
 
     family: str
-    row_cell: np.ndarray
+    row_cell: np.ndarray | None
     first: np.ndarray
     y: np.ndarray
     trials: np.ndarray | None
     offset: np.ndarray | None
     constant: float
     weighted: bool = False
+    rows_read: int | None = None
 
     @property
     def n_rows(self) -> int:
         """Rows aggregated."""
-        return len(self.row_cell)
+        return len(self.row_cell) if self.row_cell is not None else int(self.rows_read)
 
     @property
     def n_cells(self) -> int:
@@ -204,22 +211,12 @@ def aggregate_rows(design: Design, max_ratio: float = AGGREGATE_MAX_RATIO) -> Ce
     if len(first) > limit:
         return None
     C = len(first)
-    y = design.y.astype(float)
     if design.weights is not None:
         return _weighted_cells(design, first, inv)
-    S = np.bincount(inv, weights=y, minlength=C)
-    if family == "poisson":
-        o = design.offset if design.offset is not None else np.zeros(n)
-        top = np.full(C, -np.inf)
-        np.maximum.at(top, inv, o)
-        O = top + np.log(np.bincount(inv, weights=np.exp(o - top[inv]), minlength=C))
-        constant = (np.sum(y * o - gammaln(y + 1)) - np.sum(S * O - gammaln(S + 1))) if n else 0.0
-        return Cells(family, inv, first, S, None, O, float(constant))
-    n_i = design.trials.astype(float) if design.trials is not None else np.ones(n)
-    N = np.bincount(inv, weights=n_i, minlength=C)
-    constant = np.sum(_log_choose(n_i, y)) - np.sum(_log_choose(N, S))
-    offset = None if design.offset is None else design.offset[first]
-    return Cells(family, inv, first, S, N, offset, float(constant))
+    trials = design.trials.astype(float) if design.trials is not None else None
+    S, N, O, row_constant = cell_sums(family, inv, C, design.y.astype(float), trials, design.offset)
+    offset = O if family == "poisson" else (None if design.offset is None else design.offset[first])
+    return Cells(family, inv, first, S, N, offset, float(row_constant - cell_constant(family, S, N, O)))
 
 
 def _weighted_cells(design: Design, first: np.ndarray, inv: np.ndarray) -> Cells:
@@ -241,3 +238,68 @@ def _weighted_cells(design: Design, first: np.ndarray, inv: np.ndarray) -> Cells
     N = np.bincount(inv, weights=w * n_i, minlength=C)
     offset = None if design.offset is None else design.offset[first]
     return Cells(family, inv, first, S, N, offset, float(np.sum(w * _log_choose(n_i, y))), weighted=True)
+
+
+def cell_sums(family: str, row_cell: np.ndarray, n_cells: int, y: np.ndarray, trials: np.ndarray | None = None,
+              offset: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray | None, np.ndarray | None, float]:
+    """The cell reduction: per cell the summed outcome, trials and (poisson) log exposure, and the rows' constant.
+
+    The one place where rows become cells (in memory here, chunk by chunk in
+    :mod:`bayesmlm.fastpath.cell_readers`). Partial results of disjoint rows
+    of the same cells merge by adding S, N and the constant, and by
+    ``logaddexp`` of O.
+
+    Parameters
+    ----------
+    family : str
+    row_cell : ndarray (N,)
+        Each row's cell, 0 .. n_cells - 1.
+    n_cells : int
+    y : ndarray (N,)
+        Successes or counts per row.
+    trials : ndarray (N,), optional
+        Binomial trials per row (None: one per row; ignored for poisson).
+    offset : ndarray (N,), optional
+        Poisson: the log exposure per row (None: 0).
+
+    Returns
+    -------
+    S, N, O, row_constant
+        Summed outcome; summed trials (None for poisson); log of the summed
+        exposure (None unless poisson); the parameter-free part of the rows'
+        log-likelihood, sum_i log C(n_i, y_i) or sum_i (y_i o_i - log y_i!).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> S, N, O, c = cell_sums("bernoulli", np.array([0, 0, 1]), 2, np.array([1.0, 0.0, 1.0]))
+    >>> S.tolist(), N.tolist(), O, c
+    ([1.0, 1.0], [2.0, 1.0], None, 0.0)
+    """
+    S = np.bincount(row_cell, weights=y, minlength=n_cells)
+    if family == "poisson":
+        o = offset if offset is not None else np.zeros(len(y))
+        top = np.full(n_cells, -np.inf)
+        np.maximum.at(top, row_cell, o)
+        O = top + np.log(np.bincount(row_cell, weights=np.exp(o - top[row_cell]), minlength=n_cells))
+        return S, None, O, float(np.sum(y * o - gammaln(y + 1)))
+    if trials is None:  # one trial a row: log C(1, y) = 0
+        return S, np.bincount(row_cell, minlength=n_cells).astype(float), None, 0.0
+    N = np.bincount(row_cell, weights=trials, minlength=n_cells)
+    return S, N, None, float(np.sum(_log_choose(trials, y)))
+
+
+def cell_constant(family: str, S: np.ndarray, N: np.ndarray | None, O: np.ndarray | None) -> float:
+    """The parameter-free part of the cells' log-likelihood: sum_c log C(N_c, S_c), or sum_c (S_c O_c - log S_c!).
+
+    :attr:`Cells.constant` is :func:`cell_sums`' row constant minus this.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> round(cell_constant("binomial", np.array([1.0]), np.array([2.0]), None), 6)   # log C(2, 1)
+    0.693147
+    """
+    if family == "poisson":
+        return float(np.sum(S * O - gammaln(S + 1)))
+    return float(np.sum(_log_choose(N, S)))

@@ -35,7 +35,7 @@ from .data_checks import (
 )
 
 __all__ = ["GroupingFactor", "BlockDesign", "Design", "build_design", "assemble_design", "centring", "split_offset", "offset_column",
-           "lme4_name", "group_labels"]
+           "lme4_name", "group_labels", "outcome_arrays"]
 
 
 @dataclass(frozen=True, eq=False)
@@ -72,6 +72,11 @@ class BlockDesign:
     def q(self) -> int:
         """Number of random terms in the block."""
         return len(self.terms)
+
+    @property
+    def z_means(self) -> np.ndarray:
+        """Z's column means over the data's rows (where a centred block's intercept sits)."""
+        return self.Z.mean(axis=0)
 
     @property
     def expr_text(self) -> str:
@@ -245,8 +250,17 @@ def _lme4_terms(labels: tuple[str, ...], rhs: str, columns) -> tuple[str, ...]:
     return tuple(names)
 
 
-def _response(spec: ModelSpec, data: pd.DataFrame, trials: str | None) -> tuple[np.ndarray, np.ndarray | None, str | None]:
-    """The outcome vector, binomial trials, and (bernoulli labels) the label coded 1."""
+def outcome_arrays(spec: ModelSpec, data: pd.DataFrame, trials: str | None) -> tuple[np.ndarray, np.ndarray | None, str | None]:
+    """The outcome vector, binomial trials, and (bernoulli labels) the label coded 1; bad values are refused by column.
+
+    Examples
+    --------
+    >>> import pandas as pd
+    >>> from bayesmlm.spec.formula import parse_formula
+    >>> y, n, _ = outcome_arrays(parse_formula("cbind(s, f) ~ 1 + (1 | g)", "binomial"), pd.DataFrame({"s": [1], "f": [2]}), None)
+    >>> y.tolist(), n.tolist()
+    ([1.0], [3.0])
+    """
     cols = response_columns(spec)
     family = spec.family.name
     if trials is not None and family != "binomial":
@@ -582,7 +596,7 @@ def assemble_design(spec: ModelSpec, clean: pd.DataFrame, *, trials: str | None 
     True
     """
     extra = {"trials": trials, "offset": offset, "weights": weights}
-    y, n_trials, success = _response(spec, clean, trials)
+    y, n_trials, success = outcome_arrays(spec, clean, trials)
     check_outcome_varies(y, n_trials, spec.family.name, spec.response)
     fixed_matrix, X, fixed_labels = _fixed_matrix(spec.fixed, clean, "fixed part")
     X, fixed_labels, formula_offset = split_offset(X, fixed_labels)

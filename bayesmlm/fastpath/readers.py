@@ -48,7 +48,8 @@ from ..errors import DataError, RowsDroppedWarning, SpecError, WeightsWarning
 from ..spec.formula import ModelSpec
 from .stats import STATISTICS, GroupStats, accumulate, collapse_problem, default_shift
 
-__all__ = ["ColumnMoments", "SummaryDesign", "Reduced", "reduce_frames", "reduce_files", "reduce_dask", "read_chunks"]
+__all__ = ["ColumnMoments", "SummaryDesign", "Reduced", "reduce_frames", "reduce_files", "reduce_dask", "read_chunks",
+           "clean_chunk", "chunk_matrices", "model_file_columns"]
 
 
 @dataclass(frozen=True)
@@ -143,7 +144,16 @@ def _moment_centre(template: Design) -> np.ndarray:
     return np.concatenate([[template.y.mean()], template.X.mean(axis=0), Z.mean(axis=0)])
 
 
-def _clean(chunk: pd.DataFrame, template: Design, chunk_no: int) -> tuple[pd.DataFrame, pd.Series]:
+def clean_chunk(chunk: pd.DataFrame, template: Design, chunk_no: int) -> tuple[pd.DataFrame, pd.Series]:
+    """A chunk's model columns without the rows that miss a value, and the missing values per column.
+
+    The columns are the first chunk's design's (``template``); values that are
+    not finite are refused, naming the chunk.
+
+    Examples
+    --------
+    >>> clean, missing = clean_chunk(chunk, template, 3)  # doctest: +SKIP
+    """
     cols = list(template.data.columns)
     check_columns(chunk, cols, where=f"chunk {chunk_no}")
     chunk = chunk[cols]
@@ -169,8 +179,13 @@ def _group_codes(clean: pd.DataFrame, template: Design) -> tuple[np.ndarray, np.
     return rank[codes], labels[order]
 
 
-def _matrices(clean: pd.DataFrame, template: Design, chunk_no: int):
-    """X, Z (all blocks) and the offset of a chunk, with the first chunk's formulae encodings."""
+def chunk_matrices(clean: pd.DataFrame, template: Design, chunk_no: int):
+    """X, Z (all blocks, side by side) and the offset of a chunk, with the first chunk's formulae encodings.
+
+    Examples
+    --------
+    >>> X, Z, offset = chunk_matrices(clean, template, 3)  # doctest: +SKIP
+    """
     try:
         nd = new_data_design(template, clean, groups=False)
         Z = np.column_stack([b.Z_matrix.evaluate_new_data(clean).as_dataframe().to_numpy(dtype=float)
@@ -212,9 +227,9 @@ def _level2_evidence(clean: pd.DataFrame, codes: np.ndarray, labels: np.ndarray,
 
 def _partial(chunk: pd.DataFrame, template: Design, chunk_no: int) -> _Partial:
     """One chunk's per-group sums, moments, level-2 evidence and representative rows."""
-    clean, na_counts = _clean(chunk, template, chunk_no)
+    clean, na_counts = clean_chunk(chunk, template, chunk_no)
     y = check_numeric_outcome(clean[template.spec.response], where=f" in chunk {chunk_no}")
-    X, Z, offset = _matrices(clean, template, chunk_no)
+    X, Z, offset = chunk_matrices(clean, template, chunk_no)
     codes, labels = _group_codes(clean, template)
     J = len(labels)
     x_shift, y_shift = default_shift(template)
@@ -434,10 +449,17 @@ def _read_file(path: Path, columns: list[str], chunksize: int, text_columns):
         raise DataError(f"Cannot tell the format of '{path}' from its name: use .csv (optionally .gz) or .parquet.")
 
 
-def _spec_columns(spec: ModelSpec, offset: str | None, weights: str | None = None) -> list[str]:
-    """The columns to read: the model's (as build_design reads them), the offset and the weights."""
+def model_file_columns(spec: ModelSpec, *extra: str | None) -> list[str]:
+    """The columns to read: the model's (as build_design reads them) and the ``extra`` ones named (offset, trials).
+
+    Examples
+    --------
+    >>> from bayesmlm.spec.formula import parse_formula
+    >>> model_file_columns(parse_formula("y ~ x + (1 | g)"), "log_n", None)
+    ['y', 'x', 'g', 'log_n']
+    """
     cols = model_columns(spec)
-    return cols + [c for c in dict.fromkeys([offset, weights]) if c and c not in cols]
+    return cols + [c for c in dict.fromkeys(extra) if c and c not in cols]
 
 
 def reduce_files(spec: ModelSpec, paths, *, chunksize: int = 1_000_000, offset: str | None = None,
@@ -451,7 +473,7 @@ def reduce_files(spec: ModelSpec, paths, *, chunksize: int = 1_000_000, offset: 
     >>> from bayesmlm.spec.formula import parse_formula
     >>> r = reduce_files(parse_formula("y ~ x + (1 + x | g)"), "big.parquet")  # doctest: +SKIP
     """
-    columns = _spec_columns(spec, offset, weights)
+    columns = model_file_columns(spec, offset, weights)
     where = ", ".join(map(str, [paths] if isinstance(paths, (str, Path)) else paths))
     chunks = read_chunks(paths, columns, chunksize=chunksize, text_columns=spec.groups[0].split(":"))
     return reduce_frames(spec, chunks, offset=offset, weights=weights, source=where)
@@ -472,7 +494,7 @@ def reduce_dask(spec: ModelSpec, ddf, *, offset: str | None = None, weights: str
     """
     import dask
 
-    columns = _spec_columns(spec, offset, weights)
+    columns = model_file_columns(spec, offset, weights)
     missing = [c for c in columns if c not in ddf.columns]
     if missing:
         raise DataError(f"The Dask DataFrame lacks the column(s) {', '.join(map(repr, missing))} that the model uses. "
