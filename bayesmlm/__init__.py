@@ -19,6 +19,7 @@ from .errors import (
            ConvergenceWarning,
            DataError,
            FitFileError,
+           NestingWarning,
            RowsDroppedWarning,
            SeparationWarning,
            SpecError,
@@ -29,5 +30,5 @@ from .results.fit import Fit, load
 
 __all__ = ["MLM", "Fit", "Prior", "load", "datasets", "pooling", "compare", "SpecError", "DataError", "ArgumentError",
            "FitFileError", "ConfigError", "UnsupportedModelError", "ConvergenceWarning", "RowsDroppedWarning",
-           "SeparationWarning"]
+           "SeparationWarning", "NestingWarning"]
 __version__ = "0.1.0"

@@ -5,7 +5,7 @@ only say which kind of problem it is.
 """
 
 __all__ = ["SpecError", "DataError", "ArgumentError", "FitFileError", "ConfigError", "UnsupportedModelError", "ConvergenceWarning",
-           "RowsDroppedWarning", "SeparationWarning"]
+           "RowsDroppedWarning", "SeparationWarning", "NestingWarning"]
 
 
 class SpecError(ValueError):
@@ -44,3 +44,8 @@ class RowsDroppedWarning(UserWarning):
 class SeparationWarning(UserWarning):
     """A predictor separates the outcome of a logit model, so the data alone put its coefficient at infinity:
     the estimate is set by its prior."""
+
+
+class NestingWarning(UserWarning):
+    """Two grouping factors written as crossed whose labels look nested (class 1, 2, 3 reused in every school):
+    the message says how to write the nesting, ``(1 | school/class)``."""

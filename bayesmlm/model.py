@@ -17,6 +17,7 @@ from .design.equations import Equations, model_equations
 from .design.matrices import Design, build_design, group_labels
 from .design.parameterization import choose_parameterization
 from .design.priors import Prior, priors_table, resolve_priors
+from .design.structure import FactorStructure, check_repeated_labels, factor_structure
 from .errors import ArgumentError, UnsupportedModelError
 from .fastpath.fit import fit_collapsed
 from .fastpath.stats import GroupStats, collapse_problem
@@ -73,6 +74,7 @@ class MLM:
         self.prior_dict: dict[str, Prior] = resolve_priors(self.design, priors)
         self._options = {"trials": trials, "offset": offset}
         self._stats: GroupStats | None = None
+        check_repeated_labels(self.design)
 
     @classmethod
     def from_levels(cls, level1: str, level2: dict | None = None, *, group: str, data: pd.DataFrame, fixed=(),
@@ -163,6 +165,23 @@ class MLM:
     def formula(self) -> str:
         """The combined mixed formula (lme4 syntax)."""
         return self.spec.formula
+
+    @property
+    def structure(self) -> FactorStructure:
+        """How the grouping factors relate in the data: nested, crossed or partially crossed.
+
+        See :mod:`bayesmlm.design.structure`; ``structure.hierarchy`` is the
+        chain of nested factors, outermost first, of a multilevel model.
+
+        Examples
+        --------
+        >>> import bayesmlm
+        >>> m = bayesmlm.MLM("strength ~ 1 + (1 | batch/cask)", bayesmlm.datasets.load("pastes"))
+        >>> print(m.structure)
+        batch:cask (30 levels) is nested in batch (10 levels)
+        A 3-level model: batch > batch:cask > observations.
+        """
+        return factor_structure(self.design)
 
     def equations(self) -> Equations:
         """Level-1, level-2 and combined equations (LaTeX and text; renders in a notebook).
