@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 from ..errors import SpecError
 
-__all__ = ["Family", "FAMILIES", "RandomBlock", "ModelSpec", "parse_formula", "spec_from_levels"]
+__all__ = ["Family", "FAMILIES", "RandomBlock", "ModelSpec", "parse_formula", "spec_from_levels", "rhs_terms"]
 
 
 @dataclass(frozen=True)
@@ -177,8 +177,14 @@ def _expand_group(group: str, formula: str, offset: int) -> list[str]:
     return [":".join(n.strip() for n in ":".join(parts[: i + 1]).split(":")) for i in range(len(parts))]
 
 
-def _rhs_terms(expr: str) -> tuple[bool, list[str]]:
-    """(has intercept, non-intercept terms) of a simple ``+``-separated expression."""
+def rhs_terms(expr: str) -> tuple[bool, list[str]]:
+    """(has intercept, non-intercept terms) of a simple ``+``-separated expression.
+
+    Examples
+    --------
+    >>> rhs_terms("0 + x + w")
+    (False, ['x', 'w'])
+    """
     intercept, terms = True, []
     text = expr.replace("-1", "+ -1").replace("- 1", "+ -1")
     for raw in text.split("+"):
@@ -193,17 +199,17 @@ def _rhs_terms(expr: str) -> tuple[bool, list[str]]:
 
 
 def _n_terms(expr: str) -> int:
-    intercept, terms = _rhs_terms(expr)
+    intercept, terms = rhs_terms(expr)
     return int(intercept) + len(terms)
 
 
 def _normalise_rhs(expr: str) -> str:
-    intercept, terms = _rhs_terms(expr)
+    intercept, terms = rhs_terms(expr)
     return " + ".join(["1" if intercept else "0"] + terms)
 
 
 def _uncorrelated_terms(expr: str) -> list[str]:
-    intercept, terms = _rhs_terms(expr)
+    intercept, terms = rhs_terms(expr)
     return (["1"] if intercept else []) + [f"0 + {t}" for t in terms]
 
 
@@ -333,7 +339,7 @@ def spec_from_levels(level1: str, level2: dict | None, group: str, *, fixed=(), 
     response, rhs = (s.strip() for s in level1.split("~", 1))
     if "|" in rhs:
         raise SpecError("level1 holds level-1 predictors only; random effects follow from level2 and group.")
-    intercept, l1_terms = _rhs_terms(rhs)
+    intercept, l1_terms = rhs_terms(rhs)
     names = (["1"] if intercept else []) + l1_terms
     level2 = dict(level2 or {})
     unknown = set(level2) - set(names)
@@ -347,7 +353,7 @@ def spec_from_levels(level1: str, level2: dict | None, group: str, *, fixed=(), 
         eq = level2.get(name, "~ 1").strip()
         if "|" in eq:
             raise SpecError(f"level2['{name}'] should hold group-level predictors only, e.g. '~ 1 + w'.")
-        w_intercept, w_terms = _rhs_terms(eq.lstrip("~"))
+        w_intercept, w_terms = rhs_terms(eq.lstrip("~"))
         for w in (["1"] if w_intercept else []) + w_terms:
             if name == "1":
                 fixed_terms.append(w)
