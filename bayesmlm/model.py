@@ -13,7 +13,8 @@ import pandas as pd
 
 from .design.aggregate import Cells, aggregate_rows
 from .design.data_checks import check_level2_constant
-from .design.equations import Equations, model_equations
+from .design.equation_forms import Equations
+from .design.equations import model_equations
 from .design.matrices import Design, build_design, group_labels
 from .design.parameterization import choose_parameterization
 from .design.priors import Prior, priors_table, resolve_priors

@@ -21,6 +21,7 @@ import io
 import pandas as pd
 
 from ..design.equations import model_equations
+from ..design.structure import factor_structure
 from ..plots.save import PLOTS
 from ..sample.nuts import ESS_MIN, RHAT_MAX
 from .render import Image, Math, Note, Section, Table
@@ -86,9 +87,17 @@ def equations_section(obj) -> Section:
     'Level 1 (observation i in group j):'
     """
     eq = model_equations(obj.design)
-    blocks = [Note("Level 1 (observation i in group j):"), Math(eq.level1, eq.level1_text),
-              Note("Level 2 (group j):"), *(Math(a, b) for a, b in zip(eq.level2, eq.level2_text)),
-              Note("Random effects:"), Math(eq.random, eq.random_text),
+    if eq.level3:
+        outer, inner = factor_structure(obj.design).hierarchy
+        levels = [Note(f"Level 1 (observation i in group j of {inner}, within group k of {outer}):"),
+                  Math(eq.level1, eq.level1_text),
+                  Note(f"Level 2 (group j of {inner} in group k of {outer}):"),
+                  *(Math(a, b) for a, b in zip(eq.level2, eq.level2_text)),
+                  Note(f"Level 3 (group k of {outer}):"), *(Math(a, b) for a, b in zip(eq.level3, eq.level3_text))]
+    else:
+        levels = [Note("Level 1 (observation i in group j):"), Math(eq.level1, eq.level1_text),
+                  Note("Level 2 (group j):"), *(Math(a, b) for a, b in zip(eq.level2, eq.level2_text))]
+    blocks = [*levels, Note("Random effects:"), Math(eq.random, eq.random_text),
               Note("Combined (mixed) model:"), Math(eq.combined, eq.combined_text)]
     return Section("Equations", tuple(blocks), key="equations")
 
