@@ -269,7 +269,7 @@ def compare_frequentist(fit, method: str | None = None, prob: float = 0.95, fact
     """
     prob = check_probability(prob)
     ff = frequentist_tables(fit.design, method)
-    factor = fit.design.spec.resolve_group(factor)
+    factor = fit.design.spec.factor(factor)
     z = norm.ppf(0.5 + prob / 2)
     freq = ff.fixed.rename(columns={"estimate": "freq_estimate", "se": "freq_se"})
     freq["freq_lower"] = freq["freq_estimate"] - z * freq["freq_se"]

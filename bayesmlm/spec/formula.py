@@ -11,7 +11,7 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from ..errors import SpecError
+from ..errors import ArgumentError, SpecError
 
 __all__ = ["Family", "FAMILIES", "RandomBlock", "ModelSpec", "parse_formula", "spec_from_levels", "rhs_terms"]
 
@@ -110,12 +110,26 @@ class ModelSpec:
         """
         if group is None:
             if len(self.groups) > 1:
-                raise ValueError(f"This model has several grouping factors ({', '.join(self.groups)}); "
-                                 "pass factor= one of them.")
+                raise ArgumentError(f"This model has several grouping factors ({', '.join(self.groups)}); "
+                                    "pass factor= one of them.")
             return self.groups[0]
         if group not in self.groups:
-            raise ValueError(f"Unknown grouping factor '{group}'. This model's factors: {', '.join(self.groups)}.")
+            raise ArgumentError(f"Unknown grouping factor {group!r}. This model's factors: {', '.join(self.groups)}.")
         return group
+
+    def factor(self, group: str | None = None) -> str:
+        """The grouping factor named, or the first one written when ``group`` is None.
+
+        What tables and plots of one factor default to; an unknown name is an
+        :class:`~bayesmlm.errors.ArgumentError` that lists the factors.
+
+        Examples
+        --------
+        >>> spec = parse_formula("y ~ 1 + (1 | school/class)")
+        >>> spec.factor(), spec.factor("school:class")
+        ('school', 'school:class')
+        """
+        return self.resolve_group(self.groups[0] if group is None else group)
 
 
 def _split_top(text: str, sep: str, formula: str, offset: int) -> list[tuple[str, int]]:
