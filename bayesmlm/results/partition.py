@@ -103,7 +103,7 @@ def partition_of(variances: dict, residual, parents: dict) -> xr.DataArray:
     Examples
     --------
     >>> p = partition_of({"school": 2.0, "school:class": 1.0}, 1.0, {"school": (), "school:class": ("school",)})
-    >>> dict(zip(p.component.values, p.values.round(2)))
+    >>> dict(zip(p.component.values.tolist(), p.values.round(2).tolist()))
     {'school': 0.5, 'school:class': 0.25, 'Residual': 0.25, 'same school, different school:class': 0.5, 'same school:class': 0.75}
     """
     factors = tuple(variances)
