@@ -270,8 +270,8 @@ def compare_frequentist(fit, method: str | None = None, prob: float = 0.95, fact
     prob : float
         Mass of the credible intervals and level of the Wald intervals.
     factor : str, optional
-        The grouping factor whose random effects ``groups`` holds; needed
-        only when the model has several.
+        The grouping factor whose random effects ``groups`` holds; default:
+        the first (``groups_by_factor`` holds every factor).
 
     Returns
     -------

@@ -234,7 +234,10 @@ class Fit:
         return _on_scale(summarise_draws(self.fixef_draws(), prob), self)
 
     def ranef(self, prob: float = 0.95, factor: str | None = None) -> pd.DataFrame:
-        """Random effects u_j, indexed by (group, term).
+        """Random effects u_j of one grouping factor, indexed by (group, term).
+
+        ``factor``: its name as in the formula (``"school:class"`` for
+        classes nested in schools); default: the first the formula names.
 
         Examples
         --------
@@ -245,6 +248,11 @@ class Fit:
 
     def coef(self, prob: float = 0.95, factor: str | None = None) -> pd.DataFrame:
         """Group-specific coefficients gamma + u_j (level-2 predictors folded in), by (group, term).
+
+        As lme4's ``coef()``: per factor, the fixed effects plus that factor's
+        own random effects; for classes nested in schools the coefficients of
+        ``"school:class"`` do not add the school's effect. ``factor`` as for
+        :meth:`ranef`.
 
         Examples
         --------
