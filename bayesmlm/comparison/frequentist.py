@@ -22,6 +22,7 @@ from ..frequentist_engine.design_fit import default_method, fit_design
 from ..design.structure import factor_structure
 from ..report.render import Note, Section, Table
 from ..results.partition import intercept_variances, partition_of, residual_variance
+from ..schema import safe_name
 
 __all__ = ["FrequentistTables", "frequentist_tables", "Comparison", "compare_frequentist"]
 
@@ -214,7 +215,7 @@ class Comparison:
                                 "shares and correlations", name="frequentist_partition"))
         for f, groups in (self.groups_by_factor or {self.factor: self.groups}).items():
             blocks.append(Table(_group_agreement(groups), f"Random effects by {f}: posterior means against BLUPs",
-                                name="frequentist_groups" if f == self.factor else f"frequentist_groups_{f}"))
+                                name="frequentist_groups" if f == self.factor else f"frequentist_groups_{safe_name(f)}"))
         return Section(f"Posterior against {self.label}", tuple(blocks), key="frequentist")
 
     def plot(self, *, terms=None, visuals: dict | None = None):

@@ -212,7 +212,7 @@ def factor_sections(fit, prob: float = 0.95) -> list[Section]:
         blocks = [Note(f"{n} groups of {f}, " + "; ".join(rel) + "."),
                   Table(vc[vc["group"].isin([b.label for b in fit.design.blocks if b.group == f])]
                         .rename(columns={"var1": "term", "var2": "with"}), caption=f"SDs and correlations of {f}",
-                        name=f"varcorr_{f}")]
+                        name=f"varcorr_{safe_name(f)}")]
         try:
             from ..plots import forest
 
