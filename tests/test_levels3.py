@@ -55,16 +55,21 @@ def pastes_fit(fit_cache):
         "strength ~ 1 + (1 | batch/cask)", data).fit(seed=3, **DRAWS))
 
 
-@pytest.fixture(scope="module")
-def slopes_fit():
-    """y ~ 1 + x + (1 | school) + (1 + x | school:class), its 2 x 200 "posterior" draws taken from the prior."""
-    m = bayesmlm.MLM.from_levels("y ~ 1 + x", group=("school", "class"), fixed={"school": ["x"]}, data=_schools())
-    prior = m.prior_predictive(draws=400, seed=5)["prior"].to_dataset().isel(chain=0, drop=True)
+def _prior_fit(m: bayesmlm.MLM, seed: int) -> Fit:
+    """A Fit of ``m`` whose 2 x 200 "posterior" draws are the model's prior draws (no sampler compiled)."""
+    prior = m.prior_predictive(draws=400, seed=seed)["prior"].to_dataset().isel(chain=0, drop=True)
     posterior = prior.coarsen(draw=200).construct(draw=("chain", "draw")).assign_coords(chain=[0, 1],
                                                                                          draw=np.arange(200))
     settings = SamplerSettings(draws=200, tune=0, chains=2, seed=5).resolved()
     record = FitRecord(settings, "full", Diagnostics(1.0, 400.0, 400.0, 0, ()), 0.0, 0.0, m.design.n_obs, 0)
     return Fit(m.design, m.prior_dict, xr.DataTree.from_dict({"posterior": posterior}), record)
+
+
+@pytest.fixture(scope="module")
+def slopes_fit():
+    """y ~ 1 + x + (1 | school) + (1 + x | school:class), with prior draws."""
+    m = bayesmlm.MLM.from_levels("y ~ 1 + x", group=("school", "class"), fixed={"school": ["x"]}, data=_schools())
+    return _prior_fit(m, seed=5)
 
 
 # -- input: level equations -----------------------------------------------------------------------------
@@ -205,6 +210,30 @@ def test_variance_partition_is_near_lme4s_reml_on_pastes(pastes_fit):
     blups = cmp.groups_by_factor["batch:cask"]["freq_estimate"].droplevel("term")
     np.testing.assert_allclose(blups.loc[list(modes)].to_numpy(), list(modes.values()), rtol=1e-3, atol=1e-3)
     assert set(cmp.groups_by_factor) == {"batch", "batch:cask"}
+
+
+def test_crossed_partition_and_comparison_on_penicillin():
+    # lmer(diameter ~ 1 + (1 | plate) + (1 | sample), data = Penicillin), lme4 1.1-31 (tests/reference/penicillin.json)
+    m = bayesmlm.MLM("diameter ~ 1 + (1 | plate) + (1 | sample)", bayesmlm.datasets.load("penicillin"))
+    fit = _prior_fit(m, seed=2)
+    sd = reference("penicillin")["sd"]
+    p, s, e = sd["plate:(Intercept)"] ** 2, sd["sample:(Intercept)"] ** 2, sd["Residual"] ** 2
+    cmp = fit.compare_frequentist()
+    want = {("share", "plate"): p / (p + s + e), ("share", "sample"): s / (p + s + e),
+            ("correlation", "same plate, different sample"): p / (p + s + e),
+            ("correlation", "same sample, different plate"): s / (p + s + e),
+            ("correlation", "same plate and sample"): (p + s) / (p + s + e)}
+    assert list(cmp.partition.drop(("share", "Residual")).index) == list(want)
+    for key, value in want.items():
+        assert cmp.partition.loc[key, "freq_estimate"] == pytest.approx(value, rel=1e-3), key
+    post = fit.posterior
+    v = {f: post[f"sd_{f}"].values.ravel() ** 2 for f in ("plate", "sample")}
+    total = v["plate"] + v["sample"] + post["sigma"].values.ravel() ** 2
+    assert cmp.partition.loc[("correlation", "same plate and sample"), "bayes_mean"] == pytest.approx(
+        ((v["plate"] + v["sample"]) / total).mean(), rel=1e-10)
+    assert set(cmp.groups_by_factor) == {"plate", "sample"} and len(cmp.groups_by_factor["sample"]) == 6
+    assert cmp.variance.set_index("group").loc["sample", "freq_estimate"] == pytest.approx(sd["sample:(Intercept)"],
+                                                                                          rel=1e-3)
 
 
 def test_latent_scale_partition_of_a_logit_model(ucb_fit):
