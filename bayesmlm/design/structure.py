@@ -145,8 +145,9 @@ def factor_structure(design: Design) -> FactorStructure:
     >>> factor_structure(m.design).relation("plate", "sample")
     'crossed'
     """
-    design.require_rows("The nesting of the grouping factors")
     factors = design.spec.groups
+    if len(factors) > 1:  # one factor has nothing to relate, and a design of per-group sums (no rows) may have one
+        design.require_rows("The nesting of the grouping factors")
     codes = {f: design.factors[f].index for f in factors}
     rows, parents = [], {f: [] for f in factors}
     for a, b in combinations(factors, 2):
