@@ -20,6 +20,7 @@ from .errors import (
            ConvergenceWarning,
            DataError,
            FitFileError,
+           NestingWarning,
            RowsDroppedWarning,
            SeparationWarning,
            SpecError,
@@ -31,5 +32,5 @@ from .results.fit import Fit, load
 
 __all__ = ["MLM", "Fit", "Prior", "load", "datasets", "pooling", "compare", "normalize_weights", "SpecError", "DataError", "ArgumentError",
            "FitFileError", "ConfigError", "UnsupportedModelError", "ConvergenceWarning", "RowsDroppedWarning",
-           "SeparationWarning", "WeightsWarning"]
+           "SeparationWarning", "WeightsWarning", "NestingWarning"]
 __version__ = "0.1.0"

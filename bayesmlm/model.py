@@ -13,11 +13,13 @@ import pandas as pd
 
 from .design.aggregate import Cells, aggregate_rows
 from .design.data_checks import check_level2_constant
-from .design.equations import Equations, model_equations
+from .design.equation_forms import Equations
+from .design.equations import model_equations
 from .design.matrices import Design, build_design, group_labels
 from .design.parameterization import choose_parameterization
 from .design.priors import Prior, priors_table, resolve_priors
-from .errors import ArgumentError, UnsupportedModelError
+from .design.structure import FactorStructure, check_repeated_labels, factor_structure
+from .errors import ArgumentError, SpecError, UnsupportedModelError
 from .fastpath.fit import fit_collapsed
 from .fastpath.stats import GroupStats, collapse_problem
 from .frequentist_engine.design_fit import fit_design
@@ -34,6 +36,7 @@ from .sample.nuts import (
 )
 from .schema import is_parameter
 from .spec.formula import ModelSpec, parse_formula, spec_from_levels
+from .spec.levels3 import spec_from_three_levels
 
 __all__ = ["MLM"]
 
@@ -85,16 +88,24 @@ class MLM:
         self._options = {"trials": trials, "offset": offset, "weights": weights}
         self._stats: GroupStats | None = None
         self._cells: Cells | None = None  # cells read from files (MLM.from_files): the model keeps no rows
+        check_repeated_labels(self.design)
 
     @classmethod
-    def from_levels(cls, level1: str, level2: dict | None = None, *, group: str, data: pd.DataFrame, fixed=(),
-                    family: str = "gaussian", priors: dict | None = None, trials: str | None = None,
-                    offset: str | None = None, weights: str | None = None) -> "MLM":
-        """A model from level-1 and level-2 equations.
+    def from_levels(cls, level1: str, level2: dict | None = None, *, group: str | tuple[str, str], data: pd.DataFrame,
+                    level3: dict | None = None, fixed=(), family: str = "gaussian", priors: dict | None = None,
+                    trials: str | None = None, offset: str | None = None, weights: str | None = None) -> "MLM":
+        """A model from level-1 and level-2 equations, or level-1, level-2 and level-3 equations.
 
-        Each level-1 term gets a random effect by ``group`` unless it is
-        named in ``fixed``. See :func:`bayesmlm.spec.formula.spec_from_levels`.
-        ``trials``, ``offset`` and ``weights`` as for :class:`MLM`.
+        Two levels (``group="school"``): each level-1 term gets a random
+        effect by ``group`` unless it is named in ``fixed``; see
+        :func:`bayesmlm.spec.formula.spec_from_levels`. Three levels
+        (``group=("school", "class")``, outermost first, as in
+        ``(1 | school/class)``): ``level2`` holds class-level and ``level3``
+        school-level predictors, ``fixed={"class": [...], "school": [...]}``
+        the coefficients that do not vary at that level; see
+        :mod:`bayesmlm.spec.levels3`. Group-level predictors must be constant
+        within their groups. ``trials``, ``offset`` and ``weights`` as for
+        :class:`MLM`.
 
         Examples
         --------
@@ -103,11 +114,27 @@ class MLM:
         ...                              group="school", data=bayesmlm.datasets.load("hsb82"))
         >>> m.formula
         'mAch ~ 1 + meanses + cses + cses:meanses + (1 + cses | school)'
+        >>> m3 = bayesmlm.MLM.from_levels("strength ~ 1", group=("batch", "cask"), data=bayesmlm.datasets.load("pastes"))
+        >>> m3.formula
+        'strength ~ 1 + (1 | batch) + (1 | batch:cask)'
         """
         self = cls.__new__(cls)
-        self._init(spec_from_levels(level1, level2, group, fixed=fixed, family=family), data, priors, trials, offset,
-                   weights)
-        check_level2_constant(self.design.data, group_labels(self.design.data, group), group, dict(level2 or {}))
+        if isinstance(group, str):
+            if level3:
+                raise SpecError("level3 needs three levels: group=(school, class), outermost first; group is one "
+                                f"column, {group!r}.")
+            spec = spec_from_levels(level1, level2, group, fixed=fixed, family=family)
+        else:
+            spec = spec_from_three_levels(level1, level2, level3, group, fixed=fixed or None, family=family)
+        self._init(spec, data, priors, trials, offset, weights)
+        if isinstance(group, str):
+            check_level2_constant(self.design.data, group_labels(self.design.data, group), group, dict(level2 or {}))
+        else:
+            school, klass = group
+            check_level2_constant(self.design.data, group_labels(self.design.data, f"{school}:{klass}"),
+                                  f"{school}:{klass}", dict(level2 or {}))
+            check_level2_constant(self.design.data, group_labels(self.design.data, school), school, dict(level3 or {}),
+                                  name="level3")
         return self
 
     @classmethod
@@ -221,6 +248,23 @@ class MLM:
     def formula(self) -> str:
         """The combined mixed formula (lme4 syntax)."""
         return self.spec.formula
+
+    @property
+    def structure(self) -> FactorStructure:
+        """How the grouping factors relate in the data: nested, crossed or partially crossed.
+
+        See :mod:`bayesmlm.design.structure`; ``structure.hierarchy`` is the
+        chain of nested factors, outermost first, of a multilevel model.
+
+        Examples
+        --------
+        >>> import bayesmlm
+        >>> m = bayesmlm.MLM("strength ~ 1 + (1 | batch/cask)", bayesmlm.datasets.load("pastes"))
+        >>> print(m.structure)
+        batch:cask (30 levels) is nested in batch (10 levels)
+        A 3-level model: batch > batch:cask > observations.
+        """
+        return factor_structure(self.design)
 
     def equations(self) -> Equations:
         """Level-1, level-2 and combined equations (LaTeX and text; renders in a notebook).

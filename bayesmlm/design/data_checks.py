@@ -289,11 +289,13 @@ def check_outcome_varies(y: np.ndarray, trials: np.ndarray | None, family: str, 
     raise DataError(f"The outcome '{name}' has no variation: {detail}. Check the data (a filter that kept one kind of row?).")
 
 
-def check_level2_constant(data: pd.DataFrame, labels: pd.Series, group: str, level2: dict) -> None:
+def check_level2_constant(data: pd.DataFrame, labels: pd.Series, group: str, level2: dict, *, name: str = "level2"
+                          ) -> None:
     """Refuse a level-2 predictor that varies within groups: the level equations would not be the model fitted.
 
     ``labels`` is each row's group; ``level2`` maps a level-1 term to its
-    level-2 right-hand side, as :meth:`bayesmlm.MLM.from_levels` takes it.
+    level-2 right-hand side, as :meth:`bayesmlm.MLM.from_levels` takes it;
+    ``name`` is the argument's name in messages (``"level3"`` for the school level).
 
     Examples
     --------
@@ -306,11 +308,11 @@ def check_level2_constant(data: pd.DataFrame, labels: pd.Series, group: str, lev
     """
     by = data.groupby(labels.to_numpy(), sort=True)
     for term, rhs in level2.items():
-        for w in sorted(formula_variables(str(rhs).strip().lstrip("~") or "1", f"level2['{term}']")):
+        for w in sorted(formula_variables(str(rhs).strip().lstrip("~") or "1", f"{name}['{term}']")):
             counts = by[w].nunique(dropna=False)
             if (counts > 1).any():
                 first = counts.index[int(np.argmax(counts.to_numpy() > 1))]
-                raise DataError(f"level2['{term}'] uses '{w}', which varies within groups of '{group}' (group '{first}' has "
+                raise DataError(f"{name}['{term}'] uses '{w}', which varies within groups of '{group}' (group '{first}' has "
                                 f"{int(counts[first])} different values): a level-2 predictor must be constant within each "
                                 f"group. Use its group mean, data.groupby('{group}')['{w}'].transform('mean'), or move "
                                 f"'{w}' into level1.")

@@ -23,8 +23,8 @@ INTERCEPT = "(Intercept)"
 
 # -- terms and factors ----------------------------------------------------------
 def resolve_factor(fit, factor: str | None) -> str:
-    """The grouping factor to plot (the only one, or the one named)."""
-    return fit.design.spec.resolve_group(factor)
+    """The grouping factor to plot: the one named, or the first (an unknown name lists the factors)."""
+    return fit.design.spec.factor(factor)
 
 
 def coef_terms(fit, factor: str) -> tuple[str, ...]:

@@ -15,6 +15,7 @@ from ..arguments import check_probability
 from ..design.levels import level_structure
 from ..design.matrices import Design
 from ..design.priors import Prior, priors_table
+from ..design.structure import factor_structure
 from ..sample.convergence import rhat_and_ess
 from ..sample.nuts import Diagnostics
 from ..schema import (
@@ -30,6 +31,7 @@ from ..schema import (
     u_var,
 )
 from .format import format_values
+from .partition import posterior_partition
 from .record import FitRecord
 from .store import read_fit, save_fit
 
@@ -137,6 +139,11 @@ class Fit:
         return self.record.diagnostics
 
     @property
+    def structure(self):
+        """How the grouping factors relate: nested, crossed (see :func:`bayesmlm.design.structure.factor_structure`)."""
+        return factor_structure(self.design)
+
+    @property
     def posterior(self) -> xr.Dataset:
         """The posterior draws as an xarray Dataset."""
         return self.idata["posterior"].to_dataset()
@@ -158,7 +165,7 @@ class Fit:
         >>> fit.ranef_draws().dims  # doctest: +SKIP
         ('chain', 'draw', 'group', 'term')
         """
-        factor = self.design.spec.resolve_group(factor)
+        factor = self.design.spec.factor(factor)
         parts = [self.posterior[u_var(b.label)].rename({level_dim(factor): "group", term_dim(b.label): "term"})
                  for b in self.design.blocks if b.group == factor]
         return xr.concat(parts, dim="term").transpose("chain", "draw", "group", "term")
@@ -169,7 +176,7 @@ class Fit:
         b_kj = sum_m gamma_km W_mj + u_kj over level-1 terms k; dims (chain,
         draw, group, term).
         """
-        factor = self.design.spec.resolve_group(factor)
+        factor = self.design.spec.factor(factor)
         ls = level_structure(self.design, factor)
         A = xr.DataArray(ls.loadings(), dims=("group", "term", "fixed"),
                          coords={"group": list(self.design.factors[factor].levels), "term": list(ls.level1_terms)})
@@ -199,25 +206,21 @@ class Fit:
 
         Defined for random-intercept models (each grouping factor has only a
         random intercept); with several factors, the denominator holds all
-        their variances. For logit models the residual variance is pi^2/3
-        (the latent-scale ICC).
+        their variances, so it is the factor's share in
+        :meth:`variance_partition`. For logit models the residual variance is
+        pi^2/3 (the latent-scale ICC).
         """
-        factor = self.design.spec.resolve_group(factor)
-        slopes = [f"{b.label}: {t}" for b in self.design.blocks for t in b.terms if t != "(Intercept)"]
-        if slopes:
-            raise ValueError("The ICC is defined for random-intercept models; this model has random slopes "
-                             f"({', '.join(slopes)}), so the share of variance between groups depends on the predictors. "
-                             "Fit the empty model, e.g. 'y ~ 1 + (1 | g)', for the ICC.")
-        variances = {b.group: self.posterior[sd_var(b.label)].squeeze(drop=True) ** 2 for b in self.design.blocks}
-        link = self.design.spec.family.link
-        if self.design.spec.family.has_sigma:
-            resid = self.posterior[SIGMA] ** 2
-        elif link == "logit":
-            resid = np.pi**2 / 3
-        else:
-            raise ValueError(f"An ICC for the {link} link is not defined here; it is for gaussian and logit models.")
-        total = sum(variances.values()) + resid
-        return (variances[factor] / total).rename("icc")
+        factor = self.design.spec.factor(factor)
+        return self.variance_partition_draws().sel(component=factor, drop=True).rename("icc")
+
+    def variance_partition_draws(self) -> xr.DataArray:
+        """Draws of the variance partition, dims (chain, draw, component); see :meth:`variance_partition`.
+
+        Examples
+        --------
+        >>> fit.variance_partition_draws().sel(component="same school:class")  # doctest: +SKIP
+        """
+        return posterior_partition(self.design, self.posterior, self.structure.parents)
 
     # -- tables ------------------------------------------------------------
     def fixef(self, prob: float = 0.95) -> pd.DataFrame:
@@ -231,7 +234,10 @@ class Fit:
         return _on_scale(summarise_draws(self.fixef_draws(), prob), self)
 
     def ranef(self, prob: float = 0.95, factor: str | None = None) -> pd.DataFrame:
-        """Random effects u_j, indexed by (group, term).
+        """Random effects u_j of one grouping factor, indexed by (group, term).
+
+        ``factor``: its name as in the formula (``"school:class"`` for
+        classes nested in schools); default: the first the formula names.
 
         Examples
         --------
@@ -242,6 +248,11 @@ class Fit:
 
     def coef(self, prob: float = 0.95, factor: str | None = None) -> pd.DataFrame:
         """Group-specific coefficients gamma + u_j (level-2 predictors folded in), by (group, term).
+
+        As lme4's ``coef()``: per factor, the fixed effects plus that factor's
+        own random effects; for classes nested in schools the coefficients of
+        ``"school:class"`` do not add the school's effect. ``factor`` as for
+        :meth:`ranef`.
 
         Examples
         --------
@@ -277,9 +288,31 @@ class Fit:
         rows = [summarise_draws(self.icc_draws(f), prob).set_axis([f]) for f in self.design.spec.groups]
         out = pd.concat(rows).rename_axis("group")
         if not self.design.spec.family.has_sigma:
-            out.attrs["scale"] = ("latent scale: the residual variance of the logit link's latent outcome is pi^2/3 "
-                                  "(about 3.29)")
+            out.attrs["scale"] = _LATENT
         return out
+
+    def variance_partition(self, prob: float = 0.95) -> pd.DataFrame:
+        """Each level's share of the variance, and the correlation of two observations that share groups.
+
+        For random-intercept models (:mod:`bayesmlm.results.partition`).
+        Index (quantity, component): ``("share", factor)`` is tau_f^2 / total
+        for each grouping factor (its ICC), ``("share", "Residual")`` sigma^2 /
+        total; with two or more factors, ``("correlation", "same school:class")``
+        is the correlation of two observations in the same class (so the same
+        school), ``("correlation", "same school, different school:class")`` of
+        two in the same school but different classes. For logit models on the
+        latent scale (residual variance pi^2/3), said in ``attrs["scale"]``.
+
+        Examples
+        --------
+        >>> fit.variance_partition().loc[("share", "school"), "mean"]  # doctest: +SKIP
+        0.16
+        """
+        draws = self.variance_partition_draws()
+        table = summarise_draws(draws.drop_vars("quantity"), prob)
+        table.index = pd.MultiIndex.from_arrays([draws["quantity"].values, table.index], names=["quantity", "component"])
+        table.attrs["scale"] = _LATENT if not self.design.spec.family.has_sigma else "outcome scale (identity link)"
+        return table
 
     def summary(self, prob: float = 0.95) -> Summary:
         """All population-level parameters in one table that prints like lme4's summary.
@@ -376,6 +409,8 @@ class Fit:
         save_fit(self, path)
 
 
+_LATENT = ("latent scale: the residual variance of the logit link's latent outcome is pi^2/3 (about 3.29), the "
+           "variance of the standard logistic distribution")
 _SCALES = {"logit": "log odds (logit link)", "log": "log rate (log link)"}
 
 

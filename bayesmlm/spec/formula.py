@@ -11,9 +11,9 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from ..errors import SpecError
+from ..errors import ArgumentError, SpecError
 
-__all__ = ["Family", "FAMILIES", "RandomBlock", "ModelSpec", "parse_formula", "spec_from_levels"]
+__all__ = ["Family", "FAMILIES", "RandomBlock", "ModelSpec", "parse_formula", "spec_from_levels", "rhs_terms"]
 
 
 @dataclass(frozen=True)
@@ -110,12 +110,26 @@ class ModelSpec:
         """
         if group is None:
             if len(self.groups) > 1:
-                raise ValueError(f"This model has several grouping factors ({', '.join(self.groups)}); "
-                                 "pass factor= one of them.")
+                raise ArgumentError(f"This model has several grouping factors ({', '.join(self.groups)}); "
+                                    "pass factor= one of them.")
             return self.groups[0]
         if group not in self.groups:
-            raise ValueError(f"Unknown grouping factor '{group}'. This model's factors: {', '.join(self.groups)}.")
+            raise ArgumentError(f"Unknown grouping factor {group!r}. This model's factors: {', '.join(self.groups)}.")
         return group
+
+    def factor(self, group: str | None = None) -> str:
+        """The grouping factor named, or the first one written when ``group`` is None.
+
+        What tables and plots of one factor default to; an unknown name is an
+        :class:`~bayesmlm.errors.ArgumentError` that lists the factors.
+
+        Examples
+        --------
+        >>> spec = parse_formula("y ~ 1 + (1 | school/class)")
+        >>> spec.factor(), spec.factor("school:class")
+        ('school', 'school:class')
+        """
+        return self.resolve_group(self.groups[0] if group is None else group)
 
 
 def _split_top(text: str, sep: str, formula: str, offset: int) -> list[tuple[str, int]]:
@@ -177,8 +191,14 @@ def _expand_group(group: str, formula: str, offset: int) -> list[str]:
     return [":".join(n.strip() for n in ":".join(parts[: i + 1]).split(":")) for i in range(len(parts))]
 
 
-def _rhs_terms(expr: str) -> tuple[bool, list[str]]:
-    """(has intercept, non-intercept terms) of a simple ``+``-separated expression."""
+def rhs_terms(expr: str) -> tuple[bool, list[str]]:
+    """(has intercept, non-intercept terms) of a simple ``+``-separated expression.
+
+    Examples
+    --------
+    >>> rhs_terms("0 + x + w")
+    (False, ['x', 'w'])
+    """
     intercept, terms = True, []
     text = expr.replace("-1", "+ -1").replace("- 1", "+ -1")
     for raw in text.split("+"):
@@ -193,17 +213,17 @@ def _rhs_terms(expr: str) -> tuple[bool, list[str]]:
 
 
 def _n_terms(expr: str) -> int:
-    intercept, terms = _rhs_terms(expr)
+    intercept, terms = rhs_terms(expr)
     return int(intercept) + len(terms)
 
 
 def _normalise_rhs(expr: str) -> str:
-    intercept, terms = _rhs_terms(expr)
+    intercept, terms = rhs_terms(expr)
     return " + ".join(["1" if intercept else "0"] + terms)
 
 
 def _uncorrelated_terms(expr: str) -> list[str]:
-    intercept, terms = _rhs_terms(expr)
+    intercept, terms = rhs_terms(expr)
     return (["1"] if intercept else []) + [f"0 + {t}" for t in terms]
 
 
@@ -333,7 +353,7 @@ def spec_from_levels(level1: str, level2: dict | None, group: str, *, fixed=(), 
     response, rhs = (s.strip() for s in level1.split("~", 1))
     if "|" in rhs:
         raise SpecError("level1 holds level-1 predictors only; random effects follow from level2 and group.")
-    intercept, l1_terms = _rhs_terms(rhs)
+    intercept, l1_terms = rhs_terms(rhs)
     names = (["1"] if intercept else []) + l1_terms
     level2 = dict(level2 or {})
     unknown = set(level2) - set(names)
@@ -347,7 +367,7 @@ def spec_from_levels(level1: str, level2: dict | None, group: str, *, fixed=(), 
         eq = level2.get(name, "~ 1").strip()
         if "|" in eq:
             raise SpecError(f"level2['{name}'] should hold group-level predictors only, e.g. '~ 1 + w'.")
-        w_intercept, w_terms = _rhs_terms(eq.lstrip("~"))
+        w_intercept, w_terms = rhs_terms(eq.lstrip("~"))
         for w in (["1"] if w_intercept else []) + w_terms:
             if name == "1":
                 fixed_terms.append(w)
