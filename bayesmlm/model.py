@@ -19,6 +19,7 @@ from .design.parameterization import choose_parameterization
 from .design.priors import Prior, priors_table, resolve_priors
 from .errors import ArgumentError, UnsupportedModelError
 from .fastpath.fit import fit_collapsed
+from .fastpath.nested_fit import fit_nested
 from .fastpath.stats import GroupStats, collapse_problem
 from .frequentist_engine.design_fit import fit_design
 from .results.fit import Fit
@@ -312,7 +313,10 @@ class MLM:
                                 "sampled); this fit is collapsed (the random effects integrated out). Pass method='full' "
                                 "with it.")
         cells, choice, begin = None, {}, _StartChoice("sampler", "", 0.0, None)  # where the chains start
-        if method == "collapsed":
+        route = "full" if method == "full" else "nested" if len(self.design.spec.groups) > 1 else "one-factor"
+        if route == "nested":
+            idata, seconds_build, seconds_sample = fit_nested(self.design, self.prior_dict, settings, self._stats)
+        elif method == "collapsed":
             idata, seconds_build, seconds_sample = fit_collapsed(self.design, self.prior_dict, settings, self._stats)
         else:
             from .build.full import build_full_model
@@ -329,7 +333,7 @@ class MLM:
         n_obs = self._stats.n_obs if self._stats is not None else self.design.n_obs
         record = FitRecord(settings, method, diag, seconds_build, seconds_sample, n_obs, self.design.rows_dropped,
                            None if cells is None else cells.n_cells, choice, begin.init, begin.note, begin.seconds,
-                           route="one-factor" if method == "collapsed" else "full")
+                           route=route)
         return Fit(self.design, self.prior_dict, idata, record)
 
     def _frequentist_start(self, pmodel, choice: dict[str, str]) -> "_StartChoice":

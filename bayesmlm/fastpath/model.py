@@ -325,7 +325,8 @@ def loglik_at(stats: GroupStats, gamma, cov, sigma: float) -> float:
     return float(collapsed_loglik(L, float(sigma), gamma_t, unpacked).eval())
 
 
-def build_collapsed_model(structure: CollapsedStructure, priors: dict[str, Prior], data: dict[str, np.ndarray]) -> pm.Model:
+def build_collapsed_model(structure: CollapsedStructure, priors: dict[str, Prior], data: dict[str, np.ndarray],
+                          loglik=None) -> pm.Model:
     """The collapsed PyMC model: gamma, the random blocks' SDs and correlations, and sigma.
 
     Parameters
@@ -335,6 +336,9 @@ def build_collapsed_model(structure: CollapsedStructure, priors: dict[str, Prior
         Their distributions are structure; their parameters are read from ``data``.
     data : dict
         :func:`collapsed_data`.
+    loglik : callable, optional
+        ``loglik(L, sigma, gamma_t, data)`` in place of :func:`collapsed_loglik`
+        (same arguments): the nested route's (:mod:`bayesmlm.fastpath.nested_model`).
 
     Examples
     --------
@@ -355,5 +359,5 @@ def build_collapsed_model(structure: CollapsedStructure, priors: dict[str, Prior
         gamma_t = _fixed(structure, priors, unpacked)
         L = _cholesky_entries(structure, priors, unpacked)
         sigma = scalar_rv(SIGMA, priors[SIGMA].dist, _params(SIGMA, priors[SIGMA], unpacked))
-        pm.Potential("collapsed_loglik", collapsed_loglik(L, sigma, gamma_t, unpacked))
+        pm.Potential("collapsed_loglik", (loglik or collapsed_loglik)(L, sigma, gamma_t, unpacked))
     return model

@@ -22,6 +22,7 @@ import numpy as np
 
 from ..design.matrices import Design
 from ..errors import SpecError
+from .nesting import nesting_problem
 
 __all__ = ["STATISTICS", "GroupStats", "group_stats", "collapse_problem", "accumulate", "default_shift"]
 
@@ -119,7 +120,9 @@ def collapse_problem(design: Design) -> str | None:
     """Why the random effects of a design cannot be integrated out, or None if they can.
 
     The fast path needs a Gaussian outcome and one grouping factor (several
-    random blocks on that factor are fine: their covariance is block-diagonal).
+    random blocks on that factor are fine: their covariance is block-diagonal),
+    or several grouping factors each nested in the next coarser one (the
+    nested route, :mod:`bayesmlm.fastpath.nested_stats`).
 
     Examples
     --------
@@ -132,8 +135,10 @@ def collapse_problem(design: Design) -> str | None:
     if family != "gaussian":
         return f"the family is '{family}': only a gaussian outcome has random effects that integrate out in closed form"
     groups = design.spec.groups
-    if len(groups) != 1:
-        return f"the model has {len(groups)} grouping factors ({', '.join(groups)}); the collapsed likelihood needs one"
+    if len(groups) > 1:
+        problem = nesting_problem(design)
+        if problem:
+            return f"{problem}; the collapsed likelihood needs one grouping factor or nested ones"
     return None
 
 
@@ -221,6 +226,9 @@ def group_stats(design: Design, x_shift=None, y_shift: float | None = None) -> G
     problem = collapse_problem(design)
     if problem:
         raise SpecError(f"No sufficient statistics for this model: {problem}. Fit it with method='full'.")
+    if len(design.spec.groups) > 1:
+        raise SpecError(f"The grouping factors {', '.join(design.spec.groups)} are nested: their statistics are "
+                        "bayesmlm.fastpath.nested_stats.nested_stats(design), per leaf group.")
     factor = design.factors[design.spec.groups[0]]
     d_x, d_y = default_shift(design)
     x_shift = d_x if x_shift is None else np.asarray(x_shift, dtype=float)

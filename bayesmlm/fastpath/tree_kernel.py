@@ -30,7 +30,7 @@ A draw of every u at once is u = L x with Lc' x = h + sigma e (top-down),
 x ~ N(M^-1 b, sigma^2 M^-1): the exact joint conditional of all levels.
 
 The statistics travel as one float vector ``tail`` (so the nutpie C callback
-reads one buffer), laid out by :func:`bayesmlm.fastpath.nesting.tree_layout`.
+reads one buffer), laid out by :func:`bayesmlm.fastpath.nested_stats.tree_layout`.
 """
 
 from __future__ import annotations
