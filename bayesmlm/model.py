@@ -20,7 +20,7 @@ from .design.priors import Prior, priors_table, resolve_priors
 from .errors import ArgumentError, UnsupportedModelError
 from .fastpath.fit import fit_collapsed
 from .fastpath.nested_fit import fit_nested
-from .fastpath.stats import GroupStats, collapse_problem
+from .fastpath.stats import GroupStats, collapse_problem, collapsed_route
 from .frequentist_engine.design_fit import fit_design
 from .results.fit import Fit
 from .results.record import FitRecord
@@ -313,7 +313,7 @@ class MLM:
                                 "sampled); this fit is collapsed (the random effects integrated out). Pass method='full' "
                                 "with it.")
         cells, choice, begin = None, {}, _StartChoice("sampler", "", 0.0, None)  # where the chains start
-        route = "full" if method == "full" else "nested" if len(self.design.spec.groups) > 1 else "one-factor"
+        route = "full" if method == "full" else collapsed_route(self.design) or "one-factor"
         if route == "nested":
             idata, seconds_build, seconds_sample = fit_nested(self.design, self.prior_dict, settings, self._stats)
         elif method == "collapsed":

@@ -48,7 +48,7 @@ from .op import group_terms
 from .stats import GroupStats
 
 __all__ = ["CollapsedStructure", "collapsed_structure", "collapsed_data", "data_layout", "build_collapsed_model",
-           "collapsed_loglik", "loglik_at"]
+           "collapsed_loglik", "loglik_at", "unpacked_data"]
 
 
 @dataclass(frozen=True)
@@ -232,6 +232,22 @@ class _Unpacked:
     def xtz(self, a: int):
         r = self.layout.rows[("xtz", a)]
         return self.g[r:r + self.p]
+
+
+def unpacked_data(structure: CollapsedStructure, priors: dict[str, Prior], data: dict):
+    """The named pieces of :func:`collapsed_data`'s arrays (``data["n_obs"]``, ``data.g``, ...), for a likelihood.
+
+    Examples
+    --------
+    >>> import bayesmlm
+    >>> from bayesmlm.fastpath.stats import group_stats
+    >>> m = bayesmlm.MLM("Reaction ~ Days + (Days | Subject)", bayesmlm.datasets.load("sleepstudy"))
+    >>> s = collapsed_structure(m.design, m.prior_dict)
+    >>> float(unpacked_data(s, m.prior_dict, collapsed_data(s, group_stats(m.design), m.prior_dict, [0, 4.5]))["n_obs"])
+    180.0
+    """
+    return _Unpacked(_Layout.of(structure, priors), data["constants"], data["group_stats"], len(structure.fixed_terms),
+                     structure.q)
 
 
 def _params(name: str, prior: Prior, data: _Unpacked) -> dict:

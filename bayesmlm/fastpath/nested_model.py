@@ -20,12 +20,12 @@ from pytensor.graph.basic import Apply
 from pytensor.graph.op import Op
 
 from ..design.priors import Prior
-from .model import CollapsedStructure, collapsed_data
+from .model import CollapsedStructure, collapsed_data, unpacked_data
 from .nested_stats import NestedStats
 from .nesting import level_blocks
 from .tree_kernel import tree_terms
 
-__all__ = ["NestedStructure", "nested_structure", "nested_data", "tree_loglik"]
+__all__ = ["NestedStructure", "nested_structure", "nested_data", "tree_loglik", "tree_loglik_at"]
 
 
 @dataclass(frozen=True)
@@ -78,7 +78,7 @@ def nested_data(structure: NestedStructure, stats: NestedStats, priors: dict[str
     >>> m = bayesmlm.MLM("strength ~ 1 + (1 | batch/cask)", bayesmlm.datasets.load("pastes"))
     >>> s = nested_structure(m.design, m.prior_dict, ("batch", "batch:cask"))
     >>> nested_data(s, nested_stats(m.design), m.prior_dict, [0.0])["group_stats"].shape
-    (1, 522)
+    (1, 282)
     """
     const = collapsed_data(structure, stats.leaf, priors, x_centre)["constants"]
     return {"constants": const, "group_stats": stats.tail()[None, :]}
@@ -144,3 +144,35 @@ def tree_loglik(structure: NestedStructure):
         return -0.5 * (n * np.log(2 * np.pi) + (n - n_effects) * pt.log(s2) + terms + rr / s2)
 
     return loglik
+
+
+def tree_loglik_at(stats: NestedStats, gamma, covs, sigma: float) -> float:
+    """The nested collapsed log-likelihood at given gamma, per-level covariances and sigma.
+
+    The expression the PyMC model differentiates, at numbers: to check it
+    against the dense multivariate normal density. ``covs``: one positive
+    definite matrix per level (top first), over that level's random terms.
+
+    Examples
+    --------
+    >>> import bayesmlm, numpy as np
+    >>> from bayesmlm.fastpath.nested_stats import nested_stats
+    >>> m = bayesmlm.MLM("strength ~ 1 + (1 | batch/cask)", bayesmlm.datasets.load("pastes"))
+    >>> round(tree_loglik_at(nested_stats(m.design), [60.05], [[[1.29 ** 2]], [[2.90 ** 2]]], 0.82), 3)
+    -124.024
+    """
+    leaf = stats.leaf
+    p, has_intercept = len(leaf.fixed_terms), "(Intercept)" in leaf.fixed_terms
+    blocks = tuple((f"T{lv}", tuple(t), True) for lv, t in enumerate(stats.level_terms))
+    structure = NestedStructure(tuple(leaf.fixed_terms), blocks, (), has_intercept,
+                                tuple(int(v) for v in stats.qs), tuple(int(v) for v in stats.qoff))
+    data = nested_data(structure, stats, {}, np.zeros(p))
+    unpacked = unpacked_data(structure, {}, data)
+    gamma_t = np.array(gamma, dtype=float)
+    if has_intercept:
+        gamma_t[leaf.fixed_terms.index("(Intercept)")] += gamma_t @ leaf.x_shift - leaf.y_shift
+    L = {}
+    for o, cov in zip(structure.qoff, covs):
+        chol = np.linalg.cholesky(np.atleast_2d(np.asarray(cov, dtype=float)))
+        L |= {(o + a, o + b): chol[a, b] for a in range(len(chol)) for b in range(a + 1)}
+    return float(tree_loglik(structure)(L, float(sigma), gamma_t, unpacked).eval())

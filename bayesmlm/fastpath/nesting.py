@@ -56,9 +56,9 @@ def nesting_order(design: Design) -> tuple[tuple[str, ...], str | None]:
             seen = sorted({top.levels[k] for k in top.index[low.index == bad]})
             return names, (f"the grouping factors '{top.name}' and '{low.name}' are crossed, not nested: level "
                            f"'{low.levels[bad]}' of '{low.name}' occurs with {len(seen)} levels of '{top.name}' "
-                           f"({', '.join(map(str, seen[:3]))}{', ...' if len(seen) > 3 else ''}). Nested factors need "
-                           f"labels unique within their parent: write (1 | {top.name}/{low.name.split(':')[-1]}) or "
-                           f"(1 | {top.name}:{low.name.split(':')[-1]}) if '{low.name}' is nested in '{top.name}'")
+                           f"({', '.join(map(str, seen[:3]))}{', ...' if len(seen) > 3 else ''}). If one is nested in the "
+                           f"other and its labels repeat across parents, make them unique: write (1 | parent/child), "
+                           f"(1 | {low.name}/{top.name}) or (1 | {top.name}/{low.name})")
     return names, None
 
 

@@ -24,7 +24,7 @@ from ..design.matrices import Design
 from ..errors import SpecError
 from .nesting import nesting_problem
 
-__all__ = ["STATISTICS", "GroupStats", "group_stats", "collapse_problem", "accumulate", "default_shift"]
+__all__ = ["STATISTICS", "GroupStats", "group_stats", "collapse_problem", "collapsed_route", "accumulate", "default_shift"]
 
 STATISTICS = (  # the fields of GroupStats that are per-group sums, in order
     "n", "XtX", "XtZ", "ZtZ", "Xty", "Zty", "yty", "x_sum", "z_sum", "y_sum")
@@ -140,6 +140,20 @@ def collapse_problem(design: Design) -> str | None:
         if problem:
             return f"{problem}; the collapsed likelihood needs one grouping factor or nested ones"
     return None
+
+
+def collapsed_route(design: Design) -> str | None:
+    """The collapsed route a design takes: ``"one-factor"``, ``"nested"``, or None where none applies.
+
+    Examples
+    --------
+    >>> import bayesmlm
+    >>> collapsed_route(bayesmlm.MLM("strength ~ 1 + (1 | batch/cask)", bayesmlm.datasets.load("pastes")).design)
+    'nested'
+    """
+    if collapse_problem(design):
+        return None
+    return "nested" if len(design.spec.groups) > 1 else "one-factor"
 
 
 def accumulate(codes: np.ndarray, n_groups: int, X: np.ndarray, Z: np.ndarray, y: np.ndarray) -> dict[str, np.ndarray]:
