@@ -13,6 +13,7 @@
 from __future__ import annotations
 
 import warnings
+from dataclasses import replace
 
 import numpy as np
 import pandas as pd
@@ -244,3 +245,31 @@ def test_three_level_recovery(three_level_fit):
     u = fit.posterior["u_school"].mean(("chain", "draw")).values
     order = [int(s[1:]) for s in fit.posterior["u_school"].coords["school"].values]
     assert np.corrcoef(u[:, 0], us[order, 0])[0, 1] > 0.9
+
+
+@pytest.mark.parametrize("fmt", ["parquet", "csv"])
+def test_files_reduce_per_leaf_group_as_in_memory(tmp_path, fmt):
+    """Chunked files give the in-memory statistics of every level (blocks written leaf first, slopes at the top)."""
+    formula = "y ~ 1 + x + (1 | s:c) + (1 + x | s)"
+    data = _three_levels(7).sample(frac=1.0, random_state=1).reset_index(drop=True)
+    path = tmp_path / f"d.{fmt}"
+    data.to_parquet(path, row_group_size=9) if fmt == "parquet" else data.to_csv(path, index=False)
+    m = bayesmlm.MLM.from_files(formula, path, chunksize=9)
+    memory = nested_stats(bayesmlm.MLM(formula, data).design)
+    read = m._stats
+    assert read.factors == memory.factors == ("s", "s:c")
+    assert read.levels == memory.levels and read.level_terms == memory.level_terms
+    assert all(np.array_equal(a, b) for a, b in zip(read.parents, memory.parents))
+    same_shift = replace(read, leaf=read.leaf.shifted(memory.leaf.x_shift, memory.leaf.y_shift))
+    np.testing.assert_allclose(same_shift.tail(), memory.tail(), rtol=1e-10, atol=1e-9)
+
+
+def test_files_with_a_child_in_two_parents_fail_clearly(tmp_path):
+    """Class labels unique overall, nested in the first chunks; the last chunk puts one class in another school."""
+    data = _three_levels(8)
+    data["cid"] = data["s"] + "_" + data["c"]
+    stray = data.iloc[[0]].assign(s="s2" if data["s"].iloc[0] != "s2" else "s1")
+    path = tmp_path / "d.parquet"
+    pd.concat([data, stray], ignore_index=True).to_parquet(path)
+    with pytest.raises(bayesmlm.DataError, match=f"Group '{data['cid'].iloc[0]}' of 'cid' occurs with two levels of 's'"):
+        bayesmlm.MLM.from_files("y ~ 1 + x + (1 | s) + (1 | cid)", path, chunksize=len(data))

@@ -48,8 +48,6 @@ def nesting_order(design: Design) -> tuple[tuple[str, ...], str | None]:
     """
     factors = sorted((design.factors[g] for g in design.spec.groups), key=lambda f: f.n_levels)
     names = tuple(f.name for f in factors)
-    if not design.has_rows and "parents" in design.options:
-        return names, None  # a reduced design: nesting was checked on every row when it was reduced
     for top, low in zip(factors, factors[1:]):
         _, bad = parent_index(low.index, top.index, low.n_levels)
         if bad is not None:
