@@ -42,8 +42,9 @@ import numpy as np
 
 __all__ = ["tree_terms", "tree_draws", "KERNEL_VERSION"]
 
-KERNEL_VERSION = 1  # part of the generated density's source: a change here recompiles the densities that call these
-_OPTIONS = {"cache": True, "nogil": True, "error_model": "numpy"}
+KERNEL_VERSION = 2  # part of the generated density's source: a change here recompiles the densities that call these
+# Reassociation and contraction, but not "no NaN / no infinity": a NaN must still reach the sampler.
+_OPTIONS = {"cache": True, "nogil": True, "error_model": "numpy", "fastmath": {"nsz", "arcp", "contract", "afn", "reassoc"}}
 
 
 @numba.njit(**_OPTIONS)
@@ -155,7 +156,7 @@ def _eliminate(gt, L, s2, tail, qs, qoff):
     return z, h, K, F, logdet, quad
 
 
-@numba.njit(**_OPTIONS)
+@numba.njit(inline="always", **_OPTIONS)
 def _w_pair(W_diag, W_off, anc, i, m1, m2, a, b):
     """W between i's ancestors at levels m1 and m2, entry (a, b)."""
     if m1 == m2:
@@ -206,6 +207,9 @@ def tree_terms(gt, L, s2, tail, qs, qoff):
     W_off = np.zeros((n, depth, qmax, qmax))
     Ci = np.zeros((qmax, qmax))  # C_i^-1
     R = np.zeros((qmax, qmax))
+    G = np.zeros((qmax, qmax))
+    SL = np.zeros((qmax, qmax))
+    SLt = np.zeros((qmax, qmax))
     ts2 = 0.0
     for i in range(n):  # top-down
         lv = int(level[i])
@@ -257,11 +261,8 @@ def tree_terms(gt, L, s2, tail, qs, qoff):
                 for k in range(a, q):
                     s += Ci[k, a] * R[k, c]
                 W_diag[i, a, c] = s
-    G = np.zeros((qmax, qmax))
-    SL = np.zeros((qmax, qmax))
-    for i in range(n):
-        lv = int(level[i])
-        q, o = qs[lv], qoff[lv]
+        # this node's share of the gradient (its W and v, and its ancestors', are known now)
+        o = qoff[lv]
         for a in range(q):
             ts2 += W_diag[i, a, a] + v[i, a] * v[i, a] / s2
         for m in range(lv + 1):
@@ -284,14 +285,17 @@ def tree_terms(gt, L, s2, tail, qs, qoff):
                         s += SL[a, e] * G[c, e]
                     dL[o + a, o + c] += 2.0 * s
             if m < lv:  # dL_m += 2 S_im' L_l G_im
+                for a in range(qm):  # SLt = S_im' L_l (qm x q)
+                    for d in range(q):
+                        t = 0.0
+                        for e in range(d, q):
+                            t += zz[i, m, e, a] * L[o + e, o + d]
+                        SLt[a, d] = t
                 for a in range(qm):
                     for c in range(qm):
                         s = 0.0
                         for d in range(q):
-                            t = 0.0
-                            for e in range(d, q):
-                                t += zz[i, m, e, a] * L[o + e, o + d]
-                            s += t * G[d, c]
+                            s += SLt[a, d] * G[d, c]
                         dL[om + a, om + c] += 2.0 * s
         for a in range(q):
             for c in range(q):
