@@ -247,14 +247,19 @@ def test_three_level_recovery(three_level_fit):
     assert np.corrcoef(u[:, 0], us[order, 0])[0, 1] > 0.9
 
 
-@pytest.mark.parametrize("fmt", ["parquet", "csv"])
+@pytest.mark.parametrize("fmt", ["parquet", "csv", "dask"])
 def test_files_reduce_per_leaf_group_as_in_memory(tmp_path, fmt):
-    """Chunked files give the in-memory statistics of every level (blocks written leaf first, slopes at the top)."""
+    """Chunked files and Dask give the in-memory statistics of every level (blocks written leaf first, slopes at the top)."""
     formula = "y ~ 1 + x + (1 | s:c) + (1 + x | s)"
     data = _three_levels(7).sample(frac=1.0, random_state=1).reset_index(drop=True)
-    path = tmp_path / f"d.{fmt}"
-    data.to_parquet(path, row_group_size=9) if fmt == "parquet" else data.to_csv(path, index=False)
-    m = bayesmlm.MLM.from_files(formula, path, chunksize=9)
+    if fmt == "dask":
+        import dask.dataframe as dd
+
+        m = bayesmlm.MLM.from_dask(formula, dd.from_pandas(data, npartitions=4))
+    else:
+        path = tmp_path / f"d.{fmt}"
+        data.to_parquet(path, row_group_size=9) if fmt == "parquet" else data.to_csv(path, index=False)
+        m = bayesmlm.MLM.from_files(formula, path, chunksize=9)
     memory = nested_stats(bayesmlm.MLM(formula, data).design)
     read = m._stats
     assert read.factors == memory.factors == ("s", "s:c")
