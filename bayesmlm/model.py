@@ -112,7 +112,7 @@ class MLM:
         Parameters
         ----------
         formula : str
-            lme4 syntax with one grouping factor.
+            lme4 syntax with one grouping factor, or nested ones (``(1 | school/class)``).
         paths : str, Path or list of them
             ``.csv`` (optionally ``.gz``) or ``.parquet`` files of one data set.
         priors : dict, optional
@@ -253,7 +253,8 @@ class MLM:
         progressbar : bool
         method : str
             ``"collapsed"`` integrates the random effects out of a Gaussian
-            model with one grouping factor, samples on per-group sufficient
+            model with one grouping factor or nested ones (README, "Routes";
+            ``fit.record.route`` says which), samples on per-group sufficient
             statistics, and draws every u_j from its exact conditional
             afterwards (:mod:`bayesmlm.fastpath.fit`); ``"full"`` samples the
             u_j as parameters (centred or non-centred, see ``parameterization``); ``"auto"`` (default)
