@@ -87,6 +87,13 @@ def record(fit, wall: float, label: str, rows: int, read: float = float("nan")) 
             "divergences": d.divergences, "converged": converged}
 
 
+def markdown(frame: pd.DataFrame, index: bool = True) -> str:
+    """A pipe table (pandas' to_markdown needs tabulate, not a dependency)."""
+    frame = frame.reset_index() if index else frame
+    head = "| " + " | ".join(map(str, frame.columns)) + " |\n|" + "---|" * len(frame.columns)
+    return head + "".join("\n| " + " | ".join(map(str, row)) + " |" for row in frame.itertuples(index=False))
+
+
 def fit_quietly(model):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", bayesmlm.ConvergenceWarning)
@@ -112,7 +119,9 @@ def main() -> None:
     start = time.perf_counter()
     fit = fit_quietly(bayesmlm.MLM(PASTES, pastes))
     rows.append(record(fit, time.perf_counter() - start, "bayesmlm, Pastes", len(pastes)))
+    print(f"warm-up {warm_up:.1f} s;", rows[-1], flush=True)
     r_pastes = lmer(pastes[["strength", "batch", "cask"]], PASTES, ["batch", "cask"])
+    print("lmer pastes", r_pastes, flush=True)
     pastes_fit = fit
 
     big, truth = simulate(2000, 10, 50, seed=2026)
@@ -124,6 +133,7 @@ def main() -> None:
         read = time.perf_counter() - start
         fit = fit_quietly(model)
         rows.append(record(fit, time.perf_counter() - start, "bayesmlm, 3-level from Parquet", len(big), read))
+        print(rows[-1], fit.posterior.attrs, flush=True)
     sub = big if not args.lmer_rows else big.iloc[:args.lmer_rows]
     r_big = lmer(sub, BIG, ["school", "class"])
 
@@ -153,10 +163,10 @@ def main() -> None:
     summary = fit.fixef()[["mean", "sd"]].round(3)
     vc = fit.varcorr()[["group", "var1", "var2", "mean", "sd"]].round(3)
     lines.append("\nThe 3-level fit against the truth (" + ", ".join(f"{k} {v}" for k, v in truth.items()) + "):\n")
-    lines.append(summary.to_markdown())
+    lines.append(markdown(summary))
     lines.append("")
-    lines.append(vc.to_markdown(index=False))
-    lines.append("\nPastes: " + pastes_fit.varcorr()[["group", "mean", "sd"]].round(3).to_markdown(index=False))
+    lines.append(markdown(vc, index=False))
+    lines.append("\nPastes:\n\n" + markdown(pastes_fit.varcorr()[["group", "mean", "sd"]].round(3), index=False))
     lines.append("\nNUTS: 4 chains x 1000 draws after 1000 tuning steps, nutpie, seed 2024. "
                  f"Python {sys.version.split()[0]}; timings are wall-clock under the load above.")
     text = "\n".join(lines) + "\n"
