@@ -21,7 +21,8 @@ from .design.priors import Prior, priors_table, resolve_priors
 from .design.structure import FactorStructure, check_repeated_labels, factor_structure
 from .errors import ArgumentError, SpecError, UnsupportedModelError
 from .fastpath.fit import fit_collapsed
-from .fastpath.stats import GroupStats, collapse_problem
+from .fastpath.nested_fit import fit_nested
+from .fastpath.stats import GroupStats, collapse_problem, collapsed_route
 from .frequentist_engine.design_fit import fit_design
 from .results.fit import Fit
 from .results.record import FitRecord
@@ -158,7 +159,8 @@ class MLM:
         Parameters
         ----------
         formula : str
-            lme4 syntax; one grouping factor for a gaussian model.
+            lme4 syntax; for a gaussian model one grouping factor, or nested ones
+            (``(1 | school/class)``).
         paths : str, Path or list of them
             ``.csv`` (optionally ``.gz``) or ``.parquet`` files of one data set.
         family : str
@@ -359,7 +361,8 @@ class MLM:
         progressbar : bool
         method : str
             ``"collapsed"`` integrates the random effects out of a Gaussian
-            model with one grouping factor, samples on per-group sufficient
+            model with one grouping factor or nested ones (README, "Routes";
+            ``fit.record.route`` says which), samples on per-group sufficient
             statistics, and draws every u_j from its exact conditional
             afterwards (:mod:`bayesmlm.fastpath.fit`); ``"full"`` samples the
             u_j as parameters (centred or non-centred, see ``parameterization``); ``"auto"`` (default)
@@ -422,7 +425,10 @@ class MLM:
                                 "sampled); this fit is collapsed (the random effects integrated out). Pass method='full' "
                                 "with it.")
         cells, choice, begin = None, {}, _StartChoice("sampler", "", 0.0, None)  # where the chains start
-        if method == "collapsed":
+        route = "full" if method == "full" else collapsed_route(self.design) or "one-factor"
+        if route == "nested":
+            idata, seconds_build, seconds_sample = fit_nested(self.design, self.prior_dict, settings, self._stats)
+        elif method == "collapsed":
             idata, seconds_build, seconds_sample = fit_collapsed(self.design, self.prior_dict, settings, self._stats)
         else:
             from .build.full import build_full_model
@@ -439,7 +445,7 @@ class MLM:
         n_obs = self._n_rows()
         record = FitRecord(settings, method, diag, seconds_build, seconds_sample, n_obs, self.design.rows_dropped,
                            None if cells is None else cells.n_cells, choice, begin.init, begin.note, begin.seconds,
-                           route="one-factor" if method == "collapsed" else "full")
+                           route=route)
         return Fit(self.design, self.prior_dict, idata, record)
 
     def _frequentist_start(self, pmodel, choice: dict[str, str]) -> "_StartChoice":

@@ -416,3 +416,15 @@ def test_the_report_says_the_fit_is_weighted(weighted_fit):
 
     text = overview_section(weighted_fit[1]).to_text()
     assert "weighted by 'w' (precision weights: residual variance sigma^2 / w)" in text
+
+
+def test_weights_on_nested_factors_take_the_full_route_not_the_unweighted_tree():
+    """The nested route sums no weights: a weighted nested design must not reach it."""
+    from bayesmlm.fastpath.stats import collapse_problem, collapsed_route
+
+    d = bayesmlm.datasets.load("pastes").assign(w=lambda f: 1.0 + (np.arange(len(f)) % 3))
+    plain = bayesmlm.MLM("strength ~ 1 + (1 | batch/cask)", d)
+    weighted = bayesmlm.MLM("strength ~ 1 + (1 | batch/cask)", d, weights="w")
+    assert collapsed_route(plain.design) == "nested"
+    assert collapsed_route(weighted.design) is None
+    assert "weights" in collapse_problem(weighted.design)

@@ -52,7 +52,7 @@ from .op import group_terms
 from .stats import GroupStats
 
 __all__ = ["CollapsedStructure", "collapsed_structure", "collapsed_data", "data_layout", "build_collapsed_model",
-           "collapsed_loglik", "loglik_at"]
+           "collapsed_loglik", "loglik_at", "unpacked_data"]
 
 
 @dataclass(frozen=True)
@@ -239,6 +239,22 @@ class _Unpacked:
         return self.g[r:r + self.p]
 
 
+def unpacked_data(structure: CollapsedStructure, priors: dict[str, Prior], data: dict):
+    """The named pieces of :func:`collapsed_data`'s arrays (``data["n_obs"]``, ``data.g``, ...), for a likelihood.
+
+    Examples
+    --------
+    >>> import bayesmlm
+    >>> from bayesmlm.fastpath.stats import group_stats
+    >>> m = bayesmlm.MLM("Reaction ~ Days + (Days | Subject)", bayesmlm.datasets.load("sleepstudy"))
+    >>> s = collapsed_structure(m.design, m.prior_dict)
+    >>> float(unpacked_data(s, m.prior_dict, collapsed_data(s, group_stats(m.design), m.prior_dict, [0, 4.5]))["n_obs"])
+    180.0
+    """
+    return _Unpacked(_Layout.of(structure, priors), data["constants"], data["group_stats"], len(structure.fixed_terms),
+                     structure.q)
+
+
 def _params(name: str, prior: Prior, data: _Unpacked) -> dict:
     """A prior's parameters, read from the model's data."""
     return {param: data[(name, param)] for param, _ in prior.params}
@@ -330,7 +346,8 @@ def loglik_at(stats: GroupStats, gamma, cov, sigma: float) -> float:
     return float(collapsed_loglik(L, float(sigma), gamma_t, unpacked).eval())
 
 
-def build_collapsed_model(structure: CollapsedStructure, priors: dict[str, Prior], data: dict[str, np.ndarray]) -> pm.Model:
+def build_collapsed_model(structure: CollapsedStructure, priors: dict[str, Prior], data: dict[str, np.ndarray],
+                          loglik=None) -> pm.Model:
     """The collapsed PyMC model: gamma, the random blocks' SDs and correlations, and sigma.
 
     Parameters
@@ -340,6 +357,9 @@ def build_collapsed_model(structure: CollapsedStructure, priors: dict[str, Prior
         Their distributions are structure; their parameters are read from ``data``.
     data : dict
         :func:`collapsed_data`.
+    loglik : callable, optional
+        ``loglik(L, sigma, gamma_t, data)`` in place of :func:`collapsed_loglik`
+        (same arguments): the nested route's (:mod:`bayesmlm.fastpath.nested_model`).
 
     Examples
     --------
@@ -360,5 +380,5 @@ def build_collapsed_model(structure: CollapsedStructure, priors: dict[str, Prior
         gamma_t = _fixed(structure, priors, unpacked)
         L = _cholesky_entries(structure, priors, unpacked)
         sigma = scalar_rv(SIGMA, priors[SIGMA].dist, _params(SIGMA, priors[SIGMA], unpacked))
-        pm.Potential("collapsed_loglik", collapsed_loglik(L, sigma, gamma_t, unpacked))
+        pm.Potential("collapsed_loglik", (loglik or collapsed_loglik)(L, sigma, gamma_t, unpacked))
     return model

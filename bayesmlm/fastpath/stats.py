@@ -26,8 +26,9 @@ import numpy as np
 
 from ..design.matrices import Design
 from ..errors import SpecError
+from .nesting import nesting_problem
 
-__all__ = ["STATISTICS", "GroupStats", "group_stats", "collapse_problem", "accumulate", "default_shift"]
+__all__ = ["STATISTICS", "GroupStats", "group_stats", "collapse_problem", "collapsed_route", "accumulate", "default_shift"]
 
 STATISTICS = (  # the fields of GroupStats that are per-group sums, in order
     "n", "XtX", "XtZ", "ZtZ", "Xty", "Zty", "yty", "x_sum", "z_sum", "y_sum", "w_sum", "log_w")
@@ -132,7 +133,9 @@ def collapse_problem(design: Design) -> str | None:
     """Why the random effects of a design cannot be integrated out, or None if they can.
 
     The fast path needs a Gaussian outcome and one grouping factor (several
-    random blocks on that factor are fine: their covariance is block-diagonal).
+    random blocks on that factor are fine: their covariance is block-diagonal),
+    or several grouping factors each nested in the next coarser one (the
+    nested route, :mod:`bayesmlm.fastpath.nested_stats`).
 
     Examples
     --------
@@ -145,9 +148,27 @@ def collapse_problem(design: Design) -> str | None:
     if family != "gaussian":
         return f"the family is '{family}': only a gaussian outcome has random effects that integrate out in closed form"
     groups = design.spec.groups
-    if len(groups) != 1:
-        return f"the model has {len(groups)} grouping factors ({', '.join(groups)}); the collapsed likelihood needs one"
+    if len(groups) > 1:
+        problem = nesting_problem(design)
+        if problem:
+            return f"{problem}; the collapsed likelihood needs one grouping factor or nested ones"
+        if design.weights is not None:
+            return "the model has weights and nested grouping factors: the nested route does not take weights yet"
     return None
+
+
+def collapsed_route(design: Design) -> str | None:
+    """The collapsed route a design takes: ``"one-factor"``, ``"nested"``, or None where none applies.
+
+    Examples
+    --------
+    >>> import bayesmlm
+    >>> collapsed_route(bayesmlm.MLM("strength ~ 1 + (1 | batch/cask)", bayesmlm.datasets.load("pastes")).design)
+    'nested'
+    """
+    if collapse_problem(design):
+        return None
+    return "nested" if len(design.spec.groups) > 1 else "one-factor"
 
 
 def accumulate(codes: np.ndarray, n_groups: int, X: np.ndarray, Z: np.ndarray, y: np.ndarray,
@@ -253,6 +274,9 @@ def group_stats(design: Design, x_shift=None, y_shift: float | None = None) -> G
     problem = collapse_problem(design)
     if problem:
         raise SpecError(f"No sufficient statistics for this model: {problem}. Fit it with method='full'.")
+    if len(design.spec.groups) > 1:
+        raise SpecError(f"The grouping factors {', '.join(design.spec.groups)} are nested: their statistics are "
+                        "bayesmlm.fastpath.nested_stats.nested_stats(design), per leaf group.")
     factor = design.factors[design.spec.groups[0]]
     d_x, d_y = default_shift(design)
     x_shift = d_x if x_shift is None else np.asarray(x_shift, dtype=float)
