@@ -48,12 +48,19 @@ class MLM:
         lme4 syntax, e.g. ``"tech ~ 1 + smu + (1 + smu | country)"``.
     data : DataFrame
     family : str
-        ``"gaussian"`` (default), ``"bernoulli"``, ``"binomial"`` or ``"poisson"``.
+        ``"gaussian"`` (default), ``"student"`` (Student-t residuals),
+        ``"bernoulli"``, ``"binomial"``, ``"poisson"``, ``"negbinomial"``
+        (NB2, as glmer.nb) or ``"cumulative"`` (ordinal; its thresholds
+        replace the intercept).
     priors : dict, optional
         Overrides of the default priors by name (see :meth:`priors`), as
         :class:`~bayesmlm.Prior` objects or strings like ``"normal(0, 1)"``.
     trials, offset : str, optional
         Columns with binomial trials, and an offset on the link scale.
+    link : str, optional
+        The link, where the family takes more than one
+        (:data:`bayesmlm.spec.formula.LINKS`): ``"logit"`` (default) or
+        ``"probit"`` for ``"cumulative"``.
 
     Examples
     --------
@@ -64,8 +71,8 @@ class MLM:
     """
 
     def __init__(self, formula: str, data: pd.DataFrame, family: str = "gaussian", priors: dict | None = None, *,
-                 trials: str | None = None, offset: str | None = None):
-        self._init(parse_formula(formula, family), data, priors, trials, offset)
+                 trials: str | None = None, offset: str | None = None, link: str | None = None):
+        self._init(parse_formula(formula, family, link), data, priors, trials, offset)
 
     def _init(self, spec: ModelSpec, data, priors, trials, offset) -> None:
         self.spec: ModelSpec = spec
@@ -77,7 +84,7 @@ class MLM:
     @classmethod
     def from_levels(cls, level1: str, level2: dict | None = None, *, group: str, data: pd.DataFrame, fixed=(),
                     family: str = "gaussian", priors: dict | None = None, trials: str | None = None,
-                    offset: str | None = None) -> "MLM":
+                    offset: str | None = None, link: str | None = None) -> "MLM":
         """A model from level-1 and level-2 equations.
 
         Each level-1 term gets a random effect by ``group`` unless it is
@@ -92,7 +99,7 @@ class MLM:
         'mAch ~ 1 + meanses + cses + cses:meanses + (1 + cses | school)'
         """
         self = cls.__new__(cls)
-        self._init(spec_from_levels(level1, level2, group, fixed=fixed, family=family), data, priors, trials, offset)
+        self._init(spec_from_levels(level1, level2, group, fixed=fixed, family=family, link=link), data, priors, trials, offset)
         check_level2_constant(self.design.data, group_labels(self.design.data, group), group, dict(level2 or {}))
         return self
 

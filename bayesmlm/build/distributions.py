@@ -21,6 +21,8 @@ DISTRIBUTIONS = {
     "half_normal": pm.HalfNormal,
     "half_student_t": pm.HalfStudentT,
     "exponential": pm.Exponential,
+    "gamma": pm.Gamma,
+    "inv_gamma": pm.InverseGamma,
 }
 
 

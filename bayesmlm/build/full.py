@@ -12,9 +12,14 @@ the predictors' means; ``fixef`` holds the coefficients on the data's scale.
 
 Posterior variables are named as :mod:`bayesmlm.schema` says.
 
-The outcome ``y`` (dims ``obs``) is normal (identity link), bernoulli or
-binomial (logit link, ``logit_p``) or poisson (log link); the offset, where
-there is one, is added to the linear predictor. Given ``cells``
+The outcome ``y`` (dims ``obs``) is normal or Student-t (identity link;
+``sigma``, and ``nu`` for student), bernoulli or binomial (logit link,
+``logit_p``), poisson or negative binomial (log link; NB2 with shape ``phi``:
+var = mu + mu^2 / phi, as glmer.nb and brms), or cumulative (ordinal:
+``pm.OrderedLogistic`` or ``pm.OrderedProbit`` with ordered ``thresholds``,
+sampled through PyMC's ordered transform in a basis centred at X's means and
+reported for the uncentred X; X has no intercept). The offset, where there is
+one, is added to the linear predictor. Given ``cells``
 (:func:`bayesmlm.design.aggregate.aggregate_rows`), the likelihood runs over
 cells instead of rows: ``y_cell`` (dims ``cell``) is binomial or poisson, and
 the potential ``aggregation_constant`` makes the log-density equal the
@@ -31,8 +36,24 @@ from ..design.aggregate import Cells
 from ..design.matrices import Design
 from ..design.priors import Prior, cor_name, sd_name
 from ..errors import SpecError
-from ..schema import FIXED, FIXED_DIM, SIGMA, block_coords, cor_var, level_dim, safe_name, sd_var, u_var, variable_dims
-from .distributions import lkj_block, scalar_rv, vector_rv
+from ..schema import (
+    FIXED,
+    FIXED_DIM,
+    NU,
+    PHI,
+    SIGMA,
+    THRESHOLD_DIM,
+    THRESHOLDS,
+    block_coords,
+    cor_var,
+    level_dim,
+    safe_name,
+    sd_var,
+    threshold_names,
+    u_var,
+    variable_dims,
+)
+from .distributions import DISTRIBUTIONS, lkj_block, scalar_rv, vector_rv
 
 __all__ = ["build_full_model", "model_coords", "centred_basis", "centred_fixed_terms"]
 
@@ -48,6 +69,8 @@ def model_coords(design: Design) -> dict[str, list[str]]:
     ['(Intercept):Days']
     """
     coords = {FIXED_DIM: list(design.fixed_terms)}
+    if design.categories is not None:
+        coords[THRESHOLD_DIM] = threshold_names(design.categories)
     for f in design.factors.values():
         coords[level_dim(f.name)] = list(f.levels)
     for b in design.blocks:
@@ -59,7 +82,8 @@ def _fixed_part(design: Design, priors: dict[str, Prior], rows):
     X = design.X[rows]
     if X.shape[1] == 0:
         return pt.zeros(X.shape[0]), None
-    center = design.x_centre
+    # A cumulative model's thresholds take the intercept's place and absorb the centring (see _thresholds).
+    center = design.X.mean(axis=0) if design.spec.family.name == "cumulative" else design.x_centre
     fixed = [priors[t] for t in design.fixed_terms]
     beta_c = vector_rv("b_centred", [p.dist for p in fixed], [p.kwargs for p in fixed], dims=FIXED_DIM)
     if design.has_intercept:
@@ -177,13 +201,36 @@ def _cell_likelihood(cells: Cells, eta) -> None:
     pm.Potential("aggregation_constant", pt.constant(cells.constant))
 
 
-def _likelihood(design: Design, eta, priors: dict[str, Prior]) -> None:
+def _thresholds(design: Design, priors: dict[str, Prior], beta):
+    """The ordered thresholds of a cumulative model, sampled for the centred X; ``thresholds`` for the data's X."""
+    k = len(design.categories) - 1
+    prior = priors[THRESHOLDS]
+    c = DISTRIBUTIONS[prior.dist]("thresholds_centred", **prior.kwargs, transform=pm.distributions.transforms.ordered,
+                                  initval=np.linspace(-1.5, 1.5, k), dims=THRESHOLD_DIM)
+    shift = 0.0 if beta is None else pt.dot(design.X.mean(axis=0), beta)
+    pm.Deterministic(THRESHOLDS, c + shift, dims=THRESHOLD_DIM)
+    return c
+
+
+def _likelihood(design: Design, eta, priors: dict[str, Prior], beta=None) -> None:
     family = design.spec.family.name
     if design.offset is not None:
         eta = eta + design.offset
     if family == "gaussian":
         sigma = scalar_rv(SIGMA, priors[SIGMA].dist, priors[SIGMA].kwargs)
         pm.Normal("y", mu=eta, sigma=sigma, observed=design.y, dims="obs")
+    elif family == "student":
+        sigma = scalar_rv(SIGMA, priors[SIGMA].dist, priors[SIGMA].kwargs)
+        nu = scalar_rv(NU, priors[NU].dist, priors[NU].kwargs)
+        pm.StudentT("y", nu=nu, mu=eta, sigma=sigma, observed=design.y, dims="obs")
+    elif family == "negbinomial":
+        phi = scalar_rv(PHI, priors[PHI].dist, priors[PHI].kwargs)
+        pm.NegativeBinomial("y", mu=pt.exp(eta), alpha=phi, observed=design.y.astype(np.int64), dims="obs")
+    elif family == "cumulative":
+        cut = _thresholds(design, priors, beta)
+        ordered = pm.OrderedProbit if design.spec.family.link == "probit" else pm.OrderedLogistic
+        kw = {"sigma": 1.0} if design.spec.family.link == "probit" else {}
+        ordered("y", eta=eta, cutpoints=cut, observed=design.y.astype(np.int64), dims="obs", **kw)
     elif family == "bernoulli":
         pm.Bernoulli("y", logit_p=eta, observed=design.y.astype(np.int64), dims="obs")
     elif family == "binomial":
@@ -224,7 +271,7 @@ def build_full_model(design: Design, priors: dict[str, Prior], *, cells: Cells |
         eta, beta = _fixed_part(design, priors, rows)
         eta = eta + _random_part(design, priors, rows, parameterization or {}, beta)
         if cells is None:
-            _likelihood(design, eta, priors)
+            _likelihood(design, eta, priors, beta)
         else:
             _cell_likelihood(cells, eta)
     return model

@@ -30,8 +30,12 @@ Everything that reads the rows afterwards (tables, predictions, ppc and the
 pointwise log-likelihood behind LOO) still reads the design's rows: a cell's
 log-likelihood is split back into its rows exactly by computing each row's own
 term, so LOO leaves one row out, not one cell. Gaussian rows are never
-aggregated here (their sufficient statistics are the fast path's). Nothing
-here imports PyMC.
+aggregated here (their sufficient statistics are the fast path's); nor are
+student or negbinomial rows: their per-row likelihood has no count that adds
+up over rows (a sum of negative binomials with a shared mean is negative
+binomial only with the shapes added, and a Student-t has no sufficient
+statistic), so :func:`aggregate_rows` returns None for them and the model
+runs over the rows. Nothing here imports PyMC.
 """
 
 from __future__ import annotations
