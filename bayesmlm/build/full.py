@@ -115,7 +115,8 @@ def centred_basis(block) -> np.ndarray:
     return a_inv
 
 
-def centred_fixed_terms(design: Design, parameterization: dict[str, str]) -> dict[str, tuple[str, ...]]:
+def centred_fixed_terms(design: Design, parameterization: dict[str, str],
+                        located: tuple[str, ...] = ()) -> dict[str, tuple[str, ...]]:
     """Per centred block, the fixed effects its group coefficients are centred on.
 
     A fixed term is the mean of one centred block only: the first (in the
@@ -123,6 +124,8 @@ def centred_fixed_terms(design: Design, parameterization: dict[str, str]) -> dic
     two crossed factors' intercepts on the same gamma_0 leaves a ridge that
     only their priors hold (id effects up by c, item effects down by c, the
     same predictions): the second block's effects are then centred on zero.
+    ``located`` are terms without a fixed effect that a block may be centred
+    on all the same (a cumulative model's intercept, see :func:`build_full_model`).
 
     Examples
     --------
@@ -135,12 +138,12 @@ def centred_fixed_terms(design: Design, parameterization: dict[str, str]) -> dic
     for b in design.blocks:
         if parameterization.get(b.group, "non-centred") != "centred":
             continue
-        out[b.label] = tuple(t for t in b.terms if t in design.fixed_terms and t not in taken)
+        out[b.label] = tuple(t for t in b.terms if (t in design.fixed_terms or t in located) and t not in taken)
         taken |= set(out[b.label])
     return out
 
 
-def _centred_block(design: Design, b, chol, beta, dims, on: tuple[str, ...]) -> object:
+def _centred_block(design: Design, b, chol, beta, dims, on: tuple[str, ...], location: dict | None = None) -> object:
     """u of a centred block, sampled as the group coefficients b_j = beta_Z + u_j in a basis centred at Z's means.
 
     Hierarchical centring (Gelfand, Sahu and Carlin 1995): where the data pin down
@@ -149,10 +152,15 @@ def _centred_block(design: Design, b, chol, beta, dims, on: tuple[str, ...]) -> 
     v_j = A^-1 b_j (the intercept at Z's column means, A^-1 = I + e_0 zbar')
     removes the intercept-slope correlation of uncentred predictors. Both are
     linear with unit Jacobian: the model is u_j ~ MvNormal(0, L L') exactly.
-    ``on`` are the terms whose fixed effects b_j is centred on (:func:`centred_fixed_terms`).
+    ``on`` are the terms whose fixed effects b_j is centred on (:func:`centred_fixed_terms`);
+    ``location`` maps a term without a fixed effect to the mean it is centred on instead.
     """
-    beta_z = pt.stack([beta[design.fixed_terms.index(t)] if beta is not None and t in on else pt.constant(0.0)
-                       for t in b.terms])
+    def mean_of(t: str):
+        if t not in on:
+            return pt.constant(0.0)
+        return beta[design.fixed_terms.index(t)] if t in design.fixed_terms else location[t]
+
+    beta_z = pt.stack([mean_of(t) for t in b.terms])
     a_inv = centred_basis(b)
     a = np.linalg.inv(a_inv)
     chol_v = chol if np.allclose(a_inv, np.eye(b.q)) else pt.linalg.cholesky(a_inv @ chol @ chol.T @ a_inv.T)
@@ -160,9 +168,10 @@ def _centred_block(design: Design, b, chol, beta, dims, on: tuple[str, ...]) -> 
     return pm.Deterministic(u_var(b.label), pt.dot(v, a.T) - beta_z, dims=dims[u_var(b.label)])
 
 
-def _random_part(design: Design, priors: dict[str, Prior], rows, parameterization: dict[str, str], beta):
+def _random_part(design: Design, priors: dict[str, Prior], rows, parameterization: dict[str, str], beta,
+                 location: dict | None = None):
     eta = 0.0
-    centred_on = centred_fixed_terms(design, parameterization)
+    centred_on = centred_fixed_terms(design, parameterization, tuple(location or ()))
     for b in design.blocks:
         dims = variable_dims(b.label, b.group, b.correlated)
         sd_priors = [priors[sd_name(b.label, t)] for t in b.terms]
@@ -177,13 +186,13 @@ def _random_part(design: Design, priors: dict[str, Prior], rows, parameterizatio
             pm.Deterministic(sd_var(b.label), sds, dims=dims[sd_var(b.label)])
             pm.Deterministic(cor_var(b.label), corr[iu], dims=dims[cor_var(b.label)])
             if centred:
-                u = _centred_block(design, b, chol, beta, dims, centred_on[b.label])
+                u = _centred_block(design, b, chol, beta, dims, centred_on[b.label], location)
             else:
                 u = pm.Deterministic(u_var(b.label), pt.dot(z, chol.T), dims=dims[u_var(b.label)])
         else:
             sds = vector_rv(sd_var(b.label), dists, params, dims=dims[sd_var(b.label)])
             if centred:
-                u = _centred_block(design, b, pt.diag(sds), beta, dims, centred_on[b.label])
+                u = _centred_block(design, b, pt.diag(sds), beta, dims, centred_on[b.label], location)
             else:
                 u = pm.Deterministic(u_var(b.label), z * sds, dims=dims[u_var(b.label)])
         index = design.factors[b.group].index[rows]
@@ -191,9 +200,21 @@ def _random_part(design: Design, priors: dict[str, Prior], rows, parameterizatio
     return eta
 
 
-def _cell_likelihood(cells: Cells, eta) -> None:
+def _ordered(design: Design, eta, cut):
+    """PyMC's ordered distribution of the design's link."""
+    if design.spec.family.link == "probit":
+        return pm.OrderedProbit.dist(eta=eta, cutpoints=cut, sigma=1.0)
+    return pm.OrderedLogistic.dist(eta=eta, cutpoints=cut)
+
+
+def _cell_likelihood(design: Design, cells: Cells, eta, cut) -> None:
     if cells.offset is not None:
         eta = eta + cells.offset
+    if cells.family == "cumulative":  # sum_k n_ck log p_k(cell), p_k exactly as the row-wise model computes it
+        K = cells.y.shape[1]
+        log_p = pt.stack([pm.logp(_ordered(design, eta, cut), np.full(cells.n_cells, k)) for k in range(K)], axis=1)
+        pm.Potential("y_cell", pt.sum(pt.constant(cells.y) * log_p))
+        return
     if cells.family == "poisson":
         pm.Poisson("y_cell", mu=pt.exp(eta), observed=cells.y.astype(np.int64), dims="cell")
     else:
@@ -212,7 +233,7 @@ def _thresholds(design: Design, priors: dict[str, Prior], beta):
     return c
 
 
-def _likelihood(design: Design, eta, priors: dict[str, Prior], beta=None) -> None:
+def _likelihood(design: Design, eta, priors: dict[str, Prior], cut=None) -> None:
     family = design.spec.family.name
     if design.offset is not None:
         eta = eta + design.offset
@@ -227,7 +248,6 @@ def _likelihood(design: Design, eta, priors: dict[str, Prior], beta=None) -> Non
         phi = scalar_rv(PHI, priors[PHI].dist, priors[PHI].kwargs)
         pm.NegativeBinomial("y", mu=pt.exp(eta), alpha=phi, observed=design.y.astype(np.int64), dims="obs")
     elif family == "cumulative":
-        cut = _thresholds(design, priors, beta)
         ordered = pm.OrderedProbit if design.spec.family.link == "probit" else pm.OrderedLogistic
         kw = {"sigma": 1.0} if design.spec.family.link == "probit" else {}
         ordered("y", eta=eta, cutpoints=cut, observed=design.y.astype(np.int64), dims="obs", **kw)
@@ -269,9 +289,13 @@ def build_full_model(design: Design, priors: dict[str, Prior], *, cells: Cells |
     coords = model_coords(design) | ({"obs": np.arange(design.n_obs)} if cells is None else {"cell": np.arange(cells.n_cells)})
     with pm.Model(coords=coords) as model:
         eta, beta = _fixed_part(design, priors, rows)
-        eta = eta + _random_part(design, priors, rows, parameterization or {}, beta)
+        cut = _thresholds(design, priors, beta) if design.categories is not None else None
+        # A centred random intercept of a cumulative model is centred on minus the thresholds' mean, the
+        # intercept they absorb, so that their common shift does not drag every group's effect along.
+        location = None if cut is None else {"(Intercept)": -pt.mean(cut)}
+        eta = eta + _random_part(design, priors, rows, parameterization or {}, beta, location)
         if cells is None:
-            _likelihood(design, eta, priors, beta)
+            _likelihood(design, eta, priors, cut)
         else:
-            _cell_likelihood(cells, eta)
+            _cell_likelihood(design, cells, eta, cut)
     return model

@@ -13,6 +13,11 @@ their likelihood terms can be added up before sampling:
   cell's offset is log(sum_i exp(o_i)) (a log-sum-exp). The offset need not be
   part of the key: rows with different exposures still collapse.
 
+- cumulative (ordinal) rows become one row of category counts per cell: the
+  rows of a cell share their category probabilities p_1..p_K, so their
+  log-likelihood is sum_k n_ck log p_k exactly (no constant: each row's term
+  is log p_{y_i}, with nothing in front).
+
 The cell likelihood differs from the product of its rows' likelihoods only by
 a term that does not depend on the parameters: for binomial cells
 sum_i log C(n_i, y_i) - log C(N_c, S_c), for poisson cells
@@ -50,7 +55,7 @@ from .matrices import Design
 __all__ = ["AGGREGATE_MAX_RATIO", "AGGREGATED_FAMILIES", "Cells", "cell_keys", "aggregate_rows"]
 
 AGGREGATE_MAX_RATIO = 0.5  # aggregate only where the cells are at most half the rows
-AGGREGATED_FAMILIES = ("bernoulli", "binomial", "poisson")
+AGGREGATED_FAMILIES = ("bernoulli", "binomial", "poisson", "cumulative")
 
 
 @dataclass(frozen=True, eq=False)
@@ -60,17 +65,18 @@ class Cells:
     Attributes
     ----------
     family : str
-        ``"bernoulli"`` or ``"binomial"`` (cells are binomial counts), or ``"poisson"``.
+        ``"bernoulli"`` or ``"binomial"`` (cells are binomial counts), ``"poisson"``, or ``"cumulative"``.
     row_cell : ndarray (N,)
         The cell of each row.
     first : ndarray (C,)
         One row of each cell: its X and Z rows, group levels (and, for
         bernoulli and binomial cells, offset) are the cell's.
-    y : ndarray (C,)
-        Successes or counts, summed over the cell's rows.
+    y : ndarray (C,), or (C, K) for cumulative cells
+        Successes or counts, summed over the cell's rows; for cumulative
+        cells the count of the cell's rows in each category.
     trials : ndarray (C,) or None
-        Trials summed over the cell's rows (a bernoulli row is one trial);
-        None for poisson cells.
+        Trials summed over the cell's rows (a bernoulli row is one trial; for
+        cumulative cells, the cell's rows); None for poisson cells.
     offset : ndarray (C,) or None
         The cell's offset on the link scale: the rows' own for bernoulli and
         binomial cells (None without one); log(sum_i exp(o_i)) for poisson
@@ -155,7 +161,7 @@ def _log_choose(n: np.ndarray, k: np.ndarray) -> np.ndarray:
 
 
 def aggregate_rows(design: Design, max_ratio: float = AGGREGATE_MAX_RATIO) -> Cells | None:
-    """Collapse the rows of a bernoulli, binomial or poisson design into cells; None where that does not pay.
+    """Collapse the rows of a bernoulli, binomial, poisson or cumulative design into cells; None where that does not pay.
 
     Parameters
     ----------
@@ -167,8 +173,8 @@ def aggregate_rows(design: Design, max_ratio: float = AGGREGATE_MAX_RATIO) -> Ce
     Returns
     -------
     Cells or None
-        None for a gaussian design, a design without rows, or rows that do
-        not collapse enough.
+        None for a gaussian, student or negbinomial design, a design without
+        rows, or rows that do not collapse enough.
 
     Examples
     --------
@@ -191,6 +197,12 @@ def aggregate_rows(design: Design, max_ratio: float = AGGREGATE_MAX_RATIO) -> Ce
         return None
     C = len(first)
     y = design.y.astype(float)
+    if family == "cumulative":
+        K = len(design.categories)
+        counts = np.zeros((C, K))
+        np.add.at(counts, (inv, design.y.astype(np.int64)), 1.0)
+        offset = None if design.offset is None else design.offset[first]
+        return Cells(family, inv, first, counts, counts.sum(axis=1), offset, 0.0)
     S = np.bincount(inv, weights=y, minlength=C)
     if family == "poisson":
         o = design.offset if design.offset is not None else np.zeros(n)

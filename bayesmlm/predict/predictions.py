@@ -184,8 +184,8 @@ def predict(fit, newdata: pd.DataFrame | None = None, kind: str = "mean", groups
     if kind == "link":
         inverse = lambda x: x  # noqa: E731
     elif ordinal:
-        values = category_values(fit.design.categories)
-        inverse = lambda eta, sl=None: np.exp(category_log_probs(eta, d.thresholds, family.link)) @ values  # noqa: E731
+        rating = category_values(fit.design.categories)
+        inverse = lambda eta: np.exp(category_log_probs(eta, d.thresholds, family.link)) @ rating  # noqa: E731
     else:
         inverse = _INVERSE[family.link]
     n = X.shape[0]
