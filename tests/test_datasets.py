@@ -32,6 +32,7 @@ EXPECTED = {
     "grouseticks": (403, "BROOD", 118),
     "mmmec": (354, "region", 78),
     "insteval": (73_421, "s", 2_972),
+    "wine": (72, "judge", 9),
     "ucb_admissions_wide": (12, "Dept", 6),
 }
 

@@ -53,7 +53,7 @@ from ..schema import (
     u_var,
     variable_dims,
 )
-from .distributions import DISTRIBUTIONS, lkj_block, scalar_rv, vector_rv
+from .distributions import DISTRIBUTIONS, lkj_block, ordinal_log_probs, scalar_rv, vector_rv
 
 __all__ = ["build_full_model", "model_coords", "centred_basis", "centred_fixed_terms"]
 
@@ -200,19 +200,11 @@ def _random_part(design: Design, priors: dict[str, Prior], rows, parameterizatio
     return eta
 
 
-def _ordered(design: Design, eta, cut):
-    """PyMC's ordered distribution of the design's link."""
-    if design.spec.family.link == "probit":
-        return pm.OrderedProbit.dist(eta=eta, cutpoints=cut, sigma=1.0)
-    return pm.OrderedLogistic.dist(eta=eta, cutpoints=cut)
-
-
 def _cell_likelihood(design: Design, cells: Cells, eta, cut) -> None:
     if cells.offset is not None:
         eta = eta + cells.offset
     if cells.family == "cumulative":  # sum_k n_ck log p_k(cell), p_k exactly as the row-wise model computes it
-        K = cells.y.shape[1]
-        log_p = pt.stack([pm.logp(_ordered(design, eta, cut), np.full(cells.n_cells, k)) for k in range(K)], axis=1)
+        log_p = ordinal_log_probs(eta, cut, design.spec.family.link)
         pm.Potential("y_cell", pt.sum(pt.constant(cells.y) * log_p))
         return
     if cells.family == "poisson":
