@@ -21,10 +21,10 @@ cbpp           56      15 herds               contagious bovine pleuropneumonia
 verbagg        7,584   316 persons x 24 items verbal aggression (crossed, binary)
 contraception  1,934   60 districts           contraception use in Bangladesh
 grouseticks    403     118 broods, 63 places  ticks on red grouse chicks (counts)
+wine           72      9 judges               wine bitterness ratings 1-5 (ordinal)
 mmmec          354     78 regions, 9 nations  melanoma deaths, expected counts
 insteval       73,421  2,972 students x       lecture evaluations at ETH Zurich
                        1,128 lecturers
-wine           72      9 judges               wine bitterness ratings 1-5 (ordinal)
 ============== ======= ====================== =====================================
 
 The last ten are exported from R packages (lme4 1.1-31, mlmRev 1.0-8, MASS
