@@ -118,7 +118,7 @@ def test_cumulative_within_half_a_posterior_sd_of_clmm(wine_fit):
     assert list(th.index) == list(ref["thresholds"])
     for name, v in ref["thresholds"].items():
         assert _within(th.loc[name], v["estimate"]), (name, th.loc[name, "mean"], v["estimate"])
-    assert "latent logit" in th.attrs["scale"] and "latent" in fe.attrs["scale"]
+    assert th.attrs["scale"] == "latent scale (logit link)" == fe.attrs["scale"]
     assert "Thresholds" in str(wine_fit.summary())
 
 
