@@ -186,3 +186,17 @@ def test_negbinomial_laplace_at_glmer_nb_phi_matches_and_phi_is_the_optimum():
     assert best.varcorr["sdcor"].iloc[0] == pytest.approx(ref["sd"]["LOCATION:(Intercept)"], rel=1e-3)
     assert best.loglik == pytest.approx(ref["logLik"], abs=1e-3)
     assert fits[1].loglik < best.loglik and fits[2].loglik < best.loglik  # glmer.nb's phi maximises it here too
+
+
+def test_config_takes_the_new_families_and_checks_the_link():
+    from bayesmlm.app.config import build_model, parse_config
+    from bayesmlm.errors import ConfigError
+
+    cfg = parse_config({"data": "wine", "formula": "rating ~ temp + contact + (1 | judge)", "family": "cumulative",
+                        "link": "probit"})
+    assert cfg.to_dict()["link"] == "probit"
+    assert build_model(cfg).spec.family.link == "probit"
+    assert parse_config({"data": "grouseticks", "formula": "TICKS ~ YEAR + (1 | BROOD)",
+                         "family": "negbinomial"}).family == "negbinomial"
+    with pytest.raises(ConfigError, match="Key 'link' is 'probit'. Allowed values for family 'poisson': log"):
+        parse_config({"data": "wine", "formula": "rating ~ temp + (1 | judge)", "family": "poisson", "link": "probit"})
