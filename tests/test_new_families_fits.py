@@ -144,3 +144,14 @@ def test_cumulative_category_predictions_ppc_and_loo(ordinal_fit):
     np.testing.assert_allclose(np.bincount(rep.ravel(), minlength=4) / rep.size, observed, atol=0.02)
     res = loo(ordinal_fit, draws=200)
     assert np.isfinite(res.elpd) and res.n_data_points == 4000
+
+
+def test_cumulative_predictive_plot_draws_the_categories(wine_fit):
+    from bayesmlm.plots.predictive import plot_predictive
+
+    fig = plot_predictive(wine_fit.ppc(draws=100, seed=3))
+    dist = fig.plotted["dist"]
+    observed = np.bincount(wine_fit.design.y.astype(int), minlength=5) / 72
+    np.testing.assert_allclose(dist["observed"], observed)
+    assert [t.get_text() for t in fig.axes[0].get_xticklabels()] == ["1", "2", "3", "4", "5"]
+    assert fig.axes[0].get_xlabel() == "rating (category)"
