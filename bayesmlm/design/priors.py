@@ -236,8 +236,9 @@ def resolve_priors(design: Design, overrides: dict | None) -> dict[str, Prior]:
         if (default.dist == "lkj") != (prior.dist == "lkj"):
             raise SpecError(f"Prior '{name}' must be {'an lkj' if default.dist == 'lkj' else 'a scalar'} distribution; got {prior}.")
         if default.dist in _POSITIVE_ONLY and prior.dist not in _POSITIVE_ONLY:
-            raise SpecError(f"Prior '{name}' is on a positive parameter: use half_normal, half_student_t, exponential, "
-                            f"gamma or inv_gamma; got {prior}.")
+            what = "a standard deviation" if name.startswith("sd(") or name == "sigma" else "a positive parameter"
+            raise SpecError(f"Prior '{name}' is on {what}: use half_normal, half_student_t, exponential, gamma or "
+                            f"inv_gamma; got {prior}.")
         if name == THRESHOLDS and prior.dist in _POSITIVE_ONLY:
             raise SpecError(f"Prior '{name}' is on the thresholds, which may be negative: use normal or student_t; got {prior}.")
         priors[name] = prior
