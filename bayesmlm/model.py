@@ -52,7 +52,10 @@ class MLM:
         lme4 syntax, e.g. ``"tech ~ 1 + smu + (1 + smu | country)"``.
     data : DataFrame
     family : str
-        ``"gaussian"`` (default), ``"bernoulli"``, ``"binomial"`` or ``"poisson"``.
+        ``"gaussian"`` (default), ``"student"`` (Student-t residuals),
+        ``"bernoulli"``, ``"binomial"``, ``"poisson"``, ``"negbinomial"``
+        (NB2, as glmer.nb) or ``"cumulative"`` (ordinal; its thresholds
+        replace the intercept).
     priors : dict, optional
         Overrides of the default priors by name (see :meth:`priors`), as
         :class:`~bayesmlm.Prior` objects or strings like ``"normal(0, 1)"``.
@@ -69,6 +72,10 @@ class MLM:
         weights: normalise them to the sample size first
         (:func:`bayesmlm.normalize_weights`); a weighted likelihood is not a
         design-based variance (README, "Weights").
+    link : str, optional
+        The link, where the family takes more than one
+        (:data:`bayesmlm.spec.formula.LINKS`): ``"logit"`` (default) or
+        ``"probit"`` for ``"cumulative"``.
 
     Examples
     --------
@@ -79,8 +86,9 @@ class MLM:
     """
 
     def __init__(self, formula: str, data: pd.DataFrame, family: str = "gaussian", priors: dict | None = None, *,
-                 trials: str | None = None, offset: str | None = None, weights: str | None = None):
-        self._init(parse_formula(formula, family), data, priors, trials, offset, weights)
+                 trials: str | None = None, offset: str | None = None, weights: str | None = None,
+                 link: str | None = None):
+        self._init(parse_formula(formula, family, link), data, priors, trials, offset, weights)
 
     def _init(self, spec: ModelSpec, data, priors, trials, offset, weights=None) -> None:
         self.spec: ModelSpec = spec
@@ -94,7 +102,8 @@ class MLM:
     @classmethod
     def from_levels(cls, level1: str, level2: dict | None = None, *, group: str | tuple[str, str], data: pd.DataFrame,
                     level3: dict | None = None, fixed=(), family: str = "gaussian", priors: dict | None = None,
-                    trials: str | None = None, offset: str | None = None, weights: str | None = None) -> "MLM":
+                    trials: str | None = None, offset: str | None = None, weights: str | None = None,
+                    link: str | None = None) -> "MLM":
         """A model from level-1 and level-2 equations, or level-1, level-2 and level-3 equations.
 
         Two levels (``group="school"``): each level-1 term gets a random
@@ -124,9 +133,9 @@ class MLM:
             if level3:
                 raise SpecError("level3 needs three levels: group=(school, class), outermost first; group is one "
                                 f"column, {group!r}.")
-            spec = spec_from_levels(level1, level2, group, fixed=fixed, family=family)
+            spec = spec_from_levels(level1, level2, group, fixed=fixed, family=family, link=link)
         else:
-            spec = spec_from_three_levels(level1, level2, level3, group, fixed=fixed or None, family=family)
+            spec = spec_from_three_levels(level1, level2, level3, group, fixed=fixed or None, family=family, link=link)
         self._init(spec, data, priors, trials, offset, weights)
         if isinstance(group, str):
             check_level2_constant(self.design.data, group_labels(self.design.data, group), group, dict(level2 or {}))

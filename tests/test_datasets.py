@@ -30,6 +30,7 @@ EXPECTED = {
     "verbagg": (7_584, "id", 316),
     "contraception": (1_934, "district", 60),
     "grouseticks": (403, "BROOD", 118),
+    "wine": (72, "judge", 9),
     "mmmec": (354, "region", 78),
     "insteval": (73_421, "s", 2_972),
     "ucb_admissions_wide": (12, "Dept", 6),

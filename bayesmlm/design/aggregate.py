@@ -13,6 +13,11 @@ their likelihood terms can be added up before sampling:
   cell's offset is log(sum_i exp(o_i)) (a log-sum-exp). The offset need not be
   part of the key: rows with different exposures still collapse.
 
+- cumulative (ordinal) rows become one row of category counts per cell: the
+  rows of a cell share their category probabilities p_1..p_K, so their
+  log-likelihood is sum_k n_ck log p_k exactly (no constant: each row's term
+  is log p_{y_i}, with nothing in front).
+
 The cell likelihood differs from the product of its rows' likelihoods only by
 a term that does not depend on the parameters: for binomial cells
 sum_i log C(n_i, y_i) - log C(N_c, S_c), for poisson cells
@@ -45,8 +50,12 @@ Everything that reads the rows afterwards (tables, predictions, ppc and the
 pointwise log-likelihood behind LOO) still reads the design's rows: a cell's
 log-likelihood is split back into its rows exactly by computing each row's own
 term, so LOO leaves one row out, not one cell. Gaussian rows are never
-aggregated here (their sufficient statistics are the fast path's). Nothing
-here imports PyMC.
+aggregated here (their sufficient statistics are the fast path's); nor are
+student or negbinomial rows: their per-row likelihood has no count that adds
+up over rows (a sum of negative binomials with a shared mean is negative
+binomial only with the shapes added, and a Student-t has no sufficient
+statistic), so :func:`aggregate_rows` returns None for them and the model
+runs over the rows. Nothing here imports PyMC.
 """
 
 from __future__ import annotations
@@ -61,7 +70,7 @@ from .matrices import Design
 __all__ = ["AGGREGATE_MAX_RATIO", "AGGREGATED_FAMILIES", "Cells", "cell_keys", "aggregate_rows", "cell_sums", "cell_constant"]
 
 AGGREGATE_MAX_RATIO = 0.5  # aggregate only where the cells are at most half the rows
-AGGREGATED_FAMILIES = ("bernoulli", "binomial", "poisson")
+AGGREGATED_FAMILIES = ("bernoulli", "binomial", "poisson", "cumulative")
 
 
 @dataclass(frozen=True, eq=False)
@@ -71,18 +80,20 @@ class Cells:
     Attributes
     ----------
     family : str
-        ``"bernoulli"`` or ``"binomial"`` (cells are binomial counts), or ``"poisson"``.
+        ``"bernoulli"`` or ``"binomial"`` (cells are binomial counts), ``"poisson"``, or ``"cumulative"``
+        (cells are category counts).
     row_cell : ndarray (N,) or None
         The cell of each row; None for cells read from files
         (:mod:`bayesmlm.fastpath.cell_readers`), which keep no rows.
     first : ndarray (C,)
         One row of each cell: its X and Z rows, group levels (and, for
         bernoulli and binomial cells, offset) are the cell's.
-    y : ndarray (C,)
-        Successes or counts, summed over the cell's rows.
+    y : ndarray (C,), or (C, K) for cumulative cells
+        Successes or counts, summed over the cell's rows; for cumulative
+        cells the count of the cell's rows in each category.
     trials : ndarray (C,) or None
-        Trials summed over the cell's rows (a bernoulli row is one trial);
-        None for poisson cells.
+        Trials summed over the cell's rows (a bernoulli row is one trial; for
+        cumulative cells, the cell's rows); None for poisson cells.
     offset : ndarray (C,) or None
         The cell's offset on the link scale: the rows' own for bernoulli and
         binomial cells (None without one); log(sum_i exp(o_i)) for poisson
@@ -176,7 +187,7 @@ def _log_choose(n: np.ndarray, k: np.ndarray) -> np.ndarray:
 
 
 def aggregate_rows(design: Design, max_ratio: float = AGGREGATE_MAX_RATIO) -> Cells | None:
-    """Collapse the rows of a bernoulli, binomial or poisson design into cells; None where that does not pay.
+    """Collapse the rows of a bernoulli, binomial, poisson or cumulative design into cells; None where that does not pay.
 
     Parameters
     ----------
@@ -188,8 +199,8 @@ def aggregate_rows(design: Design, max_ratio: float = AGGREGATE_MAX_RATIO) -> Ce
     Returns
     -------
     Cells or None
-        None for a gaussian design, a design without rows, or rows that do
-        not collapse enough.
+        None for a gaussian, student or negbinomial design, a design without
+        rows, or rows that do not collapse enough.
 
     Examples
     --------
@@ -211,6 +222,13 @@ def aggregate_rows(design: Design, max_ratio: float = AGGREGATE_MAX_RATIO) -> Ce
     if len(first) > limit:
         return None
     C = len(first)
+    if family == "cumulative":  # the (weighted) count of each category per cell; no constant
+        K = len(design.categories)
+        counts = np.zeros((C, K))
+        np.add.at(counts, (inv, design.y.astype(np.int64)), 1.0 if design.weights is None else design.weights)
+        offset = None if design.offset is None else design.offset[first]
+        return Cells(family, inv, first, counts, counts.sum(axis=1), offset, 0.0,
+                     weighted=design.weights is not None)
     if design.weights is not None:
         return _weighted_cells(design, first, inv)
     trials = design.trials.astype(float) if design.trials is not None else None

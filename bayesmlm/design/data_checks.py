@@ -259,6 +259,9 @@ _NO_VARIATION = {
     "bernoulli": "every row is {v:g}: a logit model needs both outcomes (its coefficients would go to infinity)",
     "binomial": "every trial is a {what}: a logit model needs both outcomes (its coefficients would go to infinity)",
     "poisson": "every count is 0: a log-rate model needs some counts above 0 (its rate would go to zero)",
+    "negbinomial": "every count is 0: a log-rate model needs some counts above 0 (its rate would go to zero)",
+    "student": "every row is {v:g}: there is no variation to model",
+    "cumulative": "every row is in one category: an ordinal model needs at least two (its thresholds would go to infinity)",
 }
 
 
@@ -278,7 +281,7 @@ def check_outcome_varies(y: np.ndarray, trials: np.ndarray | None, family: str, 
         if not (none or every):
             return
         detail = _NO_VARIATION[family].format(what="failure" if none else "success")
-    elif family == "poisson":
+    elif family in ("poisson", "negbinomial"):
         if (y > 0).any():
             return
         detail = _NO_VARIATION[family]

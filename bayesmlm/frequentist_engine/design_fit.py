@@ -57,6 +57,13 @@ def problem_of(design: Design) -> MixedProblem:
     ['plate', 'sample']
     """
     family = design.spec.family.name
+    if family == "student":
+        raise UnsupportedModelError("There is no frequentist column for family='student': lme4 has no Student-t "
+                                    "residuals, so the engine (which reproduces lme4) has no anchor to reproduce. "
+                                    "Compare with the gaussian fit (family='gaussian'), or read the posterior alone.")
+    if family == "cumulative":
+        raise UnsupportedModelError("The frequentist engine does not fit family='cumulative' yet; its reference is "
+                                    "R's ordinal::clmm (Laplace), e.g. clmm(rating ~ temp + contact + (1 | judge)).")
     if family not in FAMILIES:
         raise UnsupportedModelError(f"The frequentist engine fits the families {', '.join(FAMILIES)}; this model has "
                                     f"family='{family}'. Compare the posterior with a fit of that family elsewhere.")

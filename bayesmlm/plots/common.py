@@ -102,8 +102,10 @@ def population_label(fit, factor: str, term: str, prob: float, *, also: tuple[st
 
 def link_suffix(fit) -> str:
     """``" (link scale)"`` for generalized families, else empty."""
-    link = fit.design.spec.family.link
-    return "" if link == "identity" else f" ({link} link scale)"
+    family = fit.design.spec.family
+    if family.name == "cumulative":
+        return f" (latent {family.link} scale)"
+    return "" if family.link == "identity" else f" ({family.link} link scale)"
 
 
 def effect_label(fit, term: str) -> str:

@@ -51,7 +51,10 @@ def _pct(prob: float) -> str:
 
 
 def _scale(obj) -> str:
-    return _SCALE[obj.design.spec.family.link]
+    family = obj.design.spec.family
+    if family.name == "cumulative":
+        return f" (latent {family.link} scale)"
+    return _SCALE[family.link]
 
 
 def overview_section(fit, title: str = "") -> Section:

@@ -47,8 +47,9 @@ def intercept_variances(design, sd_of) -> dict:
     return {b.group: sd_of(b.label) ** 2 for b in design.blocks}
 
 
-def residual_variance(design, sigma=None):
-    """sigma^2 for a gaussian model (``sigma`` given), pi^2/3 for a logit link; other links are refused.
+def residual_variance(design, sigma=None, nu=None):
+    """The residual variance: sigma^2 (gaussian), sigma^2 nu / (nu - 2) (student, ``nu`` given; NaN where
+    nu <= 2, which has none), pi^2/3 for a logit and 1 for a probit link (the latent scale); others are refused.
 
     Examples
     --------
@@ -59,10 +60,17 @@ def residual_variance(design, sigma=None):
     3.29
     """
     fam = design.spec.family
+    if fam.name == "student":
+        if nu is None:
+            raise UnsupportedModelError("A variance partition of a student model needs its nu: pass nu=.")
+        out = sigma**2 * nu / (nu - 2)
+        return out.where(nu > 2) if isinstance(out, xr.DataArray) else (out if nu > 2 else np.nan)
     if fam.has_sigma:
         return sigma**2
     if fam.link == "logit":
         return LOGIT_RESIDUAL_VARIANCE
+    if fam.link == "probit":
+        return 1.0
     raise UnsupportedModelError(f"A variance partition for the {fam.link} link ({fam.name} family) is not defined "
                                 "here: its residual variance depends on the mean. It is for gaussian and logit models.")
 
@@ -126,6 +134,7 @@ def posterior_partition(design, posterior, parents: dict) -> xr.DataArray:
     """
     variances = intercept_variances(design, lambda label: posterior[sd_var(label)].squeeze(drop=True))
     sigma = posterior[SIGMA] if design.spec.family.has_sigma else None
-    out = partition_of(variances, residual_variance(design, sigma), parents)
+    nu = posterior["nu"] if design.spec.family.name == "student" else None
+    out = partition_of(variances, residual_variance(design, sigma, nu), parents)
     return out.transpose("chain", "draw", "component")
 

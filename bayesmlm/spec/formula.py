@@ -13,7 +13,8 @@ from dataclasses import dataclass
 
 from ..errors import ArgumentError, SpecError
 
-__all__ = ["Family", "FAMILIES", "RandomBlock", "ModelSpec", "parse_formula", "spec_from_levels", "rhs_terms"]
+__all__ = ["Family", "FAMILIES", "LINKS", "family_of", "RandomBlock", "ModelSpec", "parse_formula", "spec_from_levels",
+           "rhs_terms"]
 
 
 @dataclass(frozen=True)
@@ -23,11 +24,12 @@ class Family:
     Attributes
     ----------
     name : str
-        "gaussian", "bernoulli", "binomial" or "poisson".
+        "gaussian", "student", "bernoulli", "binomial", "poisson",
+        "negbinomial" or "cumulative".
     link : str
-        "identity", "logit" or "log".
+        "identity", "logit", "log" or "probit".
     has_sigma : bool
-        Whether the family has a residual standard deviation.
+        Whether the family has a residual scale sigma (gaussian, student).
     """
 
     name: str
@@ -37,10 +39,33 @@ class Family:
 
 FAMILIES = {
     "gaussian": Family("gaussian", "identity", True),
+    "student": Family("student", "identity", True),
     "bernoulli": Family("bernoulli", "logit", False),
     "binomial": Family("binomial", "logit", False),
     "poisson": Family("poisson", "log", False),
+    "negbinomial": Family("negbinomial", "log", False),
+    "cumulative": Family("cumulative", "logit", False),
 }
+
+LINKS = {name: (fam.link,) for name, fam in FAMILIES.items()} | {"cumulative": ("logit", "probit")}
+"""The links each family takes, its default first."""
+
+
+def family_of(family: str, link: str | None = None) -> Family:
+    """The family named, with its default link or the ``link`` asked for.
+
+    Examples
+    --------
+    >>> family_of("cumulative", "probit")
+    Family(name='cumulative', link='probit', has_sigma=False)
+    """
+    if not isinstance(family, str) or family not in FAMILIES:
+        raise SpecError(f"Unknown family {family!r}. Valid families: {', '.join(FAMILIES)}.")
+    if link is None or link == FAMILIES[family].link:
+        return FAMILIES[family]
+    if link not in LINKS[family]:
+        raise SpecError(f"family='{family}' takes the link(s) {', '.join(map(repr, LINKS[family]))}; got link={link!r}.")
+    return Family(family, link, FAMILIES[family].has_sigma)
 
 
 @dataclass(frozen=True)
@@ -227,7 +252,7 @@ def _uncorrelated_terms(expr: str) -> list[str]:
     return (["1"] if intercept else []) + [f"0 + {t}" for t in terms]
 
 
-def parse_formula(formula: str, family: str = "gaussian") -> ModelSpec:
+def parse_formula(formula: str, family: str = "gaussian", link: str | None = None) -> ModelSpec:
     """Parse an lme4-style mixed formula.
 
     Parameters
@@ -237,6 +262,8 @@ def parse_formula(formula: str, family: str = "gaussian") -> ModelSpec:
         random effects; ``(1 | a/b)`` nests ``b`` in ``a``.
     family : str
         One of :data:`FAMILIES`.
+    link : str, optional
+        One of the family's :data:`LINKS` (default: its first).
 
     Returns
     -------
@@ -244,14 +271,15 @@ def parse_formula(formula: str, family: str = "gaussian") -> ModelSpec:
 
     Examples
     --------
+    >>> parse_formula("rating ~ temp + (1 | judge)", "cumulative", link="probit").family.link
+    'probit'
     >>> spec = parse_formula("tech ~ smu + (1 + smu | country)")
     >>> spec.formula
     'tech ~ 1 + smu + (1 + smu | country)'
     >>> [b.correlated for b in parse_formula("y ~ x + (1 + x || g)").random]
     [False, False]
     """
-    if not isinstance(family, str) or family not in FAMILIES:
-        raise SpecError(f"Unknown family {family!r}. Valid families: {', '.join(FAMILIES)}.")
+    fam = family_of(family, link)
     if not isinstance(formula, str) or "~" not in formula:
         raise SpecError(f"A formula needs '~' between the outcome and the predictors, as in 'y ~ x + (1 | g)'; got {formula!r}.")
     lhs, rhs = formula.split("~", 1)
@@ -281,7 +309,7 @@ def parse_formula(formula: str, family: str = "gaussian") -> ModelSpec:
                         "regression without groups use a plain regression tool (bambi.Model(formula, data) for a "
                         "Bayesian one, statsmodels.formula.api.ols or glm for a frequentist one).")
     _check_outcome_not_predictor(formula, response, fixed, blocks)
-    return ModelSpec(response, fixed, tuple(blocks), FAMILIES[family])
+    return ModelSpec(response, fixed, tuple(blocks), fam)
 
 
 def _names_read(expr: str) -> set[str]:
@@ -313,7 +341,8 @@ def _normalise_fixed(rhs: str) -> str:
     return "1 + " + rhs
 
 
-def spec_from_levels(level1: str, level2: dict | None, group: str, *, fixed=(), family: str = "gaussian") -> ModelSpec:
+def spec_from_levels(level1: str, level2: dict | None, group: str, *, fixed=(), family: str = "gaussian",
+                     link: str | None = None) -> ModelSpec:
     """Combine level-1 and level-2 equations into one mixed model.
 
     Substitutes each level-2 equation into the level-1 equation, as in
@@ -335,6 +364,8 @@ def spec_from_levels(level1: str, level2: dict | None, group: str, *, fixed=(), 
         Level-1 terms whose coefficient does not vary by group (no ``u_kj``).
     family : str
         One of :data:`FAMILIES`.
+    link : str, optional
+        One of the family's :data:`LINKS`.
 
     Examples
     --------
@@ -383,4 +414,4 @@ def spec_from_levels(level1: str, level2: dict | None, group: str, *, fixed=(), 
         rand = f" + ({expr} | {group})"
     if not random_terms:
         raise SpecError("Every level-1 term is marked fixed: a multilevel model needs at least one random term.")
-    return parse_formula(f"{response} ~ {' + '.join(fixed_terms)}{rand}", family)
+    return parse_formula(f"{response} ~ {' + '.join(fixed_terms)}{rand}", family, link)
