@@ -18,6 +18,7 @@ from .design.matrices import Design, build_design, group_labels
 from .design.parameterization import choose_parameterization
 from .design.priors import Prior, priors_table, resolve_priors
 from .errors import ArgumentError, UnsupportedModelError
+from .fastpath.crossed_stats import crossed_problem
 from .fastpath.fit import fit_collapsed
 from .fastpath.stats import GroupStats, collapse_problem
 from .frequentist_engine.design_fit import fit_design
@@ -300,19 +301,27 @@ class MLM:
                                 f"sampler={sampler!r}. Pass init='sampler'.")
         settings = SamplerSettings(draws, tune, chains, seed, sampler, target_accept, progressbar).resolved()
         problem = collapse_problem(self.design)
+        crossed = problem is not None and crossed_problem(self.design) is None  # the crossed route (fastpath.crossed_fit)
         if method == "auto":
-            method = "full" if problem or sampler not in ("nutpie", "pymc") else "collapsed"
+            samplers = ("nutpie",) if crossed else ("nutpie", "pymc")
+            method = "full" if (problem and not crossed) or sampler not in samplers else "collapsed"
         if method == "full":
             self.design.require_rows("method='full'")
         elif init == "frequentist":
             raise ArgumentError("init='frequentist' is for method='full' (the random effects sampled); this fit is "
                                 "collapsed, whose sampler starts on its own. Pass method='full' with it.")
-        elif parameterization != "auto":
+        elif parameterization != "auto" and not crossed:
             raise ArgumentError(f"parameterization={parameterization!r} is for method='full' (the random effects "
                                 "sampled); this fit is collapsed (the random effects integrated out). Pass method='full' "
                                 "with it.")
         cells, choice, begin = None, {}, _StartChoice("sampler", "", 0.0, None)  # where the chains start
-        if method == "collapsed":
+        route = "one-factor" if method == "collapsed" else "full"
+        if method == "collapsed" and crossed:
+            from .fastpath.crossed_fit import ROUTE, fit_crossed  # Numba compiles its callbacks on import
+
+            idata, seconds_build, seconds_sample, plan = fit_crossed(self.design, self.prior_dict, settings, parameterization)
+            choice, route = plan.parameterization, ROUTE
+        elif method == "collapsed":
             idata, seconds_build, seconds_sample = fit_collapsed(self.design, self.prior_dict, settings, self._stats)
         else:
             from .build.full import build_full_model
@@ -329,7 +338,7 @@ class MLM:
         n_obs = self._stats.n_obs if self._stats is not None else self.design.n_obs
         record = FitRecord(settings, method, diag, seconds_build, seconds_sample, n_obs, self.design.rows_dropped,
                            None if cells is None else cells.n_cells, choice, begin.init, begin.note, begin.seconds,
-                           route="one-factor" if method == "collapsed" else "full")
+                           route=route)
         return Fit(self.design, self.prior_dict, idata, record)
 
     def _frequentist_start(self, pmodel, choice: dict[str, str]) -> "_StartChoice":
