@@ -19,8 +19,8 @@ a_j = sigma^2 + n_j tau_c^2 and s = Z_c'y* - B theta:
 and the derivatives in tau_c^2 and sigma^2 are sums over j (written below).
 Priors are those of :mod:`bayesmlm.design.priors` (SDs and sigma on the log
 scale, with the log Jacobian), as in the full model. Everything the kernel
-reads is one float64 buffer (:func:`pack_buffer`); index arrays are stored as
-floats. Compiled once per machine (Numba's disk cache).
+reads is one float64 buffer (:func:`pack_buffer`); the sparse index arrays are
+stored as int64 bit patterns in it. Compiled once per machine (Numba's disk cache).
 """
 
 from __future__ import annotations
@@ -37,7 +37,8 @@ __all__ = ["PRIOR_CODES", "NON_CENTRED", "CENTRED", "COLLAPSED", "HEAD", "pack_b
 PRIOR_CODES = {"normal": 0, "student_t": 1, "half_normal": 2, "half_student_t": 3, "exponential": 4}
 COLLAPSED, NON_CENTRED, CENTRED = 0, 1, 2
 HEAD = 12  # d[0] = buffer length, then n_dim, p, M, J_c, nnz(W'W), nnz(B), K, n_obs, n_expanded, unused x2
-_OPTIONS = {"cache": True, "error_model": "numpy", "nogil": True}
+# Reassociation and contraction, but not "no NaN / no infinity": a NaN must still reach the sampler.
+_OPTIONS = {"cache": True, "error_model": "numpy", "nogil": True, "fastmath": {"nsz", "arcp", "contract", "afn", "reassoc"}}
 _LOG_2PI = math.log(2.0 * math.pi)
 
 
@@ -77,9 +78,12 @@ def pack_buffer(stats, kinds, mu_index, prior_rows, fixed_rows, sigma_row, paren
     n_expanded = p + K + 1 + sum(stats.block_sizes)
     parents = parents or [None] * K
     starts = np.cumsum([p] + [sizes[k] if kinds[k] != COLLAPSED else 0 for k in range(K)])[:-1]
+    def bits(a):  # indices kept as int64 bit patterns, read back through d.view(np.int64)
+        return np.asarray(a, dtype=np.int64).view(np.float64)
+
     parts = [np.ravel(fixed_rows), sigma_row, stats.x_centre, [stats.y_shift, stats.yty], stats.wty,
-             stats.wtw.indptr, stats.wtw.indices, stats.wtw.data, stats.b.indptr, stats.b.indices, stats.b.data,
-             stats.zcy, stats.zcz]
+             bits(stats.wtw.indptr), bits(stats.wtw.indices), stats.wtw.data, bits(stats.b.indptr), bits(stats.b.indices),
+             stats.b.data, stats.zcy, stats.zcz]
     end = HEAD + 10 * K + sum(np.size(a) for a in parts)
     blocks, maps = [], []
     for k in range(K):
@@ -194,10 +198,11 @@ def logp_grad(x, d, grad):
     # the likelihood in theta: r'r and W'W theta
     wtwt = np.empty(M)
     rr = d[o_ys + 1]
+    di = d.view(np.int64)
     for a in range(M):
         acc = 0.0
-        for k in range(int(d[o_wp + a]), int(d[o_wp + a + 1])):
-            acc += d[o_wd + k] * theta[int(d[o_wi + k])]
+        for k in range(di[o_wp + a], di[o_wp + a + 1]):
+            acc += d[o_wd + k] * theta[di[o_wi + k]]
         wtwt[a] = acc
         rr += theta[a] * (acc - 2.0 * d[o_wty + a])
     gtheta = np.empty(M)
@@ -217,9 +222,9 @@ def logp_grad(x, d, grad):
     ds2 = 0.0
     for j in range(Jc):
         s = d[o_zcy + j]
-        k0, k1 = int(d[o_bp + j]), int(d[o_bp + j + 1])
+        k0, k1 = di[o_bp + j], di[o_bp + j + 1]
         for k in range(k0, k1):
-            s -= d[o_bd + k] * theta[int(d[o_bi + k])]
+            s -= d[o_bd + k] * theta[di[o_bi + k]]
         n = d[o_zcz + j]
         a = s2 + n * t2
         logdet += math.log(a)
@@ -229,7 +234,7 @@ def logp_grad(x, d, grad):
         ds2 += 1.0 / a + t2 * ss * (a + s2) / (a * a * s2 * s2)
         ws = t2 * s / a
         for k in range(k0, k1):
-            gtheta[int(d[o_bi + k])] -= d[o_bd + k] * ws
+            gtheta[di[o_bi + k]] -= d[o_bd + k] * ws
     lp += -0.5 * (n_obs * _LOG_2PI + (n_obs - Jc) * math.log(s2) + logdet + rr / s2 - t2 * quad / s2)
     grad[n_dim - 1] += -0.5 * ((n_obs - Jc) / s2 + ds2 - rr / (s2 * s2)) * 2.0 * s2
     grad[o_sd + kc] += 0.5 * dt2 * 2.0 * t2
