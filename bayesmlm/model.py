@@ -255,7 +255,9 @@ class MLM:
             ``"collapsed"`` integrates the random effects out of a Gaussian
             model with one grouping factor, samples on per-group sufficient
             statistics, and draws every u_j from its exact conditional
-            afterwards (:mod:`bayesmlm.fastpath.fit`); ``"full"`` samples the
+            afterwards (:mod:`bayesmlm.fastpath.fit`), or, for crossed factors
+            whose blocks have one term each, the factor with the most levels
+            (:mod:`bayesmlm.fastpath.crossed_fit`, nutpie only); ``"full"`` samples the
             u_j as parameters (centred or non-centred, see ``parameterization``); ``"auto"`` (default)
             is ``"collapsed"`` where it applies (with ``sampler="nutpie"`` or
             ``"pymc"``) and ``"full"`` otherwise.
@@ -272,7 +274,8 @@ class MLM:
             non-centred random effects per grouping factor from the data
             (:mod:`bayesmlm.design.parameterization`); ``"centred"`` or
             ``"non-centred"`` for every factor, or a dict such as
-            ``{"country": "centred"}`` (factors not named: ``"auto"``).
+            ``{"country": "centred"}`` (factors not named: ``"auto"``). The
+            crossed route takes it for its sampled factors.
             ``fit.record.parameterization`` says what ran.
         init : str
             Where the chains of ``method="full"`` start. ``"frequentist"``: at
@@ -317,7 +320,8 @@ class MLM:
         cells, choice, begin = None, {}, _StartChoice("sampler", "", 0.0, None)  # where the chains start
         route = "one-factor" if method == "collapsed" else "full"
         if method == "collapsed" and crossed:
-            from .fastpath.crossed_fit import ROUTE, fit_crossed  # Numba compiles its callbacks on import
+            # imported here: Numba loads its compiled callbacks on import
+            from .fastpath.crossed_fit import ROUTE, fit_crossed
 
             idata, seconds_build, seconds_sample, plan = fit_crossed(self.design, self.prior_dict, settings, parameterization)
             choice, route = plan.parameterization, ROUTE

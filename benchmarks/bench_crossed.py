@@ -93,15 +93,15 @@ def main() -> None:
         ratio = b["wall"] / r_sec
         target = b["wall"] < 5.0 if name == "penicillin" else ratio <= 2.0
         lines += [f"## {name}: {formula}",
-                  f"bayesmlm: {b['wall']:.1f} s, route={b['route']} (method={b['method']}), "
-                  f"parameterization={b['parameterization']}",
-                  f"  max R-hat {b['rhat']:.4f}, min bulk ESS {b['ess_bulk']:.0f}, min tail ESS {b['ess_tail']:.0f}, "
-                  f"divergences {b['divergences']}, converged={b['converged']}",
+                  (f"bayesmlm: {b['wall']:.1f} s, route={b['route']} (method={b['method']}), "
+                   f"parameterization={b['parameterization']}"),
+                  (f"  max R-hat {b['rhat']:.4f}, min bulk ESS {b['ess_bulk']:.0f}, min tail ESS {b['ess_tail']:.0f}, "
+                   f"divergences {b['divergences']}, converged={b['converged']}"),
                   f"  posterior means: {b['estimates']}",
                   f"lmer (Rscript, same run): {r_sec:.2f} s; {r_est}",
                   f"ratio bayesmlm / lmer: {ratio:.2f}; load average after: {load:.1f}",
-                  f"target ({'under 5 s' if name == 'penicillin' else '<= 2 x lmer'}, converged): "
-                  f"{'met' if target and b['converged'] else 'NOT met'}", ""]
+                  (f"target ({'under 5 s' if name == 'penicillin' else '<= 2 x lmer'}, converged): "
+                   f"{'met' if target and b['converged'] else 'NOT met'}"), ""]
         print("\n".join(lines[-9:]), flush=True)
     if args.out:
         with open(args.out, "w") as f:
