@@ -37,17 +37,19 @@ from ..schema import FIXED, FIXED_DIM, SIGMA, sd_var, term_dim, u_var, variable_
 from . import crossed_kernel as kernel
 from .crossed_stats import CrossedStats, crossed_problem, crossed_stats, is_nested
 
-__all__ = ["ROUTE", "CrossedPlan", "crossed_plan", "fit_crossed", "recover_collapsed"]
+__all__ = ["ROUTE", "LOW_RANK_MAX_DIM", "CrossedPlan", "crossed_plan", "fit_crossed", "recover_collapsed"]
 
 ROUTE = "crossed"
 _STREAM = 0xC205  # spawn key of the random stream of the collapsed factor's effects
 _POSITIVE = ("half_normal", "half_student_t", "exponential")
 _DRAWS_PER_SLICE = 500
-# nutpie's low-rank mass matrix: the collapsed factor leaves a collective direction (every sampled level and the
-# intercept shifting together against the collapsed effects' mean) that a diagonal mass matrix cannot follow.
-# Measured (benchmarks/crossed_results.md): min bulk ESS 480 -> 3,489 on simulated 80 x 30 crossed data, 1,145 -> 3,923
-# on penicillin, at about the same wall time.
-NUTPIE_OPTIONS = {"low_rank_modified_mass_matrix": True}
+# nutpie's low-rank mass matrix, for models of at most LOW_RANK_MAX_DIM sampled dimensions: the collapsed factor
+# leaves a collective direction (every sampled level and the intercept shifting together against the collapsed
+# effects' mean) that a diagonal mass matrix cannot follow. Measured: min bulk ESS 480 -> 3,489 on simulated 80 x 30
+# crossed data, 1,145 -> 3,923 on penicillin, at about the same wall time. On InstEval (1,149 dimensions) a run with
+# it had not finished after 20 minutes at load 15-20, against 281 s with the diagonal one at load 9: off there.
+LOW_RANK_MAX_DIM = 500
+NUTPIE_OPTIONS: dict = {}  # extra keyword arguments of nutpie.sample, for experiments
 
 
 def _row(prior: Prior) -> list[float]:
@@ -289,7 +291,7 @@ def fit_crossed(design: Design, priors: dict[str, Prior], settings: SamplerSetti
     model, dims, coords = _nutpie_model(plan)
     trace = nutpie.sample(model, draws=s.draws, tune=s.tune, chains=s.chains, cores=min(s.chains, os.cpu_count() or 1),
                           seed=s.seed, progress_bar=s.progressbar, save_warmup=False, target_accept=s.target_accept,
-                          **NUTPIE_OPTIONS)
+                          low_rank_modified_mass_matrix=plan.n_dim <= LOW_RANK_MAX_DIM, **NUTPIE_OPTIONS)
     sampling_seconds = time.perf_counter() - start
     draws = trace["posterior"]
     posterior = xr.Dataset(
