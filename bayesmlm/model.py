@@ -20,6 +20,7 @@ from .design.parameterization import choose_parameterization
 from .design.priors import Prior, priors_table, resolve_priors
 from .design.structure import FactorStructure, check_repeated_labels, factor_structure
 from .errors import ArgumentError, SpecError, UnsupportedModelError
+from .fastpath.crossed_stats import crossed_problem
 from .fastpath.fit import fit_collapsed
 from .fastpath.nested_fit import fit_nested
 from .fastpath.stats import GroupStats, collapse_problem, collapsed_route
@@ -373,7 +374,9 @@ class MLM:
             model with one grouping factor or nested ones (README, "Routes";
             ``fit.record.route`` says which), samples on per-group sufficient
             statistics, and draws every u_j from its exact conditional
-            afterwards (:mod:`bayesmlm.fastpath.fit`); ``"full"`` samples the
+            afterwards (:mod:`bayesmlm.fastpath.fit`), or, for crossed factors
+            whose blocks have one term each, the factor with the most levels
+            (:mod:`bayesmlm.fastpath.crossed_fit`, nutpie only); ``"full"`` samples the
             u_j as parameters (centred or non-centred, see ``parameterization``); ``"auto"`` (default)
             is ``"collapsed"`` where it applies (with ``sampler="nutpie"`` or
             ``"pymc"``) and ``"full"`` otherwise.
@@ -390,7 +393,8 @@ class MLM:
             non-centred random effects per grouping factor from the data
             (:mod:`bayesmlm.design.parameterization`); ``"centred"`` or
             ``"non-centred"`` for every factor, or a dict such as
-            ``{"country": "centred"}`` (factors not named: ``"auto"``).
+            ``{"country": "centred"}`` (factors not named: ``"auto"``). The
+            crossed route takes it for its sampled factors.
             ``fit.record.parameterization`` says what ran.
         init : str
             Where the chains of ``method="full"`` start. ``"frequentist"``: at
@@ -419,8 +423,10 @@ class MLM:
                                 f"sampler={sampler!r}. Pass init='sampler'.")
         settings = SamplerSettings(draws, tune, chains, seed, sampler, target_accept, progressbar).resolved()
         problem = collapse_problem(self.design)
+        crossed = problem is not None and crossed_problem(self.design) is None  # the crossed route (fastpath.crossed_fit)
         if method == "auto":
-            method = "full" if problem or sampler not in ("nutpie", "pymc") else "collapsed"
+            samplers = ("nutpie",) if crossed else ("nutpie", "pymc")
+            method = "full" if (problem and not crossed) or sampler not in samplers else "collapsed"
         if self._cells is not None and init == "frequentist":
             raise ArgumentError("init='frequentist' needs the rows for the frequentist fit, and this model was read from "
                                 "files as cells (MLM.from_files or MLM.from_dask). Pass init='sampler'.")
@@ -429,13 +435,19 @@ class MLM:
         elif init == "frequentist":
             raise ArgumentError("init='frequentist' is for method='full' (the random effects sampled); this fit is "
                                 "collapsed, whose sampler starts on its own. Pass method='full' with it.")
-        elif parameterization != "auto":
+        elif parameterization != "auto" and not crossed:
             raise ArgumentError(f"parameterization={parameterization!r} is for method='full' (the random effects "
                                 "sampled); this fit is collapsed (the random effects integrated out). Pass method='full' "
                                 "with it.")
         cells, choice, begin = None, {}, _StartChoice("sampler", "", 0.0, None)  # where the chains start
         route = "full" if method == "full" else collapsed_route(self.design) or "one-factor"
-        if route == "nested":
+        if method == "collapsed" and crossed:
+            # imported here: Numba loads its compiled callbacks on import
+            from .fastpath.crossed_fit import ROUTE, fit_crossed
+
+            idata, seconds_build, seconds_sample, plan = fit_crossed(self.design, self.prior_dict, settings, parameterization)
+            choice, route = plan.parameterization, ROUTE
+        elif route == "nested":
             idata, seconds_build, seconds_sample = fit_nested(self.design, self.prior_dict, settings, self._stats)
         elif method == "collapsed":
             idata, seconds_build, seconds_sample = fit_collapsed(self.design, self.prior_dict, settings, self._stats)

@@ -205,7 +205,9 @@ def test_warm_fit_reuses_the_compiled_model_with_new_data(sleep_collapsed):
 
 
 def test_method_choice_and_its_errors(tmp_path):
-    two = bayesmlm.MLM("diameter ~ 1 + (1 | plate) + (1 | sample)", bayesmlm.datasets.load("penicillin"))
+    # crossed, with weights: neither the nested nor the crossed route takes it
+    two = bayesmlm.MLM("diameter ~ 1 + (1 | plate) + (1 | sample)", bayesmlm.datasets.load("penicillin").assign(w=1.0),
+                       weights="w")
     assert "are crossed, not nested" in collapse_problem(two.design)
     with pytest.raises(bayesmlm.SpecError, match="method='full'"):
         two.fit(method="collapsed", draws=10, tune=10)

@@ -173,8 +173,11 @@ def test_routing():
     crossed = bayesmlm.MLM("diameter ~ 1 + (1 | plate) + (1 | sample)", bayesmlm.datasets.load("penicillin"))
     assert collapsed_route(crossed.design) is None
     assert "level 'a' of 'plate' occurs with 6 levels of 'sample'" in collapse_problem(crossed.design)
+    # crossed, and not for the crossed route either (it takes no weights): method="collapsed" is refused
+    weighted = bayesmlm.MLM("diameter ~ 1 + (1 | plate) + (1 | sample)",
+                            bayesmlm.datasets.load("penicillin").assign(w=1.0), weights="w")
     with pytest.raises(bayesmlm.SpecError, match="crossed, not nested"):
-        crossed.fit(method="collapsed", draws=10, tune=10)
+        weighted.fit(method="collapsed", draws=10, tune=10)
     # cask labels repeat across batches: as written, (1 | cask) is crossed with batch, not nested
     as_labels = bayesmlm.MLM("strength ~ 1 + (1 | batch) + (1 | cask)", bayesmlm.datasets.load("pastes"))
     assert "(1 | batch/cask)" in nesting_problem(as_labels.design)

@@ -428,3 +428,12 @@ def test_weights_on_nested_factors_take_the_full_route_not_the_unweighted_tree()
     assert collapsed_route(plain.design) == "nested"
     assert collapsed_route(weighted.design) is None
     assert "weights" in collapse_problem(weighted.design)
+
+
+def test_weights_on_crossed_factors_keep_to_the_full_model():
+    """The crossed route's statistics are unweighted: a weighted crossed design must not reach it."""
+    from bayesmlm.fastpath.crossed_stats import crossed_problem
+
+    d = bayesmlm.datasets.load("penicillin").assign(w=lambda f: 1.0 + (np.arange(len(f)) % 3))
+    assert crossed_problem(bayesmlm.MLM("diameter ~ 1 + (1 | plate) + (1 | sample)", d).design) is None
+    assert "weights" in crossed_problem(bayesmlm.MLM("diameter ~ 1 + (1 | plate) + (1 | sample)", d, weights="w").design)
