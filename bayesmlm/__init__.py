@@ -13,21 +13,24 @@ from . import datasets
 from .comparison.loo import compare
 from .comparison.pooling import pooling
 from .design.priors import Prior
+from .design.weights import normalize_weights
 from .errors import (
            ArgumentError,
            ConfigError,
            ConvergenceWarning,
            DataError,
            FitFileError,
+           NestingWarning,
            RowsDroppedWarning,
            SeparationWarning,
            SpecError,
            UnsupportedModelError,
+           WeightsWarning,
 )
 from .model import MLM
 from .results.fit import Fit, load
 
-__all__ = ["MLM", "Fit", "Prior", "load", "datasets", "pooling", "compare", "SpecError", "DataError", "ArgumentError",
+__all__ = ["MLM", "Fit", "Prior", "load", "datasets", "pooling", "compare", "normalize_weights", "SpecError", "DataError", "ArgumentError",
            "FitFileError", "ConfigError", "UnsupportedModelError", "ConvergenceWarning", "RowsDroppedWarning",
-           "SeparationWarning"]
+           "SeparationWarning", "WeightsWarning", "NestingWarning"]
 __version__ = "0.1.0"

@@ -1,6 +1,6 @@
 """Example data sets shipped with bayesmlm.
 
-Fourteen real data sets exported unchanged from R packages, and one simulated
+Fifteen real data sets exported unchanged from R packages, and one simulated
 stand-in for the World Values Survey extract used in the tutorial
 "Visualization of Multilevel Modeling":
 
@@ -21,6 +21,7 @@ cbpp           56      15 herds               contagious bovine pleuropneumonia
 verbagg        7,584   316 persons x 24 items verbal aggression (crossed, binary)
 contraception  1,934   60 districts           contraception use in Bangladesh
 grouseticks    403     118 broods, 63 places  ticks on red grouse chicks (counts)
+wine           72      9 judges               wine bitterness ratings 1-5 (ordinal)
 mmmec          354     78 regions, 9 nations  melanoma deaths, expected counts
 insteval       73,421  2,972 students x       lecture evaluations at ETH Zurich
                        1,128 lecturers
@@ -78,13 +79,16 @@ _DATASETS: dict[str, _Dataset] = {
         groups=64,
         grouping="country",
         simulated=True,
-        dtypes={"country": str, "smu": "int64", "tech": "int64"},
+        dtypes={"country": str, "smu": "int64", "tech": "int64", "weight": "float64"},
         description=(
             "SIMULATED data, not survey responses: a stand-in for the World Values "
             "Survey wave 7 extract of the tutorial 'Visualization of Multilevel "
             "Modeling', same shape (91,175 respondents in 64 countries). country: "
             "ISO3 code; smu: social media use, 1-5; tech: 'Is the world better off, "
-            "or worse off, because of science and technology?', 1-10. " + _WVS7_TARGETS
+            "or worse off, because of science and technology?', 1-10; weight: a design "
+            "weight simulated like WVS-7's W_WEIGHT (mean 1 within each country, 1 throughout in 8 self-weighting "
+            "countries, lognormal spread, a little higher for smu = 5, trimmed at 5; use it as "
+            "MLM(..., weights='weight')). " + _WVS7_TARGETS
         ),
         source=(
             "Simulated by scripts/make_wvs7_sim.py (numpy default_rng, seed 20240607), "
@@ -313,6 +317,27 @@ _DATASETS: dict[str, _Dataset] = {
             "lme4 `grouseticks`; Elston et al. (2001), Parasitology 122, 563-569."
         ),
     ),
+    "wine": _Dataset(
+        file="wine.csv",
+        rows=72,
+        groups=9,
+        grouping="judge",
+        simulated=False,
+        dtypes={
+            "response": "int64", "rating": "int64", "temp": str, "contact": str,
+            "bottle": str, "judge": str,
+        },
+        description=(
+            "Bitterness of white wines: 9 judges (judge) each rated 8 bottles (bottle) on "
+            "a 1-5 scale (rating, ordinal; response is the underlying 0-100 score), made "
+            "at a cold or warm temperature (temp) with or without skin contact (contact). "
+            "Exported by scripts/references/families_references.R."
+        ),
+        source=(
+            "R package ordinal (2022.11-16) `wine`; Randall (1989), The analysis of "
+            "sensory data by generalised linear model, Biometrical Journal 31, 781-793."
+        ),
+    ),
     "mmmec": _Dataset(
         file="mmmec.csv",
         rows=354,
@@ -457,7 +482,7 @@ def describe() -> pd.DataFrame:
     >>> list(table["name"])[:6]
     ['wvs7_sim', 'sleepstudy', 'radon', 'hsb82', 'ucb_admissions', 'nlschools']
     >>> len(table)
-    16
+    17
     >>> int(table.set_index("name").loc["hsb82", "groups"])
     160
     >>> bool(table.set_index("name").loc["wvs7_sim", "simulated"])

@@ -5,7 +5,7 @@ only say which kind of problem it is.
 """
 
 __all__ = ["SpecError", "DataError", "ArgumentError", "FitFileError", "ConfigError", "UnsupportedModelError", "ConvergenceWarning",
-           "RowsDroppedWarning", "SeparationWarning"]
+           "RowsDroppedWarning", "SeparationWarning", "WeightsWarning", "NestingWarning"]
 
 
 class SpecError(ValueError):
@@ -44,3 +44,13 @@ class RowsDroppedWarning(UserWarning):
 class SeparationWarning(UserWarning):
     """A predictor separates the outcome of a logit model, so the data alone put its coefficient at infinity:
     the estimate is set by its prior."""
+
+
+class WeightsWarning(UserWarning):
+    """Weights whose sum is far from the number of rows: a weighted likelihood then counts the data as that many
+    rows, so the posterior is too narrow or too wide (see :func:`bayesmlm.normalize_weights`)."""
+
+
+class NestingWarning(UserWarning):
+    """Two grouping factors written as crossed whose labels look nested (class 1, 2, 3 reused in every school):
+    the message says how to write the nesting, ``(1 | school/class)``."""

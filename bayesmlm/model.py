@@ -14,13 +14,17 @@ import pandas as pd
 from .design.aggregate import Cells, aggregate_rows
 from .design.block_means import block_means
 from .design.data_checks import check_level2_constant
-from .design.equations import Equations, model_equations
+from .design.equation_forms import Equations
+from .design.equations import model_equations
 from .design.matrices import Design, build_design, group_labels
 from .design.parameterization import choose_parameterization
 from .design.priors import Prior, priors_table, resolve_priors
-from .errors import ArgumentError, UnsupportedModelError
+from .design.structure import FactorStructure, check_repeated_labels, factor_structure
+from .errors import ArgumentError, SpecError, UnsupportedModelError
+from .fastpath.crossed_stats import crossed_problem
 from .fastpath.fit import fit_collapsed
-from .fastpath.stats import GroupStats, collapse_problem
+from .fastpath.nested_fit import fit_nested
+from .fastpath.stats import GroupStats, collapse_problem, collapsed_route
 from .frequentist_engine.design_fit import fit_design
 from .results.fit import Fit
 from .results.record import FitRecord
@@ -35,6 +39,7 @@ from .sample.nuts import (
 )
 from .schema import is_parameter
 from .spec.formula import ModelSpec, parse_formula, spec_from_levels
+from .spec.levels3 import spec_from_three_levels
 
 __all__ = ["MLM"]
 
@@ -49,12 +54,30 @@ class MLM:
         lme4 syntax, e.g. ``"tech ~ 1 + smu + (1 + smu | country)"``.
     data : DataFrame
     family : str
-        ``"gaussian"`` (default), ``"bernoulli"``, ``"binomial"`` or ``"poisson"``.
+        ``"gaussian"`` (default), ``"student"`` (Student-t residuals),
+        ``"bernoulli"``, ``"binomial"``, ``"poisson"``, ``"negbinomial"``
+        (NB2, as glmer.nb) or ``"cumulative"`` (ordinal; its thresholds
+        replace the intercept).
     priors : dict, optional
         Overrides of the default priors by name (see :meth:`priors`), as
         :class:`~bayesmlm.Prior` objects or strings like ``"normal(0, 1)"``.
     trials, offset : str, optional
         Columns with binomial trials, and an offset on the link scale.
+    weights : str, optional
+        A column of weights, 0 or more. Gaussian: lme4's precision weights,
+        the residual variance of row i is sigma^2 / w_i (``lmer(weights=)``);
+        other families: row i's log-likelihood times w_i (brms's
+        ``weights()``), so integer weights are frequency weights there. A row
+        of weight 0 drops out of the likelihood. Every route takes them: the
+        collapsed fast path (weighted cross-products), the full model, the
+        aggregated cells (weights summed) and the frequentist column. Survey
+        weights: normalise them to the sample size first
+        (:func:`bayesmlm.normalize_weights`); a weighted likelihood is not a
+        design-based variance (README, "Weights").
+    link : str, optional
+        The link, where the family takes more than one
+        (:data:`bayesmlm.spec.formula.LINKS`): ``"logit"`` (default) or
+        ``"probit"`` for ``"cumulative"``.
 
     Examples
     --------
@@ -65,24 +88,36 @@ class MLM:
     """
 
     def __init__(self, formula: str, data: pd.DataFrame, family: str = "gaussian", priors: dict | None = None, *,
-                 trials: str | None = None, offset: str | None = None):
-        self._init(parse_formula(formula, family), data, priors, trials, offset)
+                 trials: str | None = None, offset: str | None = None, weights: str | None = None,
+                 link: str | None = None):
+        self._init(parse_formula(formula, family, link), data, priors, trials, offset, weights)
 
-    def _init(self, spec: ModelSpec, data, priors, trials, offset) -> None:
+    def _init(self, spec: ModelSpec, data, priors, trials, offset, weights=None) -> None:
         self.spec: ModelSpec = spec
-        self.design: Design = build_design(spec, data, trials=trials, offset=offset)
+        self.design: Design = build_design(spec, data, trials=trials, offset=offset, weights=weights)
         self.prior_dict: dict[str, Prior] = resolve_priors(self.design, priors)
-        self._options = {"trials": trials, "offset": offset}
+        self._options = {"trials": trials, "offset": offset, "weights": weights}
         self._stats: GroupStats | None = None
+        self._cells: Cells | None = None  # cells read from files (MLM.from_files): the model keeps no rows
+        check_repeated_labels(self.design)
 
     @classmethod
-    def from_levels(cls, level1: str, level2: dict | None = None, *, group: str, data: pd.DataFrame, fixed=(),
-                    family: str = "gaussian", priors: dict | None = None, trials: str | None = None,
-                    offset: str | None = None) -> "MLM":
-        """A model from level-1 and level-2 equations.
+    def from_levels(cls, level1: str, level2: dict | None = None, *, group: str | tuple[str, str], data: pd.DataFrame,
+                    level3: dict | None = None, fixed=(), family: str = "gaussian", priors: dict | None = None,
+                    trials: str | None = None, offset: str | None = None, weights: str | None = None,
+                    link: str | None = None) -> "MLM":
+        """A model from level-1 and level-2 equations, or level-1, level-2 and level-3 equations.
 
-        Each level-1 term gets a random effect by ``group`` unless it is
-        named in ``fixed``. See :func:`bayesmlm.spec.formula.spec_from_levels`.
+        Two levels (``group="school"``): each level-1 term gets a random
+        effect by ``group`` unless it is named in ``fixed``; see
+        :func:`bayesmlm.spec.formula.spec_from_levels`. Three levels
+        (``group=("school", "class")``, outermost first, as in
+        ``(1 | school/class)``): ``level2`` holds class-level and ``level3``
+        school-level predictors, ``fixed={"class": [...], "school": [...]}``
+        the coefficients that do not vary at that level; see
+        :mod:`bayesmlm.spec.levels3`. Group-level predictors must be constant
+        within their groups. ``trials``, ``offset`` and ``weights`` as for
+        :class:`MLM`.
 
         Examples
         --------
@@ -91,34 +126,67 @@ class MLM:
         ...                              group="school", data=bayesmlm.datasets.load("hsb82"))
         >>> m.formula
         'mAch ~ 1 + meanses + cses + cses:meanses + (1 + cses | school)'
+        >>> m3 = bayesmlm.MLM.from_levels("strength ~ 1", group=("batch", "cask"), data=bayesmlm.datasets.load("pastes"))
+        >>> m3.formula
+        'strength ~ 1 + (1 | batch) + (1 | batch:cask)'
         """
         self = cls.__new__(cls)
-        self._init(spec_from_levels(level1, level2, group, fixed=fixed, family=family), data, priors, trials, offset)
-        check_level2_constant(self.design.data, group_labels(self.design.data, group), group, dict(level2 or {}))
+        if isinstance(group, str):
+            if level3:
+                raise SpecError("level3 needs three levels: group=(school, class), outermost first; group is one "
+                                f"column, {group!r}.")
+            spec = spec_from_levels(level1, level2, group, fixed=fixed, family=family, link=link)
+        else:
+            spec = spec_from_three_levels(level1, level2, level3, group, fixed=fixed or None, family=family, link=link)
+        self._init(spec, data, priors, trials, offset, weights)
+        if isinstance(group, str):
+            check_level2_constant(self.design.data, group_labels(self.design.data, group), group, dict(level2 or {}))
+        else:
+            school, klass = group
+            check_level2_constant(self.design.data, group_labels(self.design.data, f"{school}:{klass}"),
+                                  f"{school}:{klass}", dict(level2 or {}))
+            check_level2_constant(self.design.data, group_labels(self.design.data, school), school, dict(level3 or {}),
+                                  name="level3")
         return self
 
     @classmethod
-    def from_files(cls, formula: str, paths, *, priors: dict | None = None, offset: str | None = None,
+    def from_files(cls, formula: str, paths, *, family: str = "gaussian", priors: dict | None = None,
+                   trials: str | None = None, offset: str | None = None, weights: str | None = None,
                    chunksize: int = 1_000_000) -> "MLM":
-        """A Gaussian model of CSV or Parquet files too large for memory, read in chunks.
+        """A model of CSV or Parquet files too large for memory, read in chunks.
 
-        Only the model's columns are read, ``chunksize`` rows at a time, and
-        each chunk is reduced to per-group sufficient statistics
-        (:mod:`bayesmlm.fastpath.readers`); the fit is always ``method="collapsed"``.
-        The first chunk fixes the design (categorical levels), so it must
-        vary in every predictor. Fit tables, ``coef`` and plots work as for
-        an in-memory model; predictions and checks that need the rows do not.
+        Only the model's columns are read, ``chunksize`` rows at a time. A
+        gaussian model's chunks are reduced to per-group sufficient
+        statistics (:mod:`bayesmlm.fastpath.readers`) and the fit is always
+        ``method="collapsed"``. A bernoulli, binomial or poisson model's rows
+        are aggregated exactly into cells, groups x distinct model-matrix rows
+        (:mod:`bayesmlm.fastpath.cell_readers`), and the fit is the full model
+        over the cells: the predictors must be discrete (an error says so
+        where they are not). The first chunk fixes the design (categorical
+        levels), so it must vary in every predictor. Fit tables, ``coef`` and
+        plots work as for an in-memory model; predictions without newdata,
+        posterior predictive checks and LOO need the rows and refuse.
 
         Parameters
         ----------
         formula : str
-            lme4 syntax with one grouping factor.
+            lme4 syntax; for a gaussian model one grouping factor, or nested ones
+            (``(1 | school/class)``).
         paths : str, Path or list of them
             ``.csv`` (optionally ``.gz``) or ``.parquet`` files of one data set.
+        family : str
+            ``"gaussian"`` (default), ``"bernoulli"``, ``"binomial"`` or ``"poisson"``.
         priors : dict, optional
             Overrides of the default priors, as for :class:`MLM`.
+        trials : str, optional
+            Binomial trials per row.
         offset : str, optional
-            A column subtracted from the outcome.
+            A column subtracted from the outcome (gaussian), or added to the
+            linear predictor on the link scale.
+        weights : str, optional
+            A column of precision weights, as for :class:`MLM`; each chunk is
+            checked, and the weighted cross-products are summed (gaussian
+            only: the cells of other families do not take weights yet).
         chunksize : int
             Rows per chunk.
 
@@ -126,44 +194,90 @@ class MLM:
         --------
         >>> m = bayesmlm.MLM.from_files("y ~ x + (1 + x | g)", "big.parquet")  # doctest: +SKIP
         >>> fit = m.fit(seed=1)  # doctest: +SKIP
+        >>> b = bayesmlm.MLM.from_files("hi ~ smu + (1 + smu | g)", "big.parquet", family="bernoulli")  # doctest: +SKIP
         """
+        spec = parse_formula(formula, family)
+        if family != "gaussian":
+            _refuse_cell_weights(family, weights)
+            from .fastpath.cell_readers import reduce_cell_files
+
+            return cls._from_cells(reduce_cell_files(spec, paths, chunksize=chunksize, trials=trials, offset=offset),
+                                   priors)
         from .fastpath.readers import reduce_files
 
-        spec = parse_formula(formula, "gaussian")
-        return cls._from_reduced(reduce_files(spec, paths, chunksize=chunksize, offset=offset), priors, offset)
+        return cls._from_reduced(reduce_files(spec, paths, chunksize=chunksize, offset=offset, weights=weights),
+                                 priors, offset, weights)
 
     @classmethod
-    def from_dask(cls, formula: str, data, *, priors: dict | None = None, offset: str | None = None) -> "MLM":
-        """A Gaussian model of a ``dask.dataframe``, reduced to per-group sufficient statistics by Dask.
+    def from_dask(cls, formula: str, data, *, family: str = "gaussian", priors: dict | None = None,
+                  trials: str | None = None, offset: str | None = None, weights: str | None = None) -> "MLM":
+        """A model of a ``dask.dataframe``, reduced by Dask.
 
         Each partition is summed where Dask runs it and the partial sums are
-        added in a tree (:func:`bayesmlm.fastpath.readers.reduce_dask`); only those
-        sums reach this process. The fit is always ``method="collapsed"``.
+        added in a tree; only those sums reach this process. Gaussian: per-group
+        sufficient statistics (:func:`bayesmlm.fastpath.readers.reduce_dask`),
+        fitted ``method="collapsed"``; bernoulli, binomial and poisson: cells
+        (:func:`bayesmlm.fastpath.cell_readers.reduce_cell_dask`), as
+        :meth:`from_files` says. ``weights`` as for :meth:`from_files`.
 
         Examples
         --------
         >>> import dask.dataframe as dd
         >>> m = bayesmlm.MLM.from_dask("y ~ x + (1 + x | g)", dd.read_parquet("big/"))  # doctest: +SKIP
         """
+        spec = parse_formula(formula, family)
+        if family != "gaussian":
+            _refuse_cell_weights(family, weights)
+            from .fastpath.cell_readers import reduce_cell_dask
+
+            return cls._from_cells(reduce_cell_dask(spec, data, trials=trials, offset=offset), priors)
         from .fastpath.readers import reduce_dask
 
-        spec = parse_formula(formula, "gaussian")
-        return cls._from_reduced(reduce_dask(spec, data, offset=offset), priors, offset)
+        return cls._from_reduced(reduce_dask(spec, data, offset=offset, weights=weights), priors, offset, weights)
 
     @classmethod
-    def _from_reduced(cls, reduced, priors: dict | None, offset: str | None) -> "MLM":
+    def _from_reduced(cls, reduced, priors: dict | None, offset: str | None, weights: str | None = None) -> "MLM":
         self = cls.__new__(cls)
         self.spec = reduced.design.spec
         self.design = reduced.design
         self.prior_dict = resolve_priors(self.design, priors)
-        self._options = {"trials": None, "offset": offset}
+        self._options = {"trials": None, "offset": offset, "weights": weights}
         self._stats = reduced.stats
+        self._cells = None
+        return self
+
+    @classmethod
+    def _from_cells(cls, reduced, priors: dict | None) -> "MLM":
+        self = cls.__new__(cls)
+        self.spec = reduced.design.spec
+        self.design = reduced.design
+        self.prior_dict = resolve_priors(self.design, priors)
+        self._options = dict(reduced.design.options)
+        self._stats = None
+        self._cells = reduced.cells
         return self
 
     @property
     def formula(self) -> str:
         """The combined mixed formula (lme4 syntax)."""
         return self.spec.formula
+
+    @property
+    def structure(self) -> FactorStructure:
+        """How the grouping factors relate in the data: nested, crossed or partially crossed.
+
+        See :mod:`bayesmlm.design.structure`; ``structure.hierarchy`` is the
+        chain of nested factors, outermost first, of a multilevel model.
+
+        Examples
+        --------
+        >>> import bayesmlm
+        >>> m = bayesmlm.MLM("strength ~ 1 + (1 | batch/cask)", bayesmlm.datasets.load("pastes"))
+        >>> print(m.structure)
+        batch:cask (30 levels) is nested in batch (10 levels)
+        A 3-level model: batch > batch:cask > observations.
+        """
+        return factor_structure(self.design)
 
     def equations(self) -> Equations:
         """Level-1, level-2 and combined equations (LaTeX and text; renders in a notebook).
@@ -195,13 +309,18 @@ class MLM:
         """
         from .build.full import build_full_model
 
-        self.design.require_rows("The full model")
+        if self._cells is None:
+            self.design.require_rows("The full model")
         cells, choice = self._full_options(aggregate, parameterization)
         return build_full_model(self.design, self.prior_dict, cells=cells, parameterization=choice)
 
     def _full_options(self, aggregate: bool, parameterization: str | dict) -> tuple[Cells | None, dict[str, str]]:
         """The cells (or None) and the parameterisation per factor of the full model."""
-        cells = aggregate_rows(self.design) if aggregate else None
+        if self._cells is not None and not aggregate:
+            raise ArgumentError("aggregate=False needs the rows, and this model was read from files as cells "
+                                "(MLM.from_files or MLM.from_dask). Drop aggregate=False, or build the model from a "
+                                "DataFrame, MLM(formula, data).")
+        cells = self._cells if self._cells is not None else (aggregate_rows(self.design) if aggregate else None)
         return cells, choose_parameterization(self.design, self.prior_dict, parameterization)
 
     def fit_frequentist(self, method: str | None = None):
@@ -253,9 +372,12 @@ class MLM:
         progressbar : bool
         method : str
             ``"collapsed"`` integrates the random effects out of a Gaussian
-            model with one grouping factor, samples on per-group sufficient
+            model with one grouping factor or nested ones (README, "Routes";
+            ``fit.record.route`` says which), samples on per-group sufficient
             statistics, and draws every u_j from its exact conditional
-            afterwards (:mod:`bayesmlm.fastpath.fit`); ``"full"`` samples the
+            afterwards (:mod:`bayesmlm.fastpath.fit`), or, for crossed factors
+            whose blocks have one term each, the factor with the most levels
+            (:mod:`bayesmlm.fastpath.crossed_fit`, nutpie only); ``"full"`` samples the
             u_j as parameters (centred or non-centred, see ``parameterization``); ``"auto"`` (default)
             is ``"collapsed"`` where it applies (with ``sampler="nutpie"`` or
             ``"pymc"``) and ``"full"`` otherwise.
@@ -272,7 +394,8 @@ class MLM:
             non-centred random effects per grouping factor from the data
             (:mod:`bayesmlm.design.parameterization`); ``"centred"`` or
             ``"non-centred"`` for every factor, or a dict such as
-            ``{"country": "centred"}`` (factors not named: ``"auto"``).
+            ``{"country": "centred"}`` (factors not named: ``"auto"``). The
+            crossed route takes it for its sampled factors.
             ``fit.record.parameterization`` says what ran.
         init : str
             Where the chains of ``method="full"`` start. ``"frequentist"``: at
@@ -301,19 +424,33 @@ class MLM:
                                 f"sampler={sampler!r}. Pass init='sampler'.")
         settings = SamplerSettings(draws, tune, chains, seed, sampler, target_accept, progressbar).resolved()
         problem = collapse_problem(self.design)
+        crossed = problem is not None and crossed_problem(self.design) is None  # the crossed route (fastpath.crossed_fit)
         if method == "auto":
-            method = "full" if problem or sampler not in ("nutpie", "pymc") else "collapsed"
-        if method == "full":
+            samplers = ("nutpie",) if crossed else ("nutpie", "pymc")
+            method = "full" if (problem and not crossed) or sampler not in samplers else "collapsed"
+        if self._cells is not None and init == "frequentist":
+            raise ArgumentError("init='frequentist' needs the rows for the frequentist fit, and this model was read from "
+                                "files as cells (MLM.from_files or MLM.from_dask). Pass init='sampler'.")
+        if method == "full" and self._cells is None:
             self.design.require_rows("method='full'")
         elif init == "frequentist":
             raise ArgumentError("init='frequentist' is for method='full' (the random effects sampled); this fit is "
                                 "collapsed, whose sampler starts on its own. Pass method='full' with it.")
-        elif parameterization != "auto":
+        elif parameterization != "auto" and not crossed:
             raise ArgumentError(f"parameterization={parameterization!r} is for method='full' (the random effects "
                                 "sampled); this fit is collapsed (the random effects integrated out). Pass method='full' "
                                 "with it.")
         cells, choice, begin = None, {}, _StartChoice("sampler", "", 0.0, None)  # where the chains start
-        if method == "collapsed":
+        route = "full" if method == "full" else collapsed_route(self.design) or "one-factor"
+        if method == "collapsed" and crossed:
+            # imported here: Numba loads its compiled callbacks on import
+            from .fastpath.crossed_fit import ROUTE, fit_crossed
+
+            idata, seconds_build, seconds_sample, plan = fit_crossed(self.design, self.prior_dict, settings, parameterization)
+            choice, route = plan.parameterization, ROUTE
+        elif route == "nested":
+            idata, seconds_build, seconds_sample = fit_nested(self.design, self.prior_dict, settings, self._stats)
+        elif method == "collapsed":
             idata, seconds_build, seconds_sample = fit_collapsed(self.design, self.prior_dict, settings, self._stats)
         else:
             from .build.full import build_full_model
@@ -327,11 +464,11 @@ class MLM:
             idata, seconds_sample = sample_model(pmodel, settings, begin.initvals)
         diag = diagnose(idata, _reported_vars(idata))
         check_convergence(diag, settings)
-        n_obs = self._stats.n_obs if self._stats is not None else self.design.n_obs
+        n_obs = self._n_rows()
         record = FitRecord(settings, method, diag, seconds_build, seconds_sample, n_obs, self.design.rows_dropped,
                            None if cells is None else cells.n_cells, choice, begin.init, begin.note, begin.seconds,
-                           route="one-factor" if method == "collapsed" else "full",
-                           centred_on={k: list(v.fixed_terms) for k, v in block_means(self.design, choice).items()})
+                           route=route, centred_on={} if method != "full" else
+                           {k: list(v.fixed_terms) for k, v in block_means(self.design, choice).items()})
         return Fit(self.design, self.prior_dict, idata, record)
 
     def _frequentist_start(self, pmodel, choice: dict[str, str]) -> "_StartChoice":
@@ -347,8 +484,14 @@ class MLM:
             return _StartChoice("sampler", why, seconds, None)
         return _StartChoice("frequentist", "", seconds, initial_values(pmodel, point))
 
+    def _n_rows(self) -> int:
+        """Rows of the data: the design's, or those the statistics or cells were reduced from."""
+        if self._stats is not None:
+            return self._stats.n_obs
+        return self._cells.n_rows if self._cells is not None else self.design.n_obs
+
     def __repr__(self) -> str:
-        n_obs = self._stats.n_obs if self._stats is not None else self.design.n_obs
+        n_obs = self._n_rows()
         return f"<bayesmlm.MLM {self.formula} | {self.spec.family.name}, {n_obs} obs>"
 
 
@@ -366,3 +509,11 @@ def _reported_vars(idata) -> list[str]:
     """The posterior variables that diagnostics cover: every parameter users read."""
     names = list(idata["posterior"].data_vars)
     return [v for v in names if is_parameter(v)]
+
+
+def _refuse_cell_weights(family: str, weights: str | None) -> None:
+    """Cells read from files do not sum weights yet: refuse rather than fit unweighted."""
+    if weights is not None:
+        raise ArgumentError(f"weights={weights!r} with family={family!r} from files: the cells read from files do not "
+                            "take weights yet. Load the rows into memory (bayesmlm.MLM(..., weights=...)) to fit them "
+                            "weighted, or drop weights=.")

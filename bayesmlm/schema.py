@@ -10,6 +10,9 @@ variable         dimensions                 what
 ================ ========================== ==================================
 ``fixef``        (``fixed_term``)           fixed effects gamma
 ``sigma``        ()                         residual SD (families with one)
+``nu``           ()                         Student-t degrees of freedom
+``phi``          ()                         negative binomial shape
+``thresholds``   (``threshold``)            cumulative model's ordered cut-points
 ``sd_<b>``       (``<b>_term``)             SDs of the block's random terms
 ``cor_<b>``      (``<b>_pair``)             correlations, upper triangle by rows
 ``u_<b>``        (``<g>``, ``<b>_term``)    random effects per group
@@ -30,13 +33,31 @@ from __future__ import annotations
 
 import re
 
-__all__ = ["FIXED", "FIXED_DIM", "SIGMA", "safe_name", "level_dim", "term_dim", "pair_dim", "pair_names", "split_pair",
+__all__ = ["FIXED", "FIXED_DIM", "SIGMA", "NU", "PHI", "THRESHOLDS", "THRESHOLD_DIM", "FAMILY_VARIABLES", "threshold_names",
+           "safe_name", "level_dim", "term_dim", "pair_dim", "pair_names", "split_pair",
            "sd_var", "cor_var", "u_var", "block_coords", "variable_dims", "is_parameter"]
 
 FIXED = "fixef"
 FIXED_DIM = "fixed_term"
 SIGMA = "sigma"
+NU = "nu"
+PHI = "phi"
+THRESHOLDS = "thresholds"
+THRESHOLD_DIM = "threshold"
+FAMILY_VARIABLES = (SIGMA, NU, PHI, THRESHOLDS)
+"""The family's own parameters, beside the regression's: those a family has are in its posterior."""
 _BLOCK_PREFIXES = ("sd_", "cor_", "u_")
+
+
+def threshold_names(categories: tuple[str, ...]) -> list[str]:
+    """Labels of a cumulative model's thresholds: the boundary between two neighbouring categories.
+
+    Examples
+    --------
+    >>> threshold_names(("1", "2", "3"))
+    ['1|2', '2|3']
+    """
+    return [f"{a}|{b}" for a, b in zip(categories[:-1], categories[1:])]
 
 
 def safe_name(label: str) -> str:
@@ -184,10 +205,10 @@ def is_parameter(name: str, *, random_effects: bool = True) -> bool:
 
     Examples
     --------
-    >>> [n for n in ("fixef", "b_centred", "sd_g", "chol_g", "u_g", "sigma") if is_parameter(n)]
-    ['fixef', 'sd_g', 'u_g', 'sigma']
+    >>> [n for n in ("fixef", "b_centred", "sd_g", "chol_g", "u_g", "sigma", "nu") if is_parameter(n)]
+    ['fixef', 'sd_g', 'u_g', 'sigma', 'nu']
     >>> [n for n in ("fixef", "sd_g", "cor_g", "u_g") if is_parameter(n, random_effects=False)]
     ['fixef', 'sd_g', 'cor_g']
     """
     prefixes = _BLOCK_PREFIXES if random_effects else ("sd_", "cor_")
-    return name in (FIXED, SIGMA) or name.startswith(prefixes)
+    return name in (FIXED, *FAMILY_VARIABLES) or name.startswith(prefixes)

@@ -7,7 +7,8 @@ World Values Survey wave 7 (WVS-7): 91,175 respondents in 64 countries, with
 * ``country`` -- ISO3 country code,
 * ``smu``     -- social media use as an information source, 1..5,
 * ``tech``    -- "Is the world better off, or worse off, because of science
-  and technology?", 1..10.
+  and technology?", 1..10,
+* ``weight``  -- a design weight simulated like WVS's ``W_WEIGHT`` (see below).
 
 The real extract cannot be redistributed, so this script SIMULATES a data set
 of the same shape whose lme4/statsmodels REML fits land close to the numbers
@@ -48,6 +49,15 @@ Design
   ``b_j``.  The slope constants were tuned by iterating with the REML fits of
   m1 and m2; nothing is searched for at run time.  With another ``--seed``
   the estimates scatter around the targets (slopes by up to ~20%).
+* ``weight``: like WVS-7's ``W_WEIGHT``, mean 1 within each country (to
+  rounding: three decimals), 1 for every respondent in a few self-weighting
+  samples (``UNWEIGHTED_SHARE`` of the countries), otherwise lognormal with a
+  country-specific spread (log-SD uniform in ``WEIGHT_LOG_SD``), a little
+  larger for respondents who never use social media (smu 5: the older, harder
+  to reach, ``WEIGHT_SMU5``), trimmed at ``WEIGHT_TRIM`` = 5 and rescaled to
+  mean 1 again until no weight exceeds 5. Drawn from a random stream of its own
+  (``default_rng([seed, 1])``) after the other columns, so ``country``, ``smu``
+  and ``tech`` are exactly what they were before the column was added.
 
 Run ``python scripts/make_wvs7_sim.py`` from the repository root.  It writes
 ``bayesmlm/data/wvs7_sim.csv.gz`` and prints the REML estimates of m0, m1 and
@@ -196,6 +206,12 @@ STATSMODELS_CALLS = {
     "m2": 'smf.mixedlm("tech ~ smu", data, groups=data["country"], re_formula="~smu").fit(reml=True)',
 }
 
+# Design weights (column ``weight``), simulated like WVS-7's W_WEIGHT.
+UNWEIGHTED_SHARE = 0.15
+WEIGHT_LOG_SD = (0.25, 0.75)
+WEIGHT_SMU5 = 0.15
+WEIGHT_TRIM = 5.0
+
 DEFAULT_OUT = Path(__file__).resolve().parents[1] / "bayesmlm" / "data" / "wvs7_sim.csv.gz"
 
 
@@ -248,7 +264,28 @@ def simulate(seed: int = SEED) -> pd.DataFrame:
         latent = mu + b * (smu - e_smu) + sd_e * rng.standard_normal(n)
         tech = np.clip(np.rint(latent), 1, 10).astype(np.int64)
         frames.append(pd.DataFrame({"country": code, "smu": smu.astype(np.int64), "tech": tech}))
-    return pd.concat(frames, ignore_index=True)
+    data = pd.concat(frames, ignore_index=True)
+    data["weight"] = design_weights(data, np.random.default_rng([seed, 1]))
+    return data
+
+
+def design_weights(data: pd.DataFrame, rng: np.random.Generator) -> np.ndarray:
+    """WVS-like design weights: per country mean 1, lognormal spread, trimmed at WEIGHT_TRIM (three decimals)."""
+    out = np.ones(len(data))
+    codes = data["country"].to_numpy()
+    for code in pd.unique(codes):
+        rows = np.flatnonzero(codes == code)
+        if rng.random() < UNWEIGHTED_SHARE:
+            rng.standard_normal(len(rows))  # the same draws per country either way
+            continue
+        log_sd = rng.uniform(*WEIGHT_LOG_SD)
+        w = np.exp(log_sd * rng.standard_normal(len(rows)) + WEIGHT_SMU5 * (data["smu"].to_numpy()[rows] == 5))
+        w /= w.mean()
+        while w.max() > WEIGHT_TRIM + 1e-12:
+            w = np.minimum(w, WEIGHT_TRIM)
+            w /= w.mean()
+        out[rows] = w
+    return np.round(out, 3)
 
 
 def fit_models(data: pd.DataFrame) -> dict:
@@ -331,6 +368,10 @@ def main(argv: list[str] | None = None) -> int:
           f"{args.out.stat().st_size / 1024:.0f} KiB)")
     print("smu shares 1..5:", np.round(data["smu"].value_counts(normalize=True).sort_index().to_numpy(), 3))
     print("tech shares 1..10:", np.round(data["tech"].value_counts(normalize=True).sort_index().to_numpy(), 3))
+    by = data.groupby("country")["weight"]
+    print(f"weight: country means {by.mean().min():.4f}..{by.mean().max():.4f}, {int((by.std() == 0).sum())} "
+          f"countries unweighted, range {data.weight.min():.3f}..{data.weight.max():.3f}, "
+          f"{int((data.weight >= WEIGHT_TRIM).sum())} at {WEIGHT_TRIM:g}")
 
     g = data.groupby("country")["tech"].agg(["mean", "std", "size"])
     top = sorted(COUNTRIES[:20], key=lambda r: -r[2])

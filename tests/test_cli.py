@@ -151,7 +151,7 @@ def test_bad_config_names_key_and_values(tmp_path, capsys):
     bad.write_text("data: sleepstudy\nformula: Reaction ~ Days + (Days | Subject)\nfamily: gausian\n")
     assert main(["run", str(bad), "--out", str(tmp_path / "out")]) == 2
     err = capsys.readouterr().err
-    assert "'family'" in err and "gausian" in err and "gaussian, bernoulli, binomial, poisson" in err
+    assert "'family'" in err and "gausian" in err and "gaussian, student, bernoulli, binomial, poisson, negbinomial, cumulative" in err
     assert not (tmp_path / "out").exists()
 
 

@@ -205,9 +205,10 @@ def test_warm_fit_reuses_the_compiled_model_with_new_data(sleep_collapsed):
 
 
 def test_method_choice_and_its_errors(tmp_path):
-    hsb = bayesmlm.datasets.load("hsb82")
-    two = bayesmlm.MLM("mAch ~ cses + (1 | school) + (1 | sector)", hsb)
-    assert "2 grouping factors" in collapse_problem(two.design)
+    # crossed, with weights: neither the nested nor the crossed route takes it
+    two = bayesmlm.MLM("diameter ~ 1 + (1 | plate) + (1 | sample)", bayesmlm.datasets.load("penicillin").assign(w=1.0),
+                       weights="w")
+    assert "are crossed, not nested" in collapse_problem(two.design)
     with pytest.raises(bayesmlm.SpecError, match="method='full'"):
         two.fit(method="collapsed", draws=10, tune=10)
     with pytest.raises(ValueError, match="Valid methods: auto, full, collapsed"):

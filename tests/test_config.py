@@ -60,7 +60,7 @@ def test_subsample_is_seeded_and_sized():
 
 @pytest.mark.parametrize("change, words", [
     ({"famly": "gaussian"}, ["Unknown key 'famly'", "Allowed: name, title", "family"]),
-    ({"family": "gausian"}, ["'family'", "'gausian'", "gaussian, bernoulli, binomial, poisson"]),
+    ({"family": "gausian"}, ["'family'", "'gausian'", "gaussian, student, bernoulli, binomial, poisson, negbinomial, cumulative"]),
     ({"fit": {"draws": -5}}, ["'fit.draws'", "positive integer", "-5"]),
     ({"fit": {"drawz": 5}}, ["Unknown key 'fit.drawz'", "draws, tune, chains, seed, sampler, target_accept, method"]),
     ({"fit": {"sampler": "stan"}}, ["'fit.sampler'", "'stan'", "nutpie, pymc, numpyro, blackjax"]),

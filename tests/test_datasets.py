@@ -30,6 +30,7 @@ EXPECTED = {
     "verbagg": (7_584, "id", 316),
     "contraception": (1_934, "district", 60),
     "grouseticks": (403, "BROOD", 118),
+    "wine": (72, "judge", 9),
     "mmmec": (354, "region", 78),
     "insteval": (73_421, "s", 2_972),
     "ucb_admissions_wide": (12, "Dept", 6),
@@ -96,7 +97,10 @@ def test_unknown_name():
 
 
 def test_wvs7_sim_values(wvs):
-    assert list(wvs.columns) == ["country", "smu", "tech"]
+    assert list(wvs.columns) == ["country", "smu", "tech", "weight"]
+    by = wvs.groupby("country")["weight"]  # WVS-like design weights: mean 1 per country, trimmed at 5
+    assert np.allclose(by.mean(), 1.0, atol=5e-4) and wvs["weight"].between(0.01, 5.0).all()
+    assert (by.std() == 0).sum() == 8 and 10 < (wvs["weight"] == 5.0).sum() < 200
     assert wvs["smu"].dtype == np.int64 and wvs["tech"].dtype == np.int64
     assert set(wvs["smu"].unique()) == {1, 2, 3, 4, 5}
     assert set(wvs["tech"].unique()) == set(range(1, 11))

@@ -27,7 +27,8 @@ LATER = {
 }
 # Modules that must never import PyMC or PyTensor, not even through another module of the package.
 NO_PYMC = ("bayesmlm.spec", "bayesmlm.design", "bayesmlm.schema", "bayesmlm.errors", "bayesmlm.datasets",
-           "bayesmlm.fastpath.stats", "bayesmlm.fastpath.readers", "bayesmlm.results.format", "bayesmlm.frequentist_engine")
+           "bayesmlm.fastpath.stats", "bayesmlm.fastpath.readers", "bayesmlm.fastpath.crossed_stats",
+           "bayesmlm.fastpath.cell_readers", "bayesmlm.results.format", "bayesmlm.frequentist_engine")
 
 
 def _module_name(path: Path) -> str:

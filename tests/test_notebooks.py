@@ -26,8 +26,8 @@ def _notebooks() -> list[Path]:
     return sorted(NOTEBOOKS.glob("[0-9][0-9]_*.ipynb"))
 
 
-def test_five_lessons():
-    assert [p.name[:2] for p in _notebooks()] == ["01", "02", "03", "04", "05"]
+def test_six_lessons():
+    assert [p.name[:2] for p in _notebooks()] == ["01", "02", "03", "04", "05", "06"]
 
 
 @pytest.mark.parametrize("path", _notebooks(), ids=lambda p: p.stem)

@@ -148,7 +148,9 @@ def test_poisson_predictions_scale_with_exposure(poisson_fit):
 
 
 def test_predict_errors_name_what_to_do(ucb_fit):
-    with pytest.raises(ValueError, match="Unknown kind 'probs'. Valid kinds: mean, link, draws"):
+    with pytest.raises(ValueError, match="Unknown kind 'prob'. Valid kinds: mean, link, draws, probs"):
+        ucb_fit.predict(kind="prob")
+    with pytest.raises(ValueError, match="kind='probs' is the probability of each category of a cumulative"):
         ucb_fit.predict(kind="probs")
     with pytest.raises(ValueError, match="Unknown groups 'all'. Valid options: include, exclude, new"):
         ucb_fit.predict(groups="all")

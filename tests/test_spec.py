@@ -47,7 +47,7 @@ def test_syntax_errors_point_at_the_place(formula, fragment, caret_col):
 
 
 def test_unknown_family_lists_the_valid_ones():
-    with pytest.raises(SpecError, match="gaussian, bernoulli, binomial, poisson"):
+    with pytest.raises(SpecError, match="gaussian, student, bernoulli, binomial, poisson, negbinomial, cumulative"):
         parse_formula("y ~ x + (1 | g)", family="gamma")
 
 

@@ -25,12 +25,12 @@ import yaml
 
 from ..errors import ConfigError
 from ..plots.save import PLOTS
-from ..spec.formula import FAMILIES
+from ..spec.formula import FAMILIES, LINKS
 
 __all__ = ["RunConfig", "load_config", "parse_config", "load_data", "build_model", "FIT_KEYS", "TOP_KEYS"]
 
-TOP_KEYS = ("name", "title", "description", "data", "formula", "level1", "level2", "group", "fixed", "family",
-            "trials", "offset", "priors", "fit", "plots", "compare_frequentist")
+TOP_KEYS = ("name", "title", "description", "data", "formula", "level1", "level2", "group", "fixed", "family", "link",
+            "trials", "offset", "weights", "priors", "fit", "plots", "compare_frequentist")
 FIT_KEYS = ("draws", "tune", "chains", "seed", "sampler", "target_accept", "method")
 _PLOT_KEYS = ("which", "term")
 _INT_KEYS = ("draws", "tune", "chains", "seed")
@@ -52,8 +52,8 @@ class RunConfig:
         lme4 syntax; None when the model is given as level equations.
     level1, level2, group, fixed :
         Level equations, as :meth:`bayesmlm.MLM.from_levels` takes them.
-    family, trials, offset : str
-        As :class:`bayesmlm.MLM` takes them.
+    family, trials, offset, weights, link : str
+        As :class:`bayesmlm.MLM` takes them (``weights``: a column of weights).
     priors : dict
         Prior overrides by name, e.g. ``{"sigma": "exponential(0.5)"}``.
     fit : dict
@@ -79,6 +79,8 @@ class RunConfig:
     family: str = "gaussian"
     trials: str | None = None
     offset: str | None = None
+    weights: str | None = None
+    link: str | None = None
     priors: dict = field(default_factory=dict)
     fit: dict = field(default_factory=dict)
     plots: tuple[str, ...] = PLOTS
@@ -111,7 +113,7 @@ class RunConfig:
         else:
             out.update(level1=self.level1, level2=self.level2, group=self.group, fixed=list(self.fixed))
         out["family"] = self.family
-        out.update({k: getattr(self, k) for k in ("trials", "offset") if getattr(self, k) is not None})
+        out.update({k: getattr(self, k) for k in ("link", "trials", "offset", "weights") if getattr(self, k) is not None})
         out.update(priors=dict(self.priors), fit=dict(self.fit),
                    plots={"which": list(self.plots), **({"term": self.plot_term} if self.plot_term else {})},
                    compare_frequentist=self.compare_frequentist)
@@ -209,7 +211,8 @@ def parse_config(raw: dict, source: Path | None = None) -> RunConfig:
             raise _unknown("key", k, TOP_KEYS, source)
     if "data" not in raw:
         raise ConfigError(f"Missing key 'data'{_where(source)}: a bundled data set ({', '.join(_bundled())}) or a CSV path.")
-    for k in ("name", "title", "description", "data", "formula", "level1", "group", "family", "trials", "offset"):
+    for k in ("name", "title", "description", "data", "formula", "level1", "group", "family", "link", "trials", "offset",
+              "weights"):
         _check_str(raw, k, source)
     has_formula, has_levels = raw.get("formula") is not None, raw.get("level1") is not None
     if has_formula == has_levels:
@@ -227,6 +230,10 @@ def parse_config(raw: dict, source: Path | None = None) -> RunConfig:
     family = raw.get("family", "gaussian")
     if family not in FAMILIES:
         raise ConfigError(f"Key 'family'{_where(source)} is '{family}'. Allowed values: {', '.join(FAMILIES)}.")
+    link = raw.get("link")
+    if link is not None and link not in LINKS[family]:
+        raise ConfigError(f"Key 'link'{_where(source)} is '{link}'. Allowed values for family '{family}': "
+                          f"{', '.join(LINKS[family])}.")
     priors = raw.get("priors") or {}
     if not isinstance(priors, dict) or not all(isinstance(v, str) for v in priors.values()):
         raise ConfigError(f"Key 'priors'{_where(source)} must map prior names to text like \"normal(0, 1)\"; got {priors!r}.")
@@ -245,7 +252,8 @@ def parse_config(raw: dict, source: Path | None = None) -> RunConfig:
                      formula=raw.get("formula"), level1=raw.get("level1"),
                      level2={str(k): v for k, v in raw["level2"].items()} if raw.get("level2") else None,
                      group=raw.get("group"), fixed=tuple(fixed), family=family, trials=raw.get("trials"),
-                     offset=raw.get("offset"), priors=dict(priors), fit=_parse_fit(raw.get("fit"), source),
+                     offset=raw.get("offset"), weights=raw.get("weights"), link=link, priors=dict(priors),
+                     fit=_parse_fit(raw.get("fit"), source),
                      plots=plots, plot_term=term, compare_frequentist=compare, source=Path(source) if source else None)
 
 
@@ -292,7 +300,7 @@ def load_data(cfg: RunConfig, subsample: int | None = None, seed: int = 0) -> pd
     --------
     >>> cfg = parse_config({"data": "wvs7_sim", "formula": "tech ~ 1 + (1 | country)"})
     >>> load_data(cfg, subsample=2000).shape
-    (2000, 3)
+    (2000, 4)
     """
     from ..datasets import load
 
@@ -322,11 +330,14 @@ def build_model(cfg: RunConfig, data: pd.DataFrame | None = None):
     from ..model import MLM
 
     data = load_data(cfg) if data is None else data
-    opts = dict(family=cfg.family, priors=cfg.priors or None, trials=cfg.trials, offset=cfg.offset)
+    opts = dict(family=cfg.family, priors=cfg.priors or None, trials=cfg.trials, offset=cfg.offset,
+                weights=cfg.weights, link=cfg.link)
     try:
         if cfg.formula is not None:
             return MLM(cfg.formula, data, **opts)
         return MLM.from_levels(cfg.level1, cfg.level2, group=cfg.group, data=data, fixed=cfg.fixed, **opts)
     except (SpecError, DataError) as err:
         key = "priors" if "prior" in str(err).lower() else ("formula" if cfg.formula is not None else "level1/level2/group")
+        if cfg.weights is not None and f"'{cfg.weights}'" in str(err):
+            key = "weights"
         raise ConfigError(f"Key '{key}'{_where(cfg.source)}: {err}") from err

@@ -10,10 +10,11 @@ from __future__ import annotations
 
 import pymc as pm
 import pytensor.tensor as pt
+from pymc.distributions.dist_math import log_diff_normal_cdf, normal_lcdf
 
 from ..errors import SpecError
 
-__all__ = ["DISTRIBUTIONS", "vector_rv", "scalar_rv", "lkj_block"]
+__all__ = ["DISTRIBUTIONS", "vector_rv", "scalar_rv", "lkj_block", "ordinal_log_probs"]
 
 DISTRIBUTIONS = {
     "normal": pm.Normal,
@@ -21,6 +22,8 @@ DISTRIBUTIONS = {
     "half_normal": pm.HalfNormal,
     "half_student_t": pm.HalfStudentT,
     "exponential": pm.Exponential,
+    "gamma": pm.Gamma,
+    "inv_gamma": pm.InverseGamma,
 }
 
 
@@ -90,3 +93,32 @@ def lkj_block(name: str, label: str, dists: list[str], params: list[dict], eta):
     kw = {k: pt.stack([p[k] for p in params]) for k in params[0]}
     sd_dist = DISTRIBUTIONS[dists[0]].dist(**kw, shape=len(params))
     return pm.LKJCholeskyCov(name, n=len(params), eta=eta, sd_dist=sd_dist, compute_corr=True)
+
+
+def ordinal_log_probs(eta, cutpoints, link: str):
+    """log p_k of every category (columns) for each linear predictor (rows) of a cumulative model.
+
+    p_k = F(c_k - eta) - F(c_{k-1} - eta), c_0 = -inf, c_K = inf, in one
+    vectorised expression (K separate ``pm.logp`` graphs compile for tens of
+    seconds). For the logit link it uses the exact identity
+    F(b) - F(a) = F(b) F(-a) (1 - exp(a - b)), stable in both tails; for
+    probit, PyMC's ``log_diff_normal_cdf``.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> lp = ordinal_log_probs(pt.as_tensor(np.zeros(1)), pt.as_tensor(np.array([-1.0, 1.0])), "logit").eval()
+    >>> np.exp(lp).round(3).tolist()
+    [[0.269, 0.462, 0.269]]
+    """
+    x = cutpoints[None, :] - eta[:, None]  # (C, K - 1)
+    if link == "probit":
+        first = normal_lcdf(0.0, 1.0, x[:, :1])
+        last = normal_lcdf(0.0, 1.0, -x[:, -1:])
+        middle = log_diff_normal_cdf(0.0, 1.0, x[:, 1:], x[:, :-1])
+    else:
+        first = -pt.softplus(-x[:, :1])
+        last = -pt.softplus(x[:, -1:])
+        a, b = x[:, :-1], x[:, 1:]
+        middle = -pt.softplus(-b) - pt.softplus(a) + pt.log1mexp(a - b)
+    return pt.concatenate([first, middle, last], axis=1)

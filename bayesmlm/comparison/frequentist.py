@@ -11,7 +11,7 @@ or is singular, is flagged in every table and figure that shows it.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
@@ -19,7 +19,10 @@ from scipy.stats import norm
 
 from ..arguments import check_probability
 from ..frequentist_engine.design_fit import default_method, fit_design
+from ..design.structure import factor_structure
 from ..report.render import Note, Section, Table
+from ..results.partition import intercept_variances, partition_of, residual_variance
+from ..schema import safe_name
 
 __all__ = ["FrequentistTables", "frequentist_tables", "Comparison", "compare_frequentist"]
 
@@ -147,6 +150,14 @@ class Comparison:
         The optimiser and its number of evaluations.
     notes : tuple of str
         The optimiser's and the convergence checks' messages.
+    groups_by_factor : dict of str to DataFrame
+        ``groups``' layout for every grouping factor (``groups`` is the one of ``factor``).
+    partition : DataFrame or None
+        For random-intercept models (gaussian or logit): the posterior of
+        :meth:`bayesmlm.Fit.variance_partition` (bayes_mean, bayes_sd,
+        bayes_lower, bayes_upper) beside the same shares and correlations
+        computed from the frequentist estimates (freq_estimate), index
+        (quantity, component); None where no partition is defined.
 
     Examples
     --------
@@ -167,6 +178,8 @@ class Comparison:
     loglik: float
     optimizer: str
     notes: tuple[str, ...]
+    groups_by_factor: dict = field(default_factory=dict)
+    partition: pd.DataFrame | None = None
 
     @property
     def label(self) -> str:
@@ -197,8 +210,12 @@ class Comparison:
             blocks.append(Note(f"The {self.label} fit did not converge: its numbers are not an optimum, so do not "
                                "read the differences below as disagreement.", "bad"))
         blocks += [Note(f"{self.label} fit: {n}", "warn") for n in self.notes]
-        blocks.append(Table(_group_agreement(self.groups), f"Random effects by {self.factor}: posterior means "
-                            "against BLUPs", name="frequentist_groups"))
+        if self.partition is not None:
+            blocks.append(Table(self.partition, f"Variance partition: posterior beside the {self.label} estimates' "
+                                "shares and correlations", name="frequentist_partition"))
+        for f, groups in (self.groups_by_factor or {self.factor: self.groups}).items():
+            blocks.append(Table(_group_agreement(groups), f"Random effects by {f}: posterior means against BLUPs",
+                                name="frequentist_groups" if f == self.factor else f"frequentist_groups_{safe_name(f)}"))
         return Section(f"Posterior against {self.label}", tuple(blocks), key="frequentist")
 
     def plot(self, *, terms=None, visuals: dict | None = None):
@@ -254,8 +271,8 @@ def compare_frequentist(fit, method: str | None = None, prob: float = 0.95, fact
     prob : float
         Mass of the credible intervals and level of the Wald intervals.
     factor : str, optional
-        The grouping factor whose random effects ``groups`` holds; needed
-        only when the model has several.
+        The grouping factor whose random effects ``groups`` holds; default:
+        the first (``groups_by_factor`` holds every factor).
 
     Returns
     -------
@@ -269,7 +286,7 @@ def compare_frequentist(fit, method: str | None = None, prob: float = 0.95, fact
     """
     prob = check_probability(prob)
     ff = frequentist_tables(fit.design, method)
-    factor = fit.design.spec.resolve_group(factor)
+    factor = fit.design.spec.factor(factor)
     z = norm.ppf(0.5 + prob / 2)
     freq = ff.fixed.rename(columns={"estimate": "freq_estimate", "se": "freq_se"})
     freq["freq_lower"] = freq["freq_estimate"] - z * freq["freq_se"]
@@ -280,8 +297,26 @@ def compare_frequentist(fit, method: str | None = None, prob: float = 0.95, fact
     variance = variance.join(ff.variance.set_index(keys).rename(columns={"estimate": "freq_estimate"}), how="outer")
     variance = variance.loc[list(ff.variance.set_index(keys).index)]
     variance["diff_in_sd"] = (variance["bayes_mean"] - variance["freq_estimate"]) / variance["bayes_sd"]
-    groups = _side_by_side(fit.ranef(prob, factor),
-                           ff.ranef[factor].rename(columns={"estimate": "freq_estimate", "se": "freq_se"}))
+    by_factor = {f: _side_by_side(fit.ranef(prob, f), ff.ranef[f].rename(columns={"estimate": "freq_estimate",
+                                                                                   "se": "freq_se"}))
+                 for f in fit.design.spec.groups}
     return Comparison(method=ff.method, formula=fit.formula, factor=factor, prob=prob, fixed=fixed,
-                      variance=variance.reset_index(), groups=groups, singular=ff.singular, converged=ff.converged,
-                      loglik=ff.loglik, optimizer=ff.optimizer, notes=ff.notes)
+                      variance=variance.reset_index(), groups=by_factor[factor], singular=ff.singular,
+                      converged=ff.converged, loglik=ff.loglik, optimizer=ff.optimizer, notes=ff.notes,
+                      groups_by_factor=by_factor, partition=_partition_beside(fit, ff, prob))
+
+
+def _partition_beside(fit, ff: FrequentistTables, prob: float) -> pd.DataFrame | None:
+    """The posterior's variance partition beside the one the frequentist estimates give; None where undefined."""
+    try:
+        bayes = fit.variance_partition(prob)
+    except ValueError:  # random slopes, or a link without a partition: the posterior side says why
+        return None
+    est = ff.variance.set_index(["group", "var1", "var2"])["estimate"]
+    variances = intercept_variances(fit.design, lambda label: est[(label, "(Intercept)", "")])
+    sigma = est.get(("Residual", "", "")) if fit.design.spec.family.has_sigma else None
+    point = partition_of(variances, residual_variance(fit.design, sigma), factor_structure(fit.design).parents)
+    out = bayes[list(_BAYES)].rename(columns=_BAYES)
+    out["freq_estimate"] = point.values
+    out["diff_in_sd"] = (out["bayes_mean"] - out["freq_estimate"]) / out["bayes_sd"]
+    return out

@@ -14,12 +14,14 @@ import numpy as np
 import pandas as pd
 from formulae import model_description
 
-from ..errors import ArgumentError, DataError, RowsDroppedWarning, SpecError
+from ..errors import ArgumentError, DataError, RowsDroppedWarning, SpecError, WeightsWarning
 from ..spec.formula import ModelSpec
 
 __all__ = ["formula_variables", "model_columns", "predictor_columns", "response_columns", "check_columns", "check_column_types", "column_kind",
            "drop_missing", "check_finite", "is_numeric", "check_numeric_outcome", "check_outcome_varies",
-           "check_level2_constant"]
+           "check_level2_constant", "check_weights", "check_weight_sum", "WEIGHT_SUM_RANGE"]
+
+WEIGHT_SUM_RANGE = (0.5, 2.0)  # weights summing outside [0.5 n, 2 n] are warned about as not normalised
 
 
 def formula_variables(rhs: str, where: str) -> set[str]:
@@ -257,6 +259,9 @@ _NO_VARIATION = {
     "bernoulli": "every row is {v:g}: a logit model needs both outcomes (its coefficients would go to infinity)",
     "binomial": "every trial is a {what}: a logit model needs both outcomes (its coefficients would go to infinity)",
     "poisson": "every count is 0: a log-rate model needs some counts above 0 (its rate would go to zero)",
+    "negbinomial": "every count is 0: a log-rate model needs some counts above 0 (its rate would go to zero)",
+    "student": "every row is {v:g}: there is no variation to model",
+    "cumulative": "every row is in one category: an ordinal model needs at least two (its thresholds would go to infinity)",
 }
 
 
@@ -276,7 +281,7 @@ def check_outcome_varies(y: np.ndarray, trials: np.ndarray | None, family: str, 
         if not (none or every):
             return
         detail = _NO_VARIATION[family].format(what="failure" if none else "success")
-    elif family == "poisson":
+    elif family in ("poisson", "negbinomial"):
         if (y > 0).any():
             return
         detail = _NO_VARIATION[family]
@@ -287,11 +292,13 @@ def check_outcome_varies(y: np.ndarray, trials: np.ndarray | None, family: str, 
     raise DataError(f"The outcome '{name}' has no variation: {detail}. Check the data (a filter that kept one kind of row?).")
 
 
-def check_level2_constant(data: pd.DataFrame, labels: pd.Series, group: str, level2: dict) -> None:
+def check_level2_constant(data: pd.DataFrame, labels: pd.Series, group: str, level2: dict, *, name: str = "level2"
+                          ) -> None:
     """Refuse a level-2 predictor that varies within groups: the level equations would not be the model fitted.
 
     ``labels`` is each row's group; ``level2`` maps a level-1 term to its
-    level-2 right-hand side, as :meth:`bayesmlm.MLM.from_levels` takes it.
+    level-2 right-hand side, as :meth:`bayesmlm.MLM.from_levels` takes it;
+    ``name`` is the argument's name in messages (``"level3"`` for the school level).
 
     Examples
     --------
@@ -304,11 +311,71 @@ def check_level2_constant(data: pd.DataFrame, labels: pd.Series, group: str, lev
     """
     by = data.groupby(labels.to_numpy(), sort=True)
     for term, rhs in level2.items():
-        for w in sorted(formula_variables(str(rhs).strip().lstrip("~") or "1", f"level2['{term}']")):
+        for w in sorted(formula_variables(str(rhs).strip().lstrip("~") or "1", f"{name}['{term}']")):
             counts = by[w].nunique(dropna=False)
             if (counts > 1).any():
                 first = counts.index[int(np.argmax(counts.to_numpy() > 1))]
-                raise DataError(f"level2['{term}'] uses '{w}', which varies within groups of '{group}' (group '{first}' has "
+                raise DataError(f"{name}['{term}'] uses '{w}', which varies within groups of '{group}' (group '{first}' has "
                                 f"{int(counts[first])} different values): a level-2 predictor must be constant within each "
                                 f"group. Use its group mean, data.groupby('{group}')['{w}'].transform('mean'), or move "
                                 f"'{w}' into level1.")
+
+
+def check_weights(col: pd.Series, where: str = "") -> np.ndarray:
+    """The ``weights=`` column as floats: numeric, finite and not negative, or a DataError naming the column.
+
+    Zero is allowed for single rows (they drop out of the likelihood); that
+    every weight is zero is not. Missing values are not seen here: rows that
+    miss a weight are dropped with the other missing values, before this
+    check. ``where`` says e.g. " in chunk 3" of a file.
+
+    Examples
+    --------
+    >>> import pandas as pd
+    >>> check_weights(pd.Series([1.0, 0.0, 2.5], name="w")).tolist()
+    [1.0, 0.0, 2.5]
+    >>> check_weights(pd.Series([1.0, -2.0], name="w"))
+    Traceback (most recent call last):
+    ...
+    bayesmlm.errors.DataError: The weights column 'w' has 1 negative value(s) (first at row 1: -2): weights must be 0 or more. Check how the column was made, or drop those rows.
+    """
+    name = col.name
+    if not is_numeric(col.dtype):
+        raise DataError(f"The weights column '{name}' is {col.dtype}{where}, not numeric: weights= names a column of "
+                        f"numbers (0 or more). Convert it, pd.to_numeric(data['{name}']).")
+    w = col.to_numpy(dtype=float)
+    for bad, what in ((np.isnan(w), "missing (NaN)"), (np.isinf(w), "infinite"), (w < 0, "negative")):
+        if bad.any():
+            i = int(np.argmax(bad))
+            raise DataError(f"The weights column '{name}' has {int(bad.sum())} {what} value(s){where} (first at row {i}: "
+                            f"{w[i]:g}): weights must be 0 or more. Check how the column was made, or drop those rows.")
+    return w
+
+
+def check_weight_sum(total: float, n_rows: int, column: str) -> None:
+    """Refuse weights that sum to zero; warn (:class:`~bayesmlm.errors.WeightsWarning`) when their sum is far from
+    the number of rows (outside :data:`WEIGHT_SUM_RANGE` x n), naming the column.
+
+    A weighted likelihood counts the data as sum(w) rows: weights that sum to
+    10 n make the posterior about sqrt(10) times too narrow. The decision to
+    warn rather than raise lives here, for DataFrames and files alike.
+
+    Examples
+    --------
+    >>> import warnings
+    >>> with warnings.catch_warnings(record=True) as caught:
+    ...     warnings.simplefilter("always")
+    ...     check_weight_sum(1000.0, 100, "w")
+    >>> caught[0].category.__name__
+    'WeightsWarning'
+    """
+    if not total > 0:
+        raise DataError(f"The weights column '{column}' sums to 0 over the {n_rows} rows used: every row would drop out "
+                        "of the likelihood. Check the column (a filter that kept only zero-weight rows?).")
+    lo, hi = WEIGHT_SUM_RANGE
+    if not lo * n_rows <= total <= hi * n_rows:
+        warnings.warn(f"The weights column '{column}' sums to {total:.6g} over {n_rows} rows: the weighted likelihood "
+                      f"counts the data as {total:.6g} rows, so the posterior's width is off by about "
+                      f"sqrt({total / n_rows:.3g}). Survey weights are usually normalised to the sample size first "
+                      f"(per country when groups are countries): bayesmlm.normalize_weights(data, '{column}', by=...).",
+                      WeightsWarning, stacklevel=5)

@@ -8,53 +8,25 @@ sigma^2 for the residual variance.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
+from .equation_forms import Equations, tex_name
+from .equations3 import three_level_equations
 from .levels import level_structure
 from .matrices import Design
+from .structure import factor_structure
 
-__all__ = ["Equations", "model_equations"]
+__all__ = ["model_equations"]
 
 _LHS = {"identity": ("{y}_{{ij}}", "{y}_ij"), "logit": (r"\operatorname{{logit}}(p_{{ij}})", "logit(p_ij)"),
         "log": (r"\log(\lambda_{{ij}})", "log(λ_ij)")}
 
 
-@dataclass(frozen=True)
-class Equations:
-    """The model written out. Each field is LaTeX; ``*_text`` fields are plain text.
-
-    Displays as rendered equations in a notebook; ``str()`` gives the text.
-    """
-
-    level1: str
-    level2: tuple[str, ...]
-    random: str
-    combined: str
-    level1_text: str
-    level2_text: tuple[str, ...]
-    random_text: str
-    combined_text: str
-
-    def __str__(self) -> str:
-        return "\n".join(["Level 1:", "  " + self.level1_text, "Level 2:", *("  " + t for t in self.level2_text),
-                          "Random effects:", "  " + self.random_text, "Combined:", "  " + self.combined_text])
-
-    def _repr_markdown_(self) -> str:
-        blocks = ["**Level 1**", f"$${self.level1}$$", "**Level 2**", *(f"$${t}$$" for t in self.level2),
-                  f"$${self.random}$$", "**Combined**", f"$${self.combined}$$"]
-        return "\n\n".join(blocks)
-
-    def _repr_latex_(self) -> str:
-        rows = [self.level1, *self.level2, self.random, self.combined]
-        return r"$\begin{aligned}" + r"\\ ".join(rows) + r"\end{aligned}$"
-
-
-def _tex(name: str) -> str:
-    return r"\text{" + name.replace("_", r"\_").replace("(Intercept)", "1") + "}"
-
-
 def model_equations(design: Design) -> Equations:
-    """Write a two-level design as level equations and as the combined model.
+    """Write a design as level equations and as the combined model.
+
+    Two grouping factors, one nested in the other in the data (see
+    :func:`bayesmlm.design.structure.factor_structure`), are written as three
+    levels (:func:`bayesmlm.design.equations3.three_level_equations`); any
+    other design as two levels of its first grouping factor.
 
     Examples
     --------
@@ -63,16 +35,20 @@ def model_equations(design: Design) -> Equations:
     >>> print(model_equations(m.design).level1_text)
     tech_ij = β0_j + β1_j·smu_ij + e_ij
     """
+    if design.has_rows and len(design.spec.groups) == 2:
+        hierarchy = factor_structure(design).hierarchy
+        if hierarchy:
+            return three_level_equations(design, *hierarchy)
     ls = level_structure(design)
     link = design.spec.family.link
     y = design.spec.response
-    lhs_tex, lhs_txt = _LHS[link][0].format(y=_tex(y)), _LHS[link][1].format(y=y)
+    lhs_tex, lhs_txt = _LHS[link][0].format(y=tex_name(y)), _LHS[link][1].format(y=y)
     resid_tex, resid_txt = (r" + e_{ij}", " + e_ij") if design.spec.family.has_sigma else ("", "")
     k_of = {t: k for k, t in enumerate(ls.level1_terms)} if "(Intercept)" in ls.level1_terms else \
         {t: k + 1 for k, t in enumerate(ls.level1_terms)}
     l1_tex, l1_txt = [], []
     for t, k in k_of.items():
-        x_tex = "" if t == "(Intercept)" else " " + _tex(t) + "_{ij}"
+        x_tex = "" if t == "(Intercept)" else " " + tex_name(t) + "_{ij}"
         x_txt = "" if t == "(Intercept)" else "·" + t + "_ij"
         l1_tex.append(rf"\beta_{{{k}j}}{x_tex}")
         l1_txt.append(f"β{k}_j{x_txt}")
@@ -87,10 +63,10 @@ def model_equations(design: Design) -> Equations:
             w = ls.fixed_level2[c]
             m = 0 if w == "1" else (m + 1 if rhs_tex else 1)
             g_tex, g_txt = rf"\gamma_{{{k}{m}}}", f"γ{k}{m}"
-            w_tex, w_txt = ("", "") if w == "1" else (" " + _tex(w) + "_j", "·" + w + "_j")
+            w_tex, w_txt = ("", "") if w == "1" else (" " + tex_name(w) + "_j", "·" + w + "_j")
             rhs_tex.append(g_tex + w_tex)
             rhs_txt.append(g_txt + w_txt)
-            x_tex = "" if t == "(Intercept)" else " " + _tex(t) + "_{ij}"
+            x_tex = "" if t == "(Intercept)" else " " + tex_name(t) + "_{ij}"
             x_txt = "" if t == "(Intercept)" else "·" + t + "_ij"
             comb_tex.append(g_tex + w_tex + x_tex)
             comb_txt.append(g_txt + w_txt + x_txt)
@@ -101,7 +77,7 @@ def model_equations(design: Design) -> Equations:
         level2_text.append(f"β{k}_j = " + (" + ".join(rhs_txt) or "0"))
     for t in ls.random_terms:
         k = k_of[t]
-        comb_tex.append(rf"u_{{{k}j}}" + ("" if t == "(Intercept)" else " " + _tex(t) + "_{ij}"))
+        comb_tex.append(rf"u_{{{k}j}}" + ("" if t == "(Intercept)" else " " + tex_name(t) + "_{ij}"))
         comb_txt.append(f"u{k}_j" + ("" if t == "(Intercept)" else "·" + t + "_ij"))
     combined = f"{lhs_tex} = " + " + ".join(comb_tex) + resid_tex
     combined_text = f"{lhs_txt} = " + " + ".join(comb_txt) + resid_txt

@@ -18,7 +18,7 @@ import numpy as np
 from ..errors import SpecError
 from .matrices import Design, lme4_name
 
-__all__ = ["LevelStructure", "level_structure", "level1_column"]
+__all__ = ["LevelStructure", "level_structure", "level1_column", "split_interaction", "is_group_level"]
 
 
 @dataclass(frozen=True, eq=False)
@@ -57,8 +57,14 @@ class LevelStructure:
         return A
 
 
-def _split(term: str) -> list[str]:
-    # Split on ':' outside brackets and parentheses (C(x)[a]:w -> ['C(x)[a]', 'w']).
+def split_interaction(term: str) -> list[str]:
+    """The parts of an interaction label, split on ':' outside brackets and parentheses.
+
+    Examples
+    --------
+    >>> split_interaction("C(x)[a]:w")
+    ['C(x)[a]', 'w']
+    """
     parts, depth, start = [], 0, 0
     for i, ch in enumerate(term):
         depth += ch in "([" and 1 or ch in ")]" and -1 or 0
@@ -68,7 +74,14 @@ def _split(term: str) -> list[str]:
     return parts + [term[start:]]
 
 
-def _is_level2(component: str, columns: set, level2: frozenset) -> bool:
+def is_group_level(component: str, columns: set, level2: frozenset) -> bool:
+    """Whether a part of a term reads only columns constant within groups (``level2``: a factor's such columns).
+
+    Examples
+    --------
+    >>> is_group_level("np.log(w)", {"w", "x"}, frozenset({"w"})), is_group_level("x", {"w", "x"}, frozenset({"w"}))
+    (True, False)
+    """
     names = set(re.findall(r"[A-Za-z_.][\w.]*", component)) & columns
     return bool(names) and names <= level2
 
@@ -94,9 +107,9 @@ def level_structure(design: Design, factor: str | None = None) -> LevelStructure
             l1_of.append("(Intercept)")
             l2_of.append("1")
             continue
-        parts = _split(label)
-        l1 = [p for p in parts if not _is_level2(p, columns, level2)]
-        l2 = [p for p in parts if _is_level2(p, columns, level2)]
+        parts = split_interaction(label)
+        l1 = [p for p in parts if not is_group_level(p, columns, level2)]
+        l2 = [p for p in parts if is_group_level(p, columns, level2)]
         l1_of.append(lme4_name(":".join(l1)) if l1 else "(Intercept)")
         l2_of.append(lme4_name(":".join(l2)) if l2 else "1")
     level1_terms = list(dict.fromkeys(["(Intercept)"] * ("(Intercept)" in l1_of + list(random_terms)) + l1_of + list(random_terms)))

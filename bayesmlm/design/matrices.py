@@ -26,6 +26,8 @@ from .data_checks import (
     check_finite,
     check_numeric_outcome,
     check_outcome_varies,
+    check_weight_sum,
+    check_weights,
     drop_missing,
     model_columns,
     predictor_columns,
@@ -33,7 +35,7 @@ from .data_checks import (
 )
 
 __all__ = ["GroupingFactor", "BlockDesign", "Design", "build_design", "assemble_design", "centring", "split_offset", "offset_column",
-           "lme4_name", "group_labels"]
+           "lme4_name", "group_labels", "outcome_arrays", "drop_intercept", "ordinal_outcome"]
 
 
 @dataclass(frozen=True, eq=False)
@@ -72,6 +74,11 @@ class BlockDesign:
         return len(self.terms)
 
     @property
+    def z_means(self) -> np.ndarray:
+        """Z's column means over the data's rows (where a centred block's intercept sits)."""
+        return self.Z.mean(axis=0)
+
+    @property
     def expr_text(self) -> str:
         """The block as lme4 writes it, e.g. ``(1 + Days | Subject)``."""
         return f"({' + '.join('1' if t == '(Intercept)' else t for t in self.terms)} | {self.group})"
@@ -105,17 +112,26 @@ class Design:
         Offset on the link scale per row: the ``offset=`` column plus any
         ``offset(...)`` terms of the formula.
     options : dict
-        The column names given as ``trials=`` and ``offset=`` (or None).
+        The column names given as ``trials=``, ``offset=`` and ``weights=`` (or None).
     fixed_matrix : formulae CommonTerms or None
         The fixed part's formulae design, for evaluating new data (see
         :func:`new_data_design`); ``offset(...)`` terms included.
     success : str or None
         For a bernoulli outcome written as two labels, the label coded 1.
+    categories : tuple of str or None
+        For a cumulative (ordinal) outcome, its categories from lowest to
+        highest; ``y`` holds each row's category as 0, 1, ..., K - 1.
     has_rows : bool
         False for a design whose rows were reduced to per-group sums
         (:class:`bayesmlm.fastpath.readers.SummaryDesign`): its ``data``,
         ``X`` and ``Z`` then hold representative rows only, not data to
         fit, plot or predict. Check it with :meth:`require_rows`.
+    weights : ndarray or None
+        The ``weights=`` column per row (0 or more): gaussian precision
+        weights (the residual variance of row i is sigma^2 / w_i, as lme4's),
+        or likelihood weights of the other families (row i's log-likelihood
+        times w_i, as brms's ``weights()``). A row of weight 0 drops out of
+        the likelihood. None: unweighted.
     """
 
     spec: ModelSpec
@@ -134,6 +150,8 @@ class Design:
     fixed_matrix: object = field(default=None, repr=False)
     success: str | None = None
     has_rows: bool = True
+    weights: np.ndarray | None = None
+    categories: tuple[str, ...] | None = None
 
     def require_rows(self, what: str, instead: str = "") -> None:
         """Refuse, naming ``what``, a design that keeps no rows (see ``has_rows``).
@@ -161,7 +179,7 @@ class Design:
 
     @property
     def x_centre(self) -> np.ndarray:
-        """X's column means, 0 for the intercept (:func:`centring`).
+        """X's column means (weighted means, with weights), 0 for the intercept (:func:`centring`).
 
         Examples
         --------
@@ -169,6 +187,8 @@ class Design:
         >>> bayesmlm.MLM("Reaction ~ Days + (1 | Subject)", bayesmlm.datasets.load("sleepstudy")).design.x_centre.tolist()
         [0.0, 4.5]
         """
+        if self.weights is not None:
+            return centring(self.fixed_terms, self.weights @ self.X / self.weights.sum())
         return centring(self.fixed_terms, self.X.mean(axis=0))
 
     def random_terms(self, factor: str) -> tuple[str, ...]:
@@ -234,20 +254,31 @@ def _lme4_terms(labels: tuple[str, ...], rhs: str, columns) -> tuple[str, ...]:
     return tuple(names)
 
 
-def _response(spec: ModelSpec, data: pd.DataFrame, trials: str | None) -> tuple[np.ndarray, np.ndarray | None, str | None]:
-    """The outcome vector, binomial trials, and (bernoulli labels) the label coded 1."""
+def outcome_arrays(spec: ModelSpec, data: pd.DataFrame, trials: str | None) -> tuple[np.ndarray, np.ndarray | None, str | None]:
+    """The outcome vector, binomial trials, and (bernoulli labels) the label coded 1; bad values are refused by column.
+
+    Examples
+    --------
+    >>> import pandas as pd
+    >>> from bayesmlm.spec.formula import parse_formula
+    >>> y, n, _ = outcome_arrays(parse_formula("cbind(s, f) ~ 1 + (1 | g)", "binomial"), pd.DataFrame({"s": [1], "f": [2]}), None)
+    >>> y.tolist(), n.tolist()
+    ([1.0], [3.0])
+    """
     cols = response_columns(spec)
     family = spec.family.name
     if trials is not None and family != "binomial":
         raise SpecError(f"trials='{trials}' is for family='binomial'; this model's family is '{family}'. Drop trials=, "
                         "or use family='binomial'.")
-    if family == "gaussian":
+    if family in ("gaussian", "student"):
         return check_numeric_outcome(data[cols[0]]), None, None
+    if family == "cumulative":
+        return ordinal_outcome(data[cols[0]])[0], None, None
     if family == "bernoulli":
         y, success = _bernoulli(data[cols[0]])
         return y, None, success
-    if family == "poisson":
-        return _counts(data[cols[0]], "outcome", "a poisson model needs counts (0, 1, 2, and so on)"), None, None
+    if family in ("poisson", "negbinomial"):
+        return _counts(data[cols[0]], "outcome", f"a {family} model needs counts (0, 1, 2, and so on)"), None, None
     if len(cols) == 2:
         if trials is not None:
             raise SpecError(f"The outcome cbind({cols[0]}, {cols[1]}) already gives the trials (successes + failures); "
@@ -280,6 +311,61 @@ def _counts(col: pd.Series, what: str, need: str) -> np.ndarray:
         raise DataError(f"The {what} '{col.name}' has {int(bad.sum())} value(s) that are not non-negative integers "
                         f"(first at row {i}: {x[i]:g}); {need}.")
     return x
+
+
+def ordinal_outcome(col: pd.Series) -> tuple[np.ndarray, tuple[str, ...]]:
+    """An ordinal outcome as category codes 0..K-1, and its categories from lowest to highest.
+
+    An ordered pandas Categorical keeps its declared order; integers are
+    taken in their numeric order (the distinct values seen, so a rating
+    scale with an unused value has one category fewer). Anything else is
+    refused, naming the column.
+
+    Examples
+    --------
+    >>> import pandas as pd
+    >>> y, cats = ordinal_outcome(pd.Series([3, 1, 2, 3], name="rating"))
+    >>> y.tolist(), cats
+    ([2.0, 0.0, 1.0, 2.0], ('1', '2', '3'))
+    """
+    name = col.name
+    if isinstance(col.dtype, pd.CategoricalDtype):
+        if not col.cat.ordered:
+            raise DataError(f"The outcome '{name}' is an unordered Categorical: a cumulative (ordinal) model needs the "
+                            f"categories' order. Make it ordered, e.g. data['{name}'] = data['{name}'].cat.as_ordered() "
+                            "(the categories' listed order, lowest first), or pass integers.")
+        unused = [str(c) for c in col.cat.categories if not (col == c).any()]
+        if unused:
+            raise DataError(f"The outcome '{name}' has categories with no rows ({', '.join(unused)}): their thresholds "
+                            f"would be set by the prior alone. Drop them, data['{name}'] = "
+                            f"data['{name}'].cat.remove_unused_categories(), or merge them with a neighbour.")
+        return col.cat.codes.to_numpy(dtype=float), tuple(str(c) for c in col.cat.categories)
+    if pd.api.types.is_bool_dtype(col) or not pd.api.types.is_numeric_dtype(col):
+        raise DataError(f"The outcome '{name}' is {col.dtype}: a cumulative (ordinal) model needs an ordered "
+                        f"Categorical or integers. Convert it, e.g. pd.Categorical(data['{name}'], categories=[...], "
+                        "ordered=True).")
+    x = col.to_numpy(dtype=float)
+    bad = x != np.round(x)
+    if bad.any():
+        i = int(np.argmax(bad))
+        raise DataError(f"The outcome '{name}' has {int(bad.sum())} value(s) that are not integers (first at row {i}: "
+                        f"{x[i]:g}); a cumulative model takes integers in their order, or an ordered Categorical.")
+    values, codes = np.unique(x, return_inverse=True)
+    return codes.astype(float), tuple(str(int(v)) for v in values)
+
+
+def drop_intercept(M: np.ndarray, labels: tuple[str, ...]) -> tuple[np.ndarray, tuple[str, ...]]:
+    """A fixed design without its intercept column: a cumulative model's thresholds take its place.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> M, labels = drop_intercept(np.array([[1.0, 2.0]]), ("Intercept", "x"))
+    >>> M.tolist(), labels
+    ([[2.0]], ('x',))
+    """
+    keep = [i for i, lab in enumerate(labels) if lab != "Intercept"]
+    return M[:, keep], tuple(labels[i] for i in keep)
 
 
 def _bernoulli(col: pd.Series) -> tuple[np.ndarray, str | None]:
@@ -465,7 +551,7 @@ def _check_identified(spec: ModelSpec, factors: dict, blocks: list[BlockDesign],
     for b in blocks:
         f = factors[b.group]
         J = f.n_levels
-        if (spec.family.has_sigma or spec.family.name == "bernoulli") and J == n_obs:
+        if (spec.family.has_sigma or spec.family.name in ("bernoulli", "cumulative")) and J == n_obs:
             raise DataError(f"The grouping factor '{b.group}' has one row per group ({J} groups, {n_obs} rows): its random "
                             f"effects cannot be told apart from the {'residual error' if spec.family.has_sigma else 'outcome of a 0/1 row'}"
                             f" (lme4 refuses this too). Group by a coarser factor, or drop {b.expr_text}.")
@@ -507,7 +593,8 @@ def _level2_columns(data: pd.DataFrame, factor: GroupingFactor) -> frozenset:
     return frozenset(c for c in data.columns if c not in factor.name.split(":") and (grouped[c].nunique(dropna=False) <= 1).all())
 
 
-def build_design(spec: ModelSpec, data: pd.DataFrame, *, trials: str | None = None, offset: str | None = None) -> Design:
+def build_design(spec: ModelSpec, data: pd.DataFrame, *, trials: str | None = None, offset: str | None = None,
+                 weights: str | None = None) -> Design:
     """Check the data against the spec and build the design matrices.
 
     Parameters
@@ -516,6 +603,12 @@ def build_design(spec: ModelSpec, data: pd.DataFrame, *, trials: str | None = No
     data : DataFrame
     trials, offset : str, optional
         Columns with binomial trials, and an offset on the link scale.
+    weights : str, optional
+        A column of weights, 0 or more (see ``Design.weights``). Rows that
+        miss a weight are dropped like rows that miss any other model column;
+        negative or infinite weights, or weights that sum to 0, are a
+        DataError naming the column; a sum far from the number of rows warns
+        (:func:`bayesmlm.design.data_checks.check_weight_sum`).
 
     Returns
     -------
@@ -534,18 +627,20 @@ def build_design(spec: ModelSpec, data: pd.DataFrame, *, trials: str | None = No
         raise DataError(f"data must be a pandas DataFrame, not {type(data).__name__}.")
     if len(data) == 0:
         raise DataError("The data has no rows.")
-    extra = {"trials": trials, "offset": offset}
+    extra = {"trials": trials, "offset": offset, "weights": weights}
     cols = model_columns(spec)
     check_columns(data, cols, extra)
     cols += [c for c in extra.values() if c is not None and c not in cols]
     clean, dropped = drop_missing(data, cols)
     check_column_types(clean, predictor_columns(spec), [c for g in spec.groups for c in g.split(":")])
+    if weights is not None:
+        check_weight_sum(float(check_weights(clean[weights]).sum()), len(clean), weights)
     check_finite(clean)
-    return assemble_design(spec, clean, trials=trials, offset=offset, rows_dropped=dropped)
+    return assemble_design(spec, clean, trials=trials, offset=offset, weights=weights, rows_dropped=dropped)
 
 
 def assemble_design(spec: ModelSpec, clean: pd.DataFrame, *, trials: str | None = None, offset: str | None = None,
-                    rows_dropped: int = 0) -> Design:
+                    weights: str | None = None, rows_dropped: int = 0) -> Design:
     """The design matrices of rows that already passed :func:`build_design`'s data checks.
 
     For rows that were checked before (a saved fit's rows, read back by
@@ -561,14 +656,18 @@ def assemble_design(spec: ModelSpec, clean: pd.DataFrame, *, trials: str | None 
     >>> assemble_design(spec, d.data).fixed_terms == d.fixed_terms
     True
     """
-    extra = {"trials": trials, "offset": offset}
-    y, n_trials, success = _response(spec, clean, trials)
+    extra = {"trials": trials, "offset": offset, "weights": weights}
+    y, n_trials, success = outcome_arrays(spec, clean, trials)
     check_outcome_varies(y, n_trials, spec.family.name, spec.response)
     fixed_matrix, X, fixed_labels = _fixed_matrix(spec.fixed, clean, "fixed part")
     X, fixed_labels, formula_offset = split_offset(X, fixed_labels)
+    categories = None
+    if spec.family.name == "cumulative":
+        X, fixed_labels = drop_intercept(X, fixed_labels)
+        categories = ordinal_outcome(clean[response_columns(spec)[0]])[1]
     fixed_terms = _lme4_terms(fixed_labels, spec.fixed, clean.columns)
     _check_columns_of(X, fixed_terms, "fixed")
-    if spec.family.link == "logit":
+    if spec.family.link == "logit" and spec.family.name != "cumulative":
         _warn_separation(X, fixed_terms, y, n_trials, spec.response)
     factors = {g: _factor(clean, g) for g in spec.groups}
     blocks, seen = [], {}
@@ -593,4 +692,5 @@ def assemble_design(spec: ModelSpec, clean: pd.DataFrame, *, trials: str | None 
         off = formula_offset if off is None else off + formula_offset
     return Design(spec=spec, data=clean, y=y, X=X, fixed_terms=fixed_terms, fixed_labels=fixed_labels, blocks=tuple(blocks), factors=factors,
                   level2={g: _level2_columns(clean, f) for g, f in factors.items()}, rows_dropped=rows_dropped,
-                  trials=n_trials, offset=off, options=extra, fixed_matrix=fixed_matrix, success=success)
+                  trials=n_trials, offset=off, options=extra, fixed_matrix=fixed_matrix, success=success,
+                  weights=None if weights is None else clean[weights].to_numpy(dtype=float), categories=categories)

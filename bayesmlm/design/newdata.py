@@ -13,7 +13,7 @@ import pandas as pd
 
 from ..errors import DataError
 from .data_checks import check_finite, column_kind, formula_variables
-from .matrices import Design, group_labels, offset_column, split_offset
+from .matrices import Design, drop_intercept, group_labels, offset_column, split_offset
 
 __all__ = ["NewData", "new_data_design"]
 
@@ -107,6 +107,8 @@ def new_data_design(design: Design, newdata: pd.DataFrame, *, groups: bool = Tru
     data = newdata.reset_index(drop=True)
     check_finite(data[need], where=" in newdata")
     X, labels_x, formula_offset = split_offset(*_evaluate(design.fixed_matrix, data, "fixed part"))
+    if design.spec.family.name == "cumulative":
+        X, labels_x = drop_intercept(X, labels_x)
     _check_evaluated(X, labels_x, "fixed part", formula_offset)
     Z, index, labels = [], {}, {}
     if groups:

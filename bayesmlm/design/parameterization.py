@@ -64,9 +64,11 @@ def _row_weights(design: Design, priors: dict[str, Prior]) -> np.ndarray:
     """Fisher information per row about the linear predictor, at prior-typical sigma or the data's mean."""
     family = design.spec.family.name
     y = design.y.astype(float)
-    if family == "gaussian":
+    if family in ("gaussian", "student"):  # a Student-t row carries less, (nu + 1) / (nu + 3) of it: an upper bound
         return np.full(len(y), 1.0 / prior_median(priors["sigma"]) ** 2)
-    if family == "poisson":
+    if family == "cumulative":  # a logistic latent outcome cut near its middle: about p (1 - p) = 1/4 per row
+        return np.full(len(y), 0.25)
+    if family in ("poisson", "negbinomial"):  # negbinomial: mu / (1 + mu / phi), at most the poisson's mu
         exposure = np.exp(design.offset) if design.offset is not None else np.ones(len(y))
         return exposure * max(y.sum() / exposure.sum(), 1e-2)
     n = design.trials.astype(float) if design.trials is not None else np.ones(len(y))

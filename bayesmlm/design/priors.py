@@ -12,7 +12,20 @@ units does not change inferences. For a Gaussian outcome with sd s_y:
   over correlation matrices as in brms (a larger eta pulls weakly identified
   correlations towards 0: on hsb82, LKJ(2) moves the posterior mean of the
   intercept-cses correlation from near REML's 0.39 to 0.19);
-- the residual SD: exponential(lam = 1 / s_y).
+- the residual SD: exponential(lam = 1 / s_y) (gaussian and student);
+- student's degrees of freedom ``nu``: gamma(alpha = 2, beta = 0.1), brms's
+  default (Juarez and Steel 2010): mean 20, 5% below 3.6, so heavy tails are
+  possible and the data must show them;
+- negbinomial's shape ``phi`` (var = mu + mu^2 / phi, NB2 as glmer.nb):
+  inv_gamma(alpha = 0.4, beta = 0.3), brms's default since 2.21 (brms issue
+  #1614): an inverse-gamma approximation of the penalised-complexity prior
+  that shrinks towards the poisson limit (phi -> infinity) instead of
+  brms's old gamma(0.01, 0.01), whose mass piles up near phi = 0 (extreme
+  overdispersion) and lets the sampler wander;
+- cumulative (ordinal) thresholds: student_t(nu = 3, mu = 0, sigma = 2.5) on
+  each, as brms, kept ordered by the sampler's ordered transform. The
+  thresholds take the place of the intercept (X has none), and are
+  reported on the scale of the uncentred predictors.
 
 Logit and log links use s_y = 1 (the link scale: a coefficient of 2.5 is a
 large effect on log odds or log rates) and centre the intercept at the logit
@@ -30,6 +43,7 @@ import numpy as np
 import pandas as pd
 
 from ..errors import SpecError
+from ..schema import THRESHOLDS
 from .matrices import Design
 
 __all__ = ["Prior", "default_priors", "resolve_priors", "priors_table"]
@@ -40,9 +54,12 @@ _PARAMS = {
     "half_normal": ("sigma",),
     "half_student_t": ("nu", "sigma"),
     "exponential": ("lam",),
+    "gamma": ("alpha", "beta"),
+    "inv_gamma": ("alpha", "beta"),
     "lkj": ("eta",),
 }
-_POSITIVE_ONLY = {"half_normal", "half_student_t", "exponential"}
+_POSITIVE_ONLY = {"half_normal", "half_student_t", "exponential", "gamma", "inv_gamma"}
+
 
 
 @dataclass(frozen=True, init=False)
@@ -116,6 +133,8 @@ def _link_scale(design: Design) -> tuple[float, float]:
     y = design.y
     if link == "identity":
         return float(np.mean(y)), float(np.std(y, ddof=1)) or 1.0
+    if design.spec.family.name == "cumulative":
+        return 0.0, 1.0
     if link == "logit":
         n = design.trials if design.trials is not None else np.ones_like(y)
         p = np.clip(y.sum() / n.sum(), 0.01, 0.99)
@@ -172,8 +191,15 @@ def default_priors(design: Design) -> dict[str, Prior]:
             priors[sd_name(b.label, term)] = Prior("half_normal", sigma=_significant(scale))
         if b.correlated:
             priors[cor_name(b.label)] = Prior("lkj", eta=1.0)
+    family = design.spec.family.name
     if design.spec.family.has_sigma:
         priors["sigma"] = Prior("exponential", lam=_significant(1 / s_y))
+    if family == "student":
+        priors["nu"] = Prior("gamma", alpha=2.0, beta=0.1)
+    if family == "negbinomial":
+        priors["phi"] = Prior("inv_gamma", alpha=0.4, beta=0.3)
+    if family == "cumulative":
+        priors[THRESHOLDS] = Prior("student_t", nu=3.0, mu=0.0, sigma=2.5)
     return priors
 
 
@@ -210,9 +236,16 @@ def resolve_priors(design: Design, overrides: dict | None) -> dict[str, Prior]:
         if (default.dist == "lkj") != (prior.dist == "lkj"):
             raise SpecError(f"Prior '{name}' must be {'an lkj' if default.dist == 'lkj' else 'a scalar'} distribution; got {prior}.")
         if default.dist in _POSITIVE_ONLY and prior.dist not in _POSITIVE_ONLY:
-            raise SpecError(f"Prior '{name}' is on a standard deviation: use half_normal, half_student_t or exponential; got {prior}.")
+            what = "a standard deviation" if name.startswith("sd(") or name == "sigma" else "a positive parameter"
+            raise SpecError(f"Prior '{name}' is on {what}: use half_normal, half_student_t, exponential, gamma or "
+                            f"inv_gamma; got {prior}.")
+        if name == THRESHOLDS and prior.dist in _POSITIVE_ONLY:
+            raise SpecError(f"Prior '{name}' is on the thresholds, which may be negative: use normal or student_t; got {prior}.")
         priors[name] = prior
     return priors
+
+
+_FAMILY_CLASSES = {"nu": "degrees of freedom", "phi": "shape (negative binomial)", THRESHOLDS: "thresholds"}
 
 
 def priors_table(priors: dict[str, Prior], design: Design) -> pd.DataFrame:
@@ -236,9 +269,16 @@ def priors_table(priors: dict[str, Prior], design: Design) -> pd.DataFrame:
         elif name.startswith("cor("):
             cls = "correlation"
         else:
-            cls = "residual sd"
+            cls = _FAMILY_CLASSES.get(name, "residual sd")
         note = "at the predictors' means" if name == "(Intercept)" else ""
-        if link != "identity" and cls in ("fixed", "group sd"):
+        if name == "sigma" and design.spec.family.name == "student":
+            note = "scale of the Student-t residuals (their SD is sigma sqrt(nu / (nu - 2)))"
+        if name == THRESHOLDS:
+            note = (f"each of the {len(design.categories) - 1} ordered thresholds, on the {link} latent scale; the "
+                    f"categories in the order {' < '.join(design.categories)}; no intercept (the thresholds absorb it)")
+        if design.spec.family.name == "cumulative" and cls in ("fixed", "group sd"):
+            note = f"{link} latent scale"
+        elif link != "identity" and cls in ("fixed", "group sd"):
             note = f"{link} scale" + (f", {note}" if note else "")
         rows.append({"parameter": name, "class": cls, "prior": str(prior), "source": "default" if prior == defaults[name] else "user",
                      "note": note})

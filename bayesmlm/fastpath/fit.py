@@ -27,7 +27,7 @@ __all__ = ["fit_collapsed", "x_centre"]
 
 
 def x_centre(stats: GroupStats) -> np.ndarray:
-    """Column means of X (0 for the intercept; all 0 without one), from the statistics.
+    """Column means of X (0 for the intercept; all 0 without one), from the statistics: weighted means when weighted.
 
     The full model centres X's columns at these means (:mod:`bayesmlm.build.full`),
     so the intercept's prior is on the outcome at the predictors' means.
@@ -39,7 +39,7 @@ def x_centre(stats: GroupStats) -> np.ndarray:
     >>> x_centre(group_stats(m.design)).round(6).tolist()
     [0.0, 4.5]
     """
-    return centring(stats.fixed_terms, stats.x_shift + stats.x_sum.sum(axis=0) / stats.n_obs)
+    return centring(stats.fixed_terms, stats.x_shift + stats.x_sum.sum(axis=0) / stats.w_sum.sum())
 
 
 def fit_collapsed(design, priors: dict[str, Prior], settings: SamplerSettings, stats: GroupStats | None = None):

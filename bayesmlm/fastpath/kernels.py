@@ -273,7 +273,7 @@ class DensityPlan:
     sigma : prior
     slots : tuple of int
         Positions in ``constants`` of x_centre, x_shift, y_shift, n_obs,
-        xtx_total, xty_total and yty_total.
+        xtx_total, xty_total, yty_total and log_w_total.
     n_const : int
         Length of ``constants``. ``group_stats`` has the rows Z'Z (upper
         triangle, by rows), Z'y (q rows), then X'Z (p rows per random term).
@@ -379,10 +379,54 @@ def _gamma(plan: DensityPlan, const) -> list[str]:
     return lines
 
 
-def _density_source(plan: DensityPlan) -> str:
+def _grouped_terms(plan: DensityPlan, nz) -> list[str]:
+    """Statements from gt, L and s2 to tot, ts2, dgt<k> and dl_<a>_<b>: the loop over one factor's groups."""
+    p, q = plan.p, plan.q
+    lines = []
+    lines += ["    tot = 0.0", "    ts2 = 0.0"] + [f"    dgt{k} = 0.0" for k in range(p)]
+    lines += [f"    dl_{a}_{b} = 0.0" for a, b in nz]
+    n_ztz = q * (q + 1) // 2
+    lines += [f"    o{r} = {1 + plan.n_const} + {r} * J" for r in range(plan.n_rows)]
+    ind = " " * 8
+    lines.append("    for j in range(J):")
+    k = 0
+    for a in range(q):
+        for b in range(a, q):
+            lines.append(f"{ind}s_{a}_{b} = d[o{k} + j]")
+            k += 1
+    for a in range(q):
+        xtz = [f"gt{m} * d[o{n_ztz + q + a * p + m} + j]" for m in range(p)]
+        lines.append(f"{ind}z_{a} = d[o{n_ztz + a} + j] - (" + _sum(xtz) + ")")
+    lines += _ldl(q, ind, nz)
+    lines.append(f"{ind}tot += logdet - quad / s2")
+    for a in range(q):
+        for c in range(a, q):
+            lines.append(f"{ind}g_{a}_{c} = mi_{a}_{c} + v_{a} * v_{c} / s2")
+    lines.append(f"{ind}ts2 += " + _sum([f"g_{a}_{a}" for a in range(q)]) + " + quad / (s2 * s2)")
+    for x, y in nz:
+        g = _sum([f"sl_{x}_{c} * g_{min(c, y)}_{max(c, y)}" for c in range(q)])
+        lines.append(f"{ind}dl_{x}_{y} += 2.0 * ({g}) - 2.0 * z_{x} * v_{y} / s2")
+    for a in range(q):
+        lines.append(f"{ind}dz_{a} = -2.0 * (" + _sum([f"l_{a}_{b} * v_{b}" for b in range(a + 1) if (a, b) in nz]) + ") / s2")
+    for m in range(p):
+        lines.append(f"{ind}dgt{m} -= " + _sum([f"dz_{a} * d[o{n_ztz + q + a * p + m} + j]" for a in range(q)]))
+    return lines
+
+
+def _tree_terms(plan: DensityPlan, nz) -> list[str]:
+    """The same statements for nested factors: one call of :func:`bayesmlm.fastpath.tree_kernel.tree_terms`."""
+    p, q = plan.p, plan.q
+    lines = [f"    Lm = np.zeros(({q}, {q}))"] + [f"    Lm[{a}, {b}] = l_{a}_{b}" for a, b in nz]
+    lines += [f"    gtv = np.empty({p})"] + [f"    gtv[{k}] = gt{k}" for k in range(p)]
+    lines.append(f"    tot, dgtv, dlm, ts2, nq = tree_terms(gtv, Lm, s2, d[{1 + plan.n_const}:], TREE_QS, TREE_QOFF)")
+    lines += [f"    dgt{k} = dgtv[{k}]" for k in range(p)] + [f"    dl_{a}_{b} = dlm[{a}, {b}]" for a, b in nz]
+    return lines
+
+
+def _density_source(plan: DensityPlan, tree: tuple | None = None) -> str:
     p, q = plan.p, plan.q
     const = lambda k: f"d[{1 + k}]"  # noqa: E731  (d[0] is the number of groups)
-    xc, xs, ys, n_obs, xtx, xty, yty = plan.slots
+    xc, xs, ys, n_obs, xtx, xty, yty, log_w = plan.slots
     lines = ["def logp_grad(x, d, grad):", "    J = int(d[0])", "    lp = 0.0"]
     reads, where, nz = _read(plan, density=True)
     lines += reads
@@ -417,41 +461,17 @@ def _density_source(plan: DensityPlan) -> str:
     lines += [f"    lp += {lp}", f"    dv_sg = {dv}"]
     # the likelihood: totals, then the q x q algebra of each group (see group_terms)
     lines += _gamma(plan, const)
-    lines += ["    s2 = sg * sg", "    tot = 0.0", "    ts2 = 0.0"] + [f"    dgt{k} = 0.0" for k in range(p)]
-    lines += [f"    dl_{a}_{b} = 0.0" for a, b in nz]
-    n_ztz = q * (q + 1) // 2
-    lines += [f"    o{r} = {1 + plan.n_const} + {r} * J" for r in range(plan.n_rows)]
-    ind = " " * 8
-    lines.append("    for j in range(J):")
-    k = 0
-    for a in range(q):
-        for b in range(a, q):
-            lines.append(f"{ind}s_{a}_{b} = d[o{k} + j]")
-            k += 1
-    for a in range(q):
-        xtz = [f"gt{m} * d[o{n_ztz + q + a * p + m} + j]" for m in range(p)]
-        lines.append(f"{ind}z_{a} = d[o{n_ztz + a} + j] - (" + _sum(xtz) + ")")
-    lines += _ldl(q, ind, nz)
-    lines.append(f"{ind}tot += logdet - quad / s2")
-    for a in range(q):
-        for c in range(a, q):
-            lines.append(f"{ind}g_{a}_{c} = mi_{a}_{c} + v_{a} * v_{c} / s2")
-    lines.append(f"{ind}ts2 += " + _sum([f"g_{a}_{a}" for a in range(q)]) + " + quad / (s2 * s2)")
-    for x, y in nz:
-        g = _sum([f"sl_{x}_{c} * g_{min(c, y)}_{max(c, y)}" for c in range(q)])
-        lines.append(f"{ind}dl_{x}_{y} += 2.0 * ({g}) - 2.0 * z_{x} * v_{y} / s2")
-    for a in range(q):
-        lines.append(f"{ind}dz_{a} = -2.0 * (" + _sum([f"l_{a}_{b} * v_{b}" for b in range(a + 1) if (a, b) in nz]) + ") / s2")
-    for m in range(p):
-        lines.append(f"{ind}dgt{m} -= " + _sum([f"dz_{a} * d[o{n_ztz + q + a * p + m} + j]" for a in range(q)]))
+    lines.append("    s2 = sg * sg")
+    lines += _tree_terms(plan, nz) if tree else _grouped_terms(plan, nz)
+    effects = "nq" if tree else f"J * {q}"
     n = const(n_obs)
     quad = [f"gt{a} * {const(xtx + a * p + b)} * gt{b}" for a in range(p) for b in range(p)]
     lines += [f"    rr = {const(yty)} - 2.0 * (" + _sum([f"gt{a} * {const(xty + a)}" for a in range(p)]) + ") + (" + _sum(quad) + ")",
-              f"    lp += -0.5 * ({n} * {2 * _LOG_SQRT_2PI!r} + ({n} - J * {q}) * math.log(s2) + tot + rr / s2)"]
+              f"    lp += -0.5 * ({n} * {2 * _LOG_SQRT_2PI!r} + ({n} - {effects}) * math.log(s2) + tot + rr / s2 - {const(log_w)})"]
     for a in range(p):
         sym = _sum([f"({const(xtx + a * p + b)} + {const(xtx + b * p + a)}) * gt{b}" for b in range(p)])
         lines.append(f"    dgt{a} = -0.5 * (dgt{a} + (-2.0 * {const(xty + a)} + {sym}) / s2)")
-    lines.append(f"    dv_sg += -0.5 * (({n} - J * {q}) / s2 + ts2 - rr / (s2 * s2)) * 2.0 * sg")
+    lines.append(f"    dv_sg += -0.5 * (({n} - {effects}) / s2 + ts2 - rr / (s2 * s2)) * 2.0 * sg")
     lines += [f"    dv_l_{a}_{b} += -0.5 * dl_{a}_{b}" for a, b in nz]
     i0 = plan.intercept  # back through gt -> gm -> bc
     if i0 >= 0:
@@ -528,7 +548,7 @@ def expand_cfunc(dim, n_expanded, x_, out_, data_):
 """
 
 
-def density_source(plan: DensityPlan) -> str:
+def density_source(plan: DensityPlan, tree: tuple | None = None) -> str:
     """The generated source of the collapsed model's log-density kernels for a plan.
 
     ``logp_grad(x, d, grad)`` returns the log density at the unconstrained
@@ -540,13 +560,21 @@ def density_source(plan: DensityPlan) -> str:
     Examples
     --------
     >>> plan = DensityPlan((("normal", (0, 1)),), 0, ((1, False, (("half_normal", (2,)),), -1),),
-    ...                    ("exponential", (3,)), (4, 5, 6, 7, 8, 9, 10), 11)
+    ...                    ("exponential", (3,)), (4, 5, 6, 7, 8, 9, 10, 11), 12)
     >>> "def logp_grad(x, d, grad):" in density_source(plan)
     True
     """
-    consts = (f"N_DIM = {plan.n_dim}\nN_CONST = {plan.n_const}\nN_ROWS = {plan.n_rows}\n"
+    consts = (f"N_DIM = {plan.n_dim}\nN_CONST = {plan.n_const}\nN_ROWS = {1 if tree else plan.n_rows}\n"
               f"N_EXPANDED = {plan.n_expanded}\n")
-    return ("import math\n\nimport numba\nimport numpy as np\n\n" + consts + "\n\n" + _density_source(plan) + "\n\n\n"
+    imports = "import math\n\nimport numba\nimport numpy as np\n"
+    if tree:  # nested factors: d[0] is the length of the tree's statistics, which follow the constants
+        from . import tree_kernel
+
+        digest = hashlib.sha1(Path(tree_kernel.__file__).read_bytes()).hexdigest()[:12]
+        imports += f"\nfrom bayesmlm.fastpath.tree_kernel import tree_terms  # source {digest}\n"
+        consts += (f"TREE_QS = np.array({list(map(int, tree[0]))}, dtype=np.int64)\n"
+                   f"TREE_QOFF = np.array({list(map(int, tree[1]))}, dtype=np.int64)\n")
+    return (imports + "\n" + consts + "\n\n" + _density_source(plan, tree) + "\n\n\n"
             + _expand_source(plan) + "\n\n" + _CALLBACKS)
 
 
@@ -566,7 +594,7 @@ def pack_data(constants, group_stats):
 
 
 @lru_cache(maxsize=None)
-def density_kernels(plan: DensityPlan):
+def density_kernels(plan: DensityPlan, tree: tuple | None = None):
     """The compiled density kernels of a plan (a module: ``logp_grad``, ``expand``, ``logp_cfunc``, ``expand_cfunc``).
 
     Compiled once per machine (Numba's disk cache, under the kernel cache folder), once per process after that.
@@ -599,5 +627,5 @@ def density_kernels(plan: DensityPlan):
     ptr = types.CPointer(types.double)
     signatures = {"logp_cfunc": types.int64(types.uint64, ptr, ptr, ptr, types.voidptr),
                   "expand_cfunc": types.int64(types.uint64, types.uint64, ptr, ptr, types.voidptr)}
-    stem = f"density_p{plan.p}_q{plan.q}"
-    return _load(stem, density_source(plan), ("logp_grad", "expand"), signatures)
+    stem = f"density_p{plan.p}_q{plan.q}" + ("_tree" if tree else "")
+    return _load(stem, density_source(plan, tree), ("logp_grad", "expand"), signatures)

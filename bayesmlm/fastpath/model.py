@@ -9,6 +9,10 @@ lemma and the Woodbury identity give (DESIGN.md, "The fast path")
     log p(y_j) = -1/2 [ n_j log(2 pi) + (n_j - q) log sigma^2 + log det M_j
                         + (r_j'r_j - b_j' M_j^-1 b_j) / sigma^2 ].
 
+With precision weights every cross-product is weighted (Z_j'W_j Z_j, ...),
+n_j counts the rows of positive weight, and the log-density gains
+1/2 sum(log w_i) (the determinant of sigma^2 W^-1; :mod:`bayesmlm.fastpath.stats`).
+
 Writing T^-1 nowhere keeps this finite when a random SD is near zero. The
 r_j'r_j terms only enter as their sum over groups, so they need the totals of
 X'X, X'y and y'y; the per-group work is the q x q part, one Numba loop over
@@ -48,7 +52,7 @@ from .op import group_terms
 from .stats import GroupStats
 
 __all__ = ["CollapsedStructure", "collapsed_structure", "collapsed_data", "data_layout", "build_collapsed_model",
-           "collapsed_loglik", "loglik_at"]
+           "collapsed_loglik", "loglik_at", "unpacked_data"]
 
 
 @dataclass(frozen=True)
@@ -118,7 +122,8 @@ class _Layout:
         p, q = len(structure.fixed_terms), structure.q
         slots, k = {}, 0
         for name, length in [("x_centre", p), ("x_shift", p), ("y_shift", 1), ("n_obs", 1), ("xtx_total", p * p),
-                             ("xty_total", p), ("yty_total", 1)]:
+                             ("xty_total", p), ("yty_total", 1),
+                             ("log_w_total", 1)]:
             slots[name] = (k, length)
             k += length
         for name, prior in priors.items():
@@ -144,7 +149,7 @@ def data_layout(structure: CollapsedStructure, priors: dict[str, Prior]) -> tupl
 
     Returns ``slots``, (start, length) in ``constants`` by name (``"x_centre"``,
     ``"x_shift"``, ``"y_shift"``, ``"n_obs"``, ``"xtx_total"``, ``"xty_total"``,
-    ``"yty_total"``) or by (prior name, parameter); and ``rows``, the row of
+    ``"yty_total"``, ``"log_w_total"``) or by (prior name, parameter); and ``rows``, the row of
     ``group_stats`` by ``("ztz", a, b)`` (a <= b), ``("zty", a)`` or the first
     row of ``("xtz", a)`` (p rows).
 
@@ -192,7 +197,7 @@ def collapsed_data(structure: CollapsedStructure, stats: GroupStats, priors: dic
     const = np.empty(layout.size)
     values = {"x_centre": np.asarray(x_centre, dtype=float), "x_shift": stats.x_shift, "y_shift": stats.y_shift,
               "n_obs": stats.n.sum(), "xtx_total": stats.XtX.sum(axis=0), "xty_total": stats.Xty.sum(axis=0),
-              "yty_total": stats.yty.sum()}
+              "yty_total": stats.yty.sum(), "log_w_total": stats.log_w.sum()}
     for name, prior in priors.items():
         for param, value in prior.params:
             values[(name, param)] = value
@@ -232,6 +237,22 @@ class _Unpacked:
     def xtz(self, a: int):
         r = self.layout.rows[("xtz", a)]
         return self.g[r:r + self.p]
+
+
+def unpacked_data(structure: CollapsedStructure, priors: dict[str, Prior], data: dict):
+    """The named pieces of :func:`collapsed_data`'s arrays (``data["n_obs"]``, ``data.g``, ...), for a likelihood.
+
+    Examples
+    --------
+    >>> import bayesmlm
+    >>> from bayesmlm.fastpath.stats import group_stats
+    >>> m = bayesmlm.MLM("Reaction ~ Days + (Days | Subject)", bayesmlm.datasets.load("sleepstudy"))
+    >>> s = collapsed_structure(m.design, m.prior_dict)
+    >>> float(unpacked_data(s, m.prior_dict, collapsed_data(s, group_stats(m.design), m.prior_dict, [0, 4.5]))["n_obs"])
+    180.0
+    """
+    return _Unpacked(_Layout.of(structure, priors), data["constants"], data["group_stats"], len(structure.fixed_terms),
+                     structure.q)
 
 
 def _params(name: str, prior: Prior, data: _Unpacked) -> dict:
@@ -294,7 +315,7 @@ def collapsed_loglik(L: dict, sigma, gamma_t, data: _Unpacked):
     terms = group_terms(q, data.g[:q * (q + 1) // 2], zr, Lmat, s2)
     rr = data["yty_total"] - 2.0 * pt.dot(gamma_t, data["xty_total"]) + pt.dot(gamma_t, pt.dot(data["xtx_total"], gamma_t))
     n = data["n_obs"]
-    return -0.5 * (n * np.log(2 * np.pi) + (n - n_groups * q) * pt.log(s2) + terms + rr / s2)
+    return -0.5 * (n * np.log(2 * np.pi) + (n - n_groups * q) * pt.log(s2) + terms + rr / s2 - data["log_w_total"])
 
 
 def loglik_at(stats: GroupStats, gamma, cov, sigma: float) -> float:
@@ -325,7 +346,8 @@ def loglik_at(stats: GroupStats, gamma, cov, sigma: float) -> float:
     return float(collapsed_loglik(L, float(sigma), gamma_t, unpacked).eval())
 
 
-def build_collapsed_model(structure: CollapsedStructure, priors: dict[str, Prior], data: dict[str, np.ndarray]) -> pm.Model:
+def build_collapsed_model(structure: CollapsedStructure, priors: dict[str, Prior], data: dict[str, np.ndarray],
+                          loglik=None) -> pm.Model:
     """The collapsed PyMC model: gamma, the random blocks' SDs and correlations, and sigma.
 
     Parameters
@@ -335,6 +357,9 @@ def build_collapsed_model(structure: CollapsedStructure, priors: dict[str, Prior
         Their distributions are structure; their parameters are read from ``data``.
     data : dict
         :func:`collapsed_data`.
+    loglik : callable, optional
+        ``loglik(L, sigma, gamma_t, data)`` in place of :func:`collapsed_loglik`
+        (same arguments): the nested route's (:mod:`bayesmlm.fastpath.nested_model`).
 
     Examples
     --------
@@ -355,5 +380,5 @@ def build_collapsed_model(structure: CollapsedStructure, priors: dict[str, Prior
         gamma_t = _fixed(structure, priors, unpacked)
         L = _cholesky_entries(structure, priors, unpacked)
         sigma = scalar_rv(SIGMA, priors[SIGMA].dist, _params(SIGMA, priors[SIGMA], unpacked))
-        pm.Potential("collapsed_loglik", collapsed_loglik(L, sigma, gamma_t, unpacked))
+        pm.Potential("collapsed_loglik", (loglik or collapsed_loglik)(L, sigma, gamma_t, unpacked))
     return model

@@ -37,6 +37,7 @@ from ..sample.nuts import SamplerSettings
 from ..schema import FIXED, FIXED_DIM, SIGMA, safe_name, u_var, variable_dims
 from .kernels import DensityPlan, density_kernels, pack_data
 from .model import CollapsedStructure, build_collapsed_model, data_layout
+from .nested_model import NestedStructure, tree_loglik
 
 __all__ = ["CompiledCollapsed", "compile_collapsed", "sample_collapsed", "clear_cache", "density_plan"]
 
@@ -115,7 +116,7 @@ def density_plan(structure: CollapsedStructure, priors: dict[str, Prior]) -> Den
     if rows != expected_rows:
         raise RuntimeError("The collapsed model's statistics are not in the order the density kernel reads; "
                            "report this as a bug.")
-    names = ("x_centre", "x_shift", "y_shift", "n_obs", "xtx_total", "xty_total", "yty_total")
+    names = ("x_centre", "x_shift", "y_shift", "n_obs", "xtx_total", "xty_total", "yty_total", "log_w_total")
     intercept = structure.fixed_terms.index("(Intercept)") if structure.has_intercept else -1
     return DensityPlan(tuple(prior(t) for t in structure.fixed_terms), intercept, tuple(blocks), prior("sigma"),
                        tuple(slots[n][0] for n in names), sum(length for _, length in slots.values()))
@@ -143,10 +144,11 @@ def compile_collapsed(structure: CollapsedStructure, priors: dict[str, Prior], d
     Parameters
     ----------
     structure : CollapsedStructure
+        Or a :class:`~bayesmlm.fastpath.nested_model.NestedStructure` (nested factors).
     priors : dict of str to Prior
     data : dict
         :func:`~bayesmlm.fastpath.model.collapsed_data` (any data of this
-        structure: only used to build the graph).
+        structure: only used to build the graph), or :func:`~bayesmlm.fastpath.nested_model.nested_data`.
 
     Returns
     -------
@@ -168,13 +170,14 @@ def compile_collapsed(structure: CollapsedStructure, priors: dict[str, Prior], d
     if structure in _CACHE:
         return _CACHE[structure], True
     start = time.perf_counter()
-    model = build_collapsed_model(structure, priors, data)
+    tree = structure.tree if isinstance(structure, NestedStructure) else None
+    model = build_collapsed_model(structure, priors, data, loglik=tree_loglik(structure) if tree else None)
     value_names = tuple(v.name for v in model.value_vars)
     if list(value_names) != _value_names(structure, priors):
         raise RuntimeError(f"The collapsed PyMC model's variables {value_names} are not those the density kernel reads "
                            f"({_value_names(structure, priors)}); report this as a bug.")
     plan = density_plan(structure, priors)
-    kernels = density_kernels(plan)
+    kernels = density_kernels(plan, tree)
     dims = {FIXED: (FIXED_DIM,)}
     for label, _, correlated in structure.blocks:
         dims |= {k: v for k, v in variable_dims(label, label, correlated).items() if k != u_var(label)}
@@ -200,8 +203,8 @@ def _initial_point(plan: DensityPlan, const: np.ndarray, seed) -> np.ndarray:
     Examples
     --------
     >>> plan = DensityPlan((("normal", (0, 1)),), 0, ((1, False, (("half_normal", (2,)),), -1),),
-    ...                    ("exponential", (3,)), (4, 5, 6, 7, 8, 9, 10), 11)
-    >>> _initial_point(plan, np.array([5.0, 1.0, 2.0, 0.5] + [0.0] * 7), 1).shape
+    ...                    ("exponential", (3,)), (4, 5, 6, 7, 8, 9, 10, 11), 12)
+    >>> _initial_point(plan, np.array([5.0, 1.0, 2.0, 0.5] + [0.0] * 8), 1).shape
     (3,)
     """
     def scaled(prior):

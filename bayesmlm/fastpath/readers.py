@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import warnings
 import zlib
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -31,6 +31,8 @@ from ..design.data_checks import (
     check_columns,
     check_finite,
     check_numeric_outcome,
+    check_weight_sum,
+    check_weights,
     is_numeric,
     model_columns,
 )
@@ -42,11 +44,14 @@ from ..design.matrices import (
     group_labels,
 )
 from ..design.newdata import new_data_design
-from ..errors import DataError, RowsDroppedWarning, SpecError
+from ..errors import DataError, RowsDroppedWarning, SpecError, WeightsWarning
 from ..spec.formula import ModelSpec
+from .nested_stats import NestedStats, nested_from_leaf
+from .nesting import level_blocks, nesting_order, parent_index
 from .stats import STATISTICS, GroupStats, accumulate, collapse_problem, default_shift
 
-__all__ = ["ColumnMoments", "SummaryDesign", "Reduced", "reduce_frames", "reduce_files", "reduce_dask", "read_chunks"]
+__all__ = ["ColumnMoments", "SummaryDesign", "Reduced", "reduce_frames", "reduce_files", "reduce_dask", "read_chunks",
+           "clean_chunk", "chunk_matrices", "model_file_columns"]
 
 
 @dataclass(frozen=True)
@@ -99,19 +104,41 @@ class Reduced:
     """Sufficient statistics and the summary design of data read in chunks."""
 
     design: SummaryDesign
-    stats: GroupStats
+    stats: GroupStats | NestedStats
 
 
 def _group_columns(template: Design) -> list[str]:
-    return template.spec.groups[0].split(":")
+    return list(dict.fromkeys(c for g in template.spec.groups for c in g.split(":")))
 
 
-def _template(spec: ModelSpec, first: pd.DataFrame, offset: str | None, where: str) -> Design:
+def _leaf(template: Design) -> str:
+    """The grouping factor the statistics are summed by: the one factor, or the finest of nested ones."""
+    return nesting_order(template)[0][-1]
+
+
+def _parent_labels(clean: pd.DataFrame, codes: np.ndarray, n_groups: int, template: Design, chunk_no) -> dict:
+    """For nested factors: each leaf group's label at every coarser level (checked on every row)."""
+    out, first = {}, _first_rows(codes, n_groups)
+    for factor in nesting_order(template)[0][:-1]:
+        labels = group_labels(clean, factor).to_numpy(dtype=object)
+        mine = labels[first]
+        bad = np.flatnonzero(mine[codes] != labels)
+        if bad.size:
+            leaf = group_labels(clean, _leaf(template)).iloc[bad[0]]
+            raise DataError(f"Chunk {chunk_no}: group '{leaf}' of '{_leaf(template)}' occurs with two levels of "
+                            f"'{factor}' ({mine[codes[bad[0]]]!r} and {labels[bad[0]]!r}): the factors are not nested. "
+                            "Make the labels unique within their parent, e.g. (1 | parent/child).")
+        out[factor] = mine
+    return out
+
+
+def _template(spec: ModelSpec, first: pd.DataFrame, offset: str | None, where: str, weights: str | None = None) -> Design:
     """The design of the first chunk: encodings, shift and checks for every chunk."""
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", RowsDroppedWarning)  # counted again, over all chunks, by _partial
-            template = build_design(spec, first, offset=offset)
+            warnings.simplefilter("ignore", WeightsWarning)  # the sum is checked over all chunks, by _finish
+            template = build_design(spec, first, offset=offset, weights=weights)
     except (DataError, SpecError) as err:
         raise type(err)(f"In the first chunk of {where} ({len(first)} rows): {err} The first chunk fixes the design, so it "
                         "must vary in every predictor and hold two or more groups: pass a larger chunksize=, or "
@@ -133,6 +160,7 @@ class _Partial:
     n_dropped: int
     level2: dict                # column -> DataFrame(index=label): [lo, hi] (numeric) or [varies, first]
     rep: pd.DataFrame           # representative rows with __label, __chunk, __row, __x*, __z*
+    parents: dict = field(default_factory=dict)  # nested factors: coarser factor -> label per leaf group
 
 
 def _moment_centre(template: Design) -> np.ndarray:
@@ -140,7 +168,16 @@ def _moment_centre(template: Design) -> np.ndarray:
     return np.concatenate([[template.y.mean()], template.X.mean(axis=0), Z.mean(axis=0)])
 
 
-def _clean(chunk: pd.DataFrame, template: Design, chunk_no: int) -> tuple[pd.DataFrame, pd.Series]:
+def clean_chunk(chunk: pd.DataFrame, template: Design, chunk_no: int) -> tuple[pd.DataFrame, pd.Series]:
+    """A chunk's model columns without the rows that miss a value, and the missing values per column.
+
+    The columns are the first chunk's design's (``template``); values that are
+    not finite are refused, naming the chunk.
+
+    Examples
+    --------
+    >>> clean, missing = clean_chunk(chunk, template, 3)  # doctest: +SKIP
+    """
     cols = list(template.data.columns)
     check_columns(chunk, cols, where=f"chunk {chunk_no}")
     chunk = chunk[cols]
@@ -153,12 +190,12 @@ def _clean(chunk: pd.DataFrame, template: Design, chunk_no: int) -> tuple[pd.Dat
 
 def _group_codes(clean: pd.DataFrame, template: Design) -> tuple[np.ndarray, np.ndarray]:
     """Each row's group code and the sorted labels, as ``str`` of the values (as the in-memory design reads them)."""
-    cols = _group_columns(template)
+    cols = _leaf(template).split(":")
     if len(cols) == 1:
         codes, uniques = pd.factorize(clean[cols[0]])
         labels = group_labels(pd.DataFrame({cols[0]: uniques}), cols[0]).to_numpy(dtype=object)
     else:
-        codes, uniques = pd.factorize(group_labels(clean, template.spec.groups[0]))
+        codes, uniques = pd.factorize(group_labels(clean, _leaf(template)))
         labels = np.asarray(uniques, dtype=object)
     order = np.argsort(labels)
     rank = np.empty(len(order), dtype=np.int64)
@@ -166,8 +203,13 @@ def _group_codes(clean: pd.DataFrame, template: Design) -> tuple[np.ndarray, np.
     return rank[codes], labels[order]
 
 
-def _matrices(clean: pd.DataFrame, template: Design, chunk_no: int):
-    """X, Z (all blocks) and the offset of a chunk, with the first chunk's formulae encodings."""
+def chunk_matrices(clean: pd.DataFrame, template: Design, chunk_no: int):
+    """X, Z (all blocks, side by side) and the offset of a chunk, with the first chunk's formulae encodings.
+
+    Examples
+    --------
+    >>> X, Z, offset = chunk_matrices(clean, template, 3)  # doctest: +SKIP
+    """
     try:
         nd = new_data_design(template, clean, groups=False)
         Z = np.column_stack([b.Z_matrix.evaluate_new_data(clean).as_dataframe().to_numpy(dtype=float)
@@ -209,14 +251,16 @@ def _level2_evidence(clean: pd.DataFrame, codes: np.ndarray, labels: np.ndarray,
 
 def _partial(chunk: pd.DataFrame, template: Design, chunk_no: int) -> _Partial:
     """One chunk's per-group sums, moments, level-2 evidence and representative rows."""
-    clean, na_counts = _clean(chunk, template, chunk_no)
+    clean, na_counts = clean_chunk(chunk, template, chunk_no)
     y = check_numeric_outcome(clean[template.spec.response], where=f" in chunk {chunk_no}")
-    X, Z, offset = _matrices(clean, template, chunk_no)
+    X, Z, offset = chunk_matrices(clean, template, chunk_no)
     codes, labels = _group_codes(clean, template)
     J = len(labels)
     x_shift, y_shift = default_shift(template)
     outcome = y - offset if offset is not None else y
-    sums = accumulate(codes, J, X - x_shift, Z, outcome - y_shift)
+    column = template.options.get("weights")
+    w = None if column is None else check_weights(clean[column], where=f" in chunk {chunk_no}")
+    sums = accumulate(codes, J, X - x_shift, Z, outcome - y_shift, w)
     v = np.column_stack([y, X, Z]) - _moment_centre(template)
     picks = [_first_rows(codes, J)]
     for col in [*X.T, *Z.T, *(clean[c].to_numpy(dtype=float) for c in clean.columns
@@ -233,7 +277,8 @@ def _partial(chunk: pd.DataFrame, template: Design, chunk_no: int) -> _Partial:
         rep["__offset"] = offset[rows]
     return _Partial(labels, sums, v.sum(axis=0), (v**2).sum(axis=0), len(clean),
                     {c: int(n) for c, n in na_counts.items() if n}, len(chunk) - len(clean),
-                    _level2_evidence(clean, codes, labels, template), _representatives(rep, template))
+                    _level2_evidence(clean, codes, labels, template), _representatives(rep, template),
+                    _parent_labels(clean, codes, J, template, chunk_no))
 
 
 def _representatives(rep: pd.DataFrame, template: Design) -> pd.DataFrame:
@@ -270,9 +315,20 @@ def _merge(a: _Partial, b: _Partial, template: Design) -> _Partial:
     dropped = dict(a.dropped)
     for c, n in b.dropped.items():
         dropped[c] = dropped.get(c, 0) + n
+    parents = {}
+    for factor, mine in a.parents.items():
+        both = np.full(len(labels), None, dtype=object)
+        both[ia] = mine
+        clash = np.flatnonzero((both[ib] != None) & (both[ib] != b.parents[factor]))  # noqa: E711
+        if clash.size:
+            raise DataError(f"Group '{b.labels[clash[0]]}' of '{_leaf(template)}' occurs with two levels of '{factor}' "
+                            f"({both[ib][clash[0]]!r} and {b.parents[factor][clash[0]]!r}) in different chunks: the "
+                            "factors are not nested. Make the labels unique within their parent, e.g. (1 | parent/child).")
+        both[ib] = b.parents[factor]
+        parents[factor] = both
     return _Partial(labels, sums, a.moment_sum + b.moment_sum, a.moment_sq + b.moment_sq, a.n + b.n, dropped,
                     a.n_dropped + b.n_dropped, level2, _representatives(pd.concat([a.rep, b.rep], ignore_index=True),
-                                                                        template))
+                                                                        template), parents)
 
 
 def _moments(part: _Partial, template: Design) -> ColumnMoments:
@@ -293,10 +349,12 @@ def _finish(part: _Partial, template: Design, source: str) -> Reduced:
         detail = ", ".join(f"{c}: {n}" for c, n in part.dropped.items())
         warnings.warn(f"Dropped {part.n_dropped} of {part.n + part.n_dropped} rows with missing values ({detail}), "
                       "as lme4's na.omit does.", RowsDroppedWarning, stacklevel=4)
-    factor = template.spec.groups[0]
+    factor = _leaf(template)
     if len(part.labels) < 2:
         raise DataError(f"The grouping factor '{factor}' has only one level in {source}: a random effect needs at least two groups.")
     levels = tuple(str(v) for v in part.labels)
+    if template.options.get("weights") is not None:
+        check_weight_sum(float(part.sums["w_sum"].sum()), part.n, template.options["weights"])
     x_shift, y_shift = default_shift(template)
     stats = GroupStats(factor, levels, tuple(template.fixed_terms), tuple(t for b in template.blocks for t in b.terms),
                        x_shift, y_shift, **part.sums)
@@ -312,18 +370,65 @@ def _finish(part: _Partial, template: Design, source: str) -> Reduced:
     data[template.spec.response] = np.nan
     level2 = frozenset(c for c, frame in part.level2.items()
                        if ((frame["lo"] == frame["hi"]).all() if "lo" in frame else not frame["varies"].any()))
+    factors = {factor: GroupingFactor(factor, levels, index.astype(np.int64))}
+    levels2 = {factor: level2}
+    for name, mine in part.parents.items():  # nested factors: the coarser ones, and their level-2 columns
+        upper = np.unique(mine.astype(str)).astype(object)
+        factors[name] = GroupingFactor(name, tuple(str(v) for v in upper),
+                                       np.searchsorted(upper, group_labels(rep, name).to_numpy(dtype=object)).astype(np.int64))
+        levels2[name] = _coarser_level2(part, mine)
+    factors = {g: factors[g] for g in template.spec.groups}
     design = SummaryDesign(
         has_rows=False,
         spec=template.spec, data=data, y=np.full(len(rep), np.nan), X=X, fixed_terms=template.fixed_terms,
         fixed_labels=template.fixed_labels, blocks=tuple(blocks),
-        factors={factor: GroupingFactor(factor, levels, index.astype(np.int64))}, level2={factor: level2},
+        factors=factors, level2=levels2,
         rows_dropped=part.n_dropped, offset=rep["__offset"].to_numpy() if "__offset" in rep else None,
         options=template.options, fixed_matrix=template.fixed_matrix, moments=_moments(part, template), n_rows=part.n,
         source=source)
+    if part.parents:
+        stats = _nested(stats, design)
     return Reduced(design, stats)
 
 
-def reduce_frames(spec: ModelSpec, frames, *, offset: str | None = None, source: str = "the data") -> Reduced:
+def _coarser_level2(part: _Partial, parent_of_leaf: np.ndarray) -> frozenset:
+    """The columns constant within each group of a coarser factor, from the leaf groups' evidence."""
+    out = []
+    for col, frame in part.level2.items():
+        by = pd.Series(parent_of_leaf, index=frame.index)
+        if "lo" in frame:
+            g = frame.groupby(by)
+            if (g["lo"].min() == g["hi"].max()).all():
+                out.append(col)
+        elif not frame["varies"].any() and (frame["first"].groupby(by).nunique(dropna=False) <= 1).all():
+            out.append(col)
+    return frozenset(out)
+
+
+def _nested(leaf: GroupStats, design: Design) -> NestedStats:
+    """The leaf statistics (Z in the design's block order) as NestedStats (Z top level first)."""
+    factors = nesting_order(design)[0]
+    order, k = {}, 0
+    for b in design.blocks:
+        order[b.label] = list(range(k, k + b.q))
+        k += b.q
+    per_level = level_blocks(design, factors)
+    perm = [i for bl in per_level for b in bl for i in order[b.label]]
+    leaf = replace(leaf, random_terms=tuple(leaf.random_terms[i] for i in perm), XtZ=leaf.XtZ[:, :, perm],
+                   ZtZ=leaf.ZtZ[:, perm][:, :, perm], Zty=leaf.Zty[:, perm], z_sum=leaf.z_sum[:, perm])
+    levels = [tuple(design.factors[f].levels) for f in factors]
+    parents = [np.zeros(0, dtype=np.int64)]
+    for top, low in zip(factors, factors[1:]):
+        first, bad = parent_index(design.factors[low].index, design.factors[top].index, design.factors[low].n_levels)
+        if bad is not None or np.any(first < 0):
+            raise DataError(f"The factors '{top}' and '{low}' are not nested in the rows read, or a group of '{low}' has "
+                            "no representative row; report this as a bug.")
+        parents.append(first)
+    return nested_from_leaf(factors, levels, parents, tuple(tuple(t for b in bl for t in b.terms) for bl in per_level), leaf)
+
+
+def reduce_frames(spec: ModelSpec, frames, *, offset: str | None = None, weights: str | None = None,
+                  source: str = "the data") -> Reduced:
     """Sufficient statistics of a sequence of DataFrames (chunks of one data set).
 
     Parameters
@@ -334,6 +439,9 @@ def reduce_frames(spec: ModelSpec, frames, *, offset: str | None = None, source:
         Disjoint chunks of the rows; each is read once and let go.
     offset : str, optional
         A column to subtract from the outcome.
+    weights : str, optional
+        A column of precision weights (checked in every chunk, their sum
+        over all of them); the statistics are weighted.
     source : str
         Where the rows come from, for messages.
 
@@ -354,7 +462,7 @@ def reduce_frames(spec: ModelSpec, frames, *, offset: str | None = None, source:
     first = next(frames, None)
     if first is None or len(first) == 0:
         raise DataError(f"{source} has no rows.")
-    template = _template(spec, first, offset, source)
+    template = _template(spec, first, offset, source, weights)
     total = _partial(first, template, 0)
     for i, frame in enumerate(frames, start=1):
         if len(frame):
@@ -423,13 +531,21 @@ def _read_file(path: Path, columns: list[str], chunksize: int, text_columns):
         raise DataError(f"Cannot tell the format of '{path}' from its name: use .csv (optionally .gz) or .parquet.")
 
 
-def _spec_columns(spec: ModelSpec, offset: str | None) -> list[str]:
-    """The columns to read: the model's (as build_design reads them) and the offset."""
+def model_file_columns(spec: ModelSpec, *extra: str | None) -> list[str]:
+    """The columns to read: the model's (as build_design reads them) and the ``extra`` ones named (offset, trials).
+
+    Examples
+    --------
+    >>> from bayesmlm.spec.formula import parse_formula
+    >>> model_file_columns(parse_formula("y ~ x + (1 | g)"), "log_n", None)
+    ['y', 'x', 'g', 'log_n']
+    """
     cols = model_columns(spec)
-    return cols + ([offset] if offset and offset not in cols else [])
+    return cols + [c for c in dict.fromkeys(extra) if c and c not in cols]
 
 
-def reduce_files(spec: ModelSpec, paths, *, chunksize: int = 1_000_000, offset: str | None = None) -> Reduced:
+def reduce_files(spec: ModelSpec, paths, *, chunksize: int = 1_000_000, offset: str | None = None,
+                 weights: str | None = None) -> Reduced:
     """Sufficient statistics of CSV or Parquet files, read ``chunksize`` rows at a time.
 
     Memory holds one chunk and the per-group sums, never the data.
@@ -439,13 +555,14 @@ def reduce_files(spec: ModelSpec, paths, *, chunksize: int = 1_000_000, offset: 
     >>> from bayesmlm.spec.formula import parse_formula
     >>> r = reduce_files(parse_formula("y ~ x + (1 + x | g)"), "big.parquet")  # doctest: +SKIP
     """
-    columns = _spec_columns(spec, offset)
+    columns = model_file_columns(spec, offset, weights)
     where = ", ".join(map(str, [paths] if isinstance(paths, (str, Path)) else paths))
-    chunks = read_chunks(paths, columns, chunksize=chunksize, text_columns=spec.groups[0].split(":"))
-    return reduce_frames(spec, chunks, offset=offset, source=where)
+    chunks = read_chunks(paths, columns, chunksize=chunksize,
+                         text_columns=list(dict.fromkeys(c for g in spec.groups for c in g.split(":"))))
+    return reduce_frames(spec, chunks, offset=offset, weights=weights, source=where)
 
 
-def reduce_dask(spec: ModelSpec, ddf, *, offset: str | None = None) -> Reduced:
+def reduce_dask(spec: ModelSpec, ddf, *, offset: str | None = None, weights: str | None = None) -> Reduced:
     """Sufficient statistics of a ``dask.dataframe``, reduced by Dask.
 
     Each partition becomes a partial on whatever workers Dask uses, and the
@@ -460,14 +577,14 @@ def reduce_dask(spec: ModelSpec, ddf, *, offset: str | None = None) -> Reduced:
     """
     import dask
 
-    columns = _spec_columns(spec, offset)
+    columns = model_file_columns(spec, offset, weights)
     missing = [c for c in columns if c not in ddf.columns]
     if missing:
         raise DataError(f"The Dask DataFrame lacks the column(s) {', '.join(map(repr, missing))} that the model uses. "
                         f"Columns it has: {', '.join(map(str, ddf.columns))}.")
     parts = ddf[columns].to_delayed()
     first = parts[0].compute()
-    template = _template(spec, first, offset, "the Dask DataFrame's first partition")
+    template = _template(spec, first, offset, "the Dask DataFrame's first partition", weights)
     nodes = [dask.delayed(_partial)(p, template, i) for i, p in enumerate(parts)]
     while len(nodes) > 1:
         nodes = [dask.delayed(_merge)(nodes[i], nodes[i + 1], template) if i + 1 < len(nodes) else nodes[i]

@@ -2,7 +2,11 @@
 
 For a Gaussian model with one grouping factor the likelihood reads the data
 only through, per group j, the count n_j and the cross-products X'X, X'Z, Z'Z,
-X'y, Z'y and y'y (see "The fast path" in DESIGN.md). They are group-by sums,
+X'y, Z'y and y'y (see "The fast path" in DESIGN.md). With precision weights w
+(lme4's: the residual variance of row i is sigma^2 / w_i) they are the weighted
+cross-products X'WX, ..., y'Wy, with n_j the rows of positive weight and
+sum(log w_i) for the log-determinant: y_j ~ N(X_j gamma, Z_j T Z_j' + sigma^2 W_j^-1)
+gives the same formula with W inside every product, plus 1/2 sum(log w_i). They are group-by sums,
 computed here in O(N) with :func:`numpy.bincount`; summing the statistics of
 two disjoint sets of rows gives the statistics of their union, which is what
 lets chunked files and Dask compute them (:mod:`bayesmlm.fastpath.readers`).
@@ -22,18 +26,20 @@ import numpy as np
 
 from ..design.matrices import Design
 from ..errors import SpecError
+from .nesting import nesting_problem
 
-__all__ = ["STATISTICS", "GroupStats", "group_stats", "collapse_problem", "accumulate", "default_shift"]
+__all__ = ["STATISTICS", "GroupStats", "group_stats", "collapse_problem", "collapsed_route", "accumulate", "default_shift"]
 
 STATISTICS = (  # the fields of GroupStats that are per-group sums, in order
-    "n", "XtX", "XtZ", "ZtZ", "Xty", "Zty", "yty", "x_sum", "z_sum", "y_sum")
+    "n", "XtX", "XtZ", "ZtZ", "Xty", "Zty", "yty", "x_sum", "z_sum", "y_sum", "w_sum", "log_w")
 
 
 @dataclass(frozen=True, eq=False)
 class GroupStats:
     """Sufficient statistics of a Gaussian model, per level of its one grouping factor.
 
-    With X* = X - 1 x_shift' and y* = y - offset - y_shift (rows of group j):
+    With X* = X - 1 x_shift' and y* = y - offset - y_shift (rows of group j),
+    and W the diagonal of the rows' weights (the identity when unweighted):
 
     Attributes
     ----------
@@ -46,8 +52,10 @@ class GroupStats:
     x_shift : ndarray (p,)
     y_shift : float
     n : ndarray (J,)
-        Rows per group.
+        Rows per group in the likelihood: of positive weight (every row when
+        unweighted).
     XtX : ndarray (J, p, p)
+        X*'W X*; likewise the other cross-products.
     XtZ : ndarray (J, p, q)
     ZtZ : ndarray (J, q, q)
     Xty : ndarray (J, p)
@@ -56,7 +64,11 @@ class GroupStats:
     x_sum : ndarray (J, p)
     z_sum : ndarray (J, q)
     y_sum : ndarray (J,)
-        Column sums of X*, Z and y* per group.
+        Weighted column sums of X*, Z and y* per group (1'W X*, ...).
+    w_sum : ndarray (J,)
+        Sum of the weights (= n when unweighted).
+    log_w : ndarray (J,)
+        Sum of log w_i over the rows of positive weight (0 when unweighted).
     """
 
     factor: str
@@ -75,10 +87,12 @@ class GroupStats:
     x_sum: np.ndarray
     z_sum: np.ndarray
     y_sum: np.ndarray
+    w_sum: np.ndarray
+    log_w: np.ndarray
 
     @property
     def n_obs(self) -> int:
-        """Number of rows summarised."""
+        """Number of rows summarised (of positive weight)."""
         return int(self.n.sum())
 
     @property
@@ -100,7 +114,7 @@ class GroupStats:
         """
         x_shift = np.asarray(x_shift, dtype=float)
         d, e = x_shift - self.x_shift, float(y_shift) - self.y_shift
-        n = self.n
+        n = self.w_sum  # every shifted sum is weighted
         nd = n[:, None] * d
         return replace(
             self, x_shift=x_shift, y_shift=float(y_shift),
@@ -119,7 +133,9 @@ def collapse_problem(design: Design) -> str | None:
     """Why the random effects of a design cannot be integrated out, or None if they can.
 
     The fast path needs a Gaussian outcome and one grouping factor (several
-    random blocks on that factor are fine: their covariance is block-diagonal).
+    random blocks on that factor are fine: their covariance is block-diagonal),
+    or several grouping factors each nested in the next coarser one (the
+    nested route, :mod:`bayesmlm.fastpath.nested_stats`).
 
     Examples
     --------
@@ -132,12 +148,31 @@ def collapse_problem(design: Design) -> str | None:
     if family != "gaussian":
         return f"the family is '{family}': only a gaussian outcome has random effects that integrate out in closed form"
     groups = design.spec.groups
-    if len(groups) != 1:
-        return f"the model has {len(groups)} grouping factors ({', '.join(groups)}); the collapsed likelihood needs one"
+    if len(groups) > 1:
+        problem = nesting_problem(design)
+        if problem:
+            return f"{problem}; the collapsed likelihood needs one grouping factor or nested ones"
+        if design.weights is not None:
+            return "the model has weights and nested grouping factors: the nested route does not take weights yet"
     return None
 
 
-def accumulate(codes: np.ndarray, n_groups: int, X: np.ndarray, Z: np.ndarray, y: np.ndarray) -> dict[str, np.ndarray]:
+def collapsed_route(design: Design) -> str | None:
+    """The collapsed route a design takes: ``"one-factor"``, ``"nested"``, or None where none applies.
+
+    Examples
+    --------
+    >>> import bayesmlm
+    >>> collapsed_route(bayesmlm.MLM("strength ~ 1 + (1 | batch/cask)", bayesmlm.datasets.load("pastes")).design)
+    'nested'
+    """
+    if collapse_problem(design):
+        return None
+    return "nested" if len(design.spec.groups) > 1 else "one-factor"
+
+
+def accumulate(codes: np.ndarray, n_groups: int, X: np.ndarray, Z: np.ndarray, y: np.ndarray,
+               w: np.ndarray | None = None) -> dict[str, np.ndarray]:
     """The group-by sums of :class:`GroupStats` for rows already shifted, as a dict of arrays.
 
     Parameters
@@ -147,6 +182,8 @@ def accumulate(codes: np.ndarray, n_groups: int, X: np.ndarray, Z: np.ndarray, y
     n_groups : int
     X, Z : ndarray (N, p), (N, q)
     y : ndarray (N,)
+    w : ndarray (N,), optional
+        Precision weights, 0 or more (checked before); None: all 1.
 
     Examples
     --------
@@ -154,6 +191,10 @@ def accumulate(codes: np.ndarray, n_groups: int, X: np.ndarray, Z: np.ndarray, y
     >>> s = accumulate(np.array([0, 0, 1]), 2, np.ones((3, 1)), np.ones((3, 1)), np.array([1.0, 2.0, 3.0]))
     >>> s["n"].tolist(), s["Zty"].ravel().tolist(), s["yty"].tolist()
     ([2.0, 1.0], [3.0, 3.0], [5.0, 9.0])
+    >>> s = accumulate(np.array([0, 0, 1]), 2, np.ones((3, 1)), np.ones((3, 1)), np.array([1.0, 2.0, 3.0]),
+    ...                np.array([2.0, 0.0, 1.0]))
+    >>> s["n"].tolist(), s["yty"].tolist(), s["w_sum"].tolist()
+    ([1.0, 1.0], [2.0, 9.0], [2.0, 1.0])
     """
     codes = np.asarray(codes, dtype=np.int64)
     p, q = X.shape[1], Z.shape[1]
@@ -161,13 +202,24 @@ def accumulate(codes: np.ndarray, n_groups: int, X: np.ndarray, Z: np.ndarray, y
     k = p + q + 1
     sums = np.empty((n_groups, k))
     gram = np.empty((n_groups, k, k))
+    wcols = cols if w is None else cols * np.asarray(w, dtype=float)[:, None]
     for a in range(k):
-        sums[:, a] = np.bincount(codes, weights=cols[:, a], minlength=n_groups)
+        sums[:, a] = np.bincount(codes, weights=wcols[:, a], minlength=n_groups)
         for b in range(a, k):
-            gram[:, a, b] = gram[:, b, a] = np.bincount(codes, weights=cols[:, a] * cols[:, b], minlength=n_groups)
+            gram[:, a, b] = gram[:, b, a] = np.bincount(codes, weights=wcols[:, a] * cols[:, b], minlength=n_groups)
     xs, zs, ys = slice(0, p), slice(p, p + q), p + q
-    return {
-        "n": np.bincount(codes, minlength=n_groups).astype(float),
+    if w is None:
+        n = np.bincount(codes, minlength=n_groups).astype(float)
+        weighted = {"w_sum": n.copy(), "log_w": np.zeros(n_groups)}
+    else:
+        w = np.asarray(w, dtype=float)
+        positive = w > 0
+        n = np.bincount(codes, weights=positive.astype(float), minlength=n_groups)
+        log_w = np.log(np.where(positive, w, 1.0))
+        weighted = {"w_sum": np.bincount(codes, weights=w, minlength=n_groups),
+                    "log_w": np.bincount(codes, weights=log_w, minlength=n_groups)}
+    return weighted | {
+        "n": n,
         "XtX": gram[:, xs, xs].copy(), "XtZ": gram[:, xs, zs].copy(), "ZtZ": gram[:, zs, zs].copy(),
         "Xty": gram[:, xs, ys].copy(), "Zty": gram[:, zs, ys].copy(), "yty": gram[:, ys, ys].copy(),
         "x_sum": sums[:, xs].copy(), "z_sum": sums[:, zs].copy(), "y_sum": sums[:, ys].copy(),
@@ -202,7 +254,8 @@ def group_stats(design: Design, x_shift=None, y_shift: float | None = None) -> G
     Parameters
     ----------
     design : Design
-        A gaussian design with one grouping factor.
+        A gaussian design with one grouping factor; its weights, if any,
+        make the statistics weighted.
     x_shift, y_shift : optional
         Shift of X's columns and of y; by default :func:`default_shift`.
 
@@ -221,12 +274,15 @@ def group_stats(design: Design, x_shift=None, y_shift: float | None = None) -> G
     problem = collapse_problem(design)
     if problem:
         raise SpecError(f"No sufficient statistics for this model: {problem}. Fit it with method='full'.")
+    if len(design.spec.groups) > 1:
+        raise SpecError(f"The grouping factors {', '.join(design.spec.groups)} are nested: their statistics are "
+                        "bayesmlm.fastpath.nested_stats.nested_stats(design), per leaf group.")
     factor = design.factors[design.spec.groups[0]]
     d_x, d_y = default_shift(design)
     x_shift = d_x if x_shift is None else np.asarray(x_shift, dtype=float)
     y_shift = d_y if y_shift is None else float(y_shift)
     blocks = [b for b in design.blocks if b.group == factor.name]
     Z = np.column_stack([b.Z for b in blocks])
-    sums = accumulate(factor.index, factor.n_levels, design.X - x_shift, Z, _outcome(design) - y_shift)
+    sums = accumulate(factor.index, factor.n_levels, design.X - x_shift, Z, _outcome(design) - y_shift, design.weights)
     return GroupStats(factor.name, tuple(factor.levels), tuple(design.fixed_terms), tuple(t for b in blocks for t in b.terms),
                       x_shift, y_shift, **sums)

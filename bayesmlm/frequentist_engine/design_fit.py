@@ -38,6 +38,17 @@ def default_method(family: str) -> str:
 def problem_of(design: Design) -> MixedProblem:
     """The design's arrays as the engine's problem (the rows, never a copy of their summaries).
 
+    With weights (``MLM(..., weights=)``) the problem carries them: gaussian
+    precision weights, as ``lmer(weights=)``; likelihood weights of the other
+    families: ``glmer(weights=)``'s likelihood for poisson rows, and for
+    bernoulli rows with integer weights (glmer reads them as binomial trials
+    with y the proportion). With non-integer weights on bernoulli or binomial
+    rows glmer's Laplace criterion rounds the trials and successes
+    (``binomial()$aic``), so glmer does not fit the weighted likelihood; this
+    engine does.
+    Rows of weight 0 drop out of the likelihood, so they are left out here
+    (lme4 would need them removed too: log 0 enters its REML criterion).
+
     Examples
     --------
     >>> import bayesmlm
@@ -46,6 +57,13 @@ def problem_of(design: Design) -> MixedProblem:
     ['plate', 'sample']
     """
     family = design.spec.family.name
+    if family == "student":
+        raise UnsupportedModelError("There is no frequentist column for family='student': lme4 has no Student-t "
+                                    "residuals, so the engine (which reproduces lme4) has no anchor to reproduce. "
+                                    "Compare with the gaussian fit (family='gaussian'), or read the posterior alone.")
+    if family == "cumulative":
+        raise UnsupportedModelError("The frequentist engine does not fit family='cumulative' yet; its reference is "
+                                    "R's ordinal::clmm (Laplace), e.g. clmm(rating ~ temp + contact + (1 | judge)).")
     if family not in FAMILIES:
         raise UnsupportedModelError(f"The frequentist engine fits the families {', '.join(FAMILIES)}; this model has "
                                     f"family='{family}'. Compare the posterior with a fit of that family elsewhere.")
@@ -54,10 +72,15 @@ def problem_of(design: Design) -> MixedProblem:
                                     "(add '1 +' to the fixed part).")
     design.require_rows("The frequentist fit", "Fit the model from a DataFrame, MLM(formula, data), to compare it "
                         "with lme4's estimates.")
-    blocks = tuple(RandomBlock(b.group, design.factors[b.group].index, design.factors[b.group].levels, b.Z, b.terms,
-                               b.correlated) for b in design.blocks)
-    return MixedProblem(design.X, design.y, design.fixed_terms, blocks, family=family, trials=design.trials,
-                        offset=design.offset)
+    rows = slice(None) if design.weights is None else design.weights > 0
+
+    def kept(values):
+        return None if values is None else values[rows]
+
+    blocks = tuple(RandomBlock(b.group, design.factors[b.group].index[rows], design.factors[b.group].levels, b.Z[rows],
+                               b.terms, b.correlated) for b in design.blocks)
+    return MixedProblem(design.X[rows], design.y[rows], design.fixed_terms, blocks, family=family,
+                        trials=kept(design.trials), offset=kept(design.offset), weights=kept(design.weights))
 
 
 def fit_design(design: Design, method: str | None = None) -> FrequentistFit:

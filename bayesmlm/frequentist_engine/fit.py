@@ -12,7 +12,7 @@ import numpy as np
 import pandas as pd
 
 from .blocked import RandomStructure, random_cross_products, random_structure, row_design
-from .laplace import fit_laplace
+from .laplace import fit_laplace, fit_negbinomial
 from .optimize import check_convergence, minimize_bounded, polish
 from .problem import GroupedGaussian, MixedProblem
 from .profiled import GaussianStatistics, grouped_cross_products, profiled_deviance, profiled_solution
@@ -149,6 +149,8 @@ def fit_frequentist(problem: MixedProblem, method: str | None = None) -> Frequen
     """
     resolved = _method(method, problem.family)
     structure = random_structure(problem.blocks)
+    if resolved == "Laplace" and problem.family == "negbinomial":
+        return fit_negbinomial(problem, structure, theta_names(structure), _n_groups(structure))
     if resolved == "Laplace":
         return fit_laplace(problem, structure, theta_names(structure), _n_groups(structure))
     rows = row_design(structure, problem.blocks)

@@ -1,6 +1,8 @@
 """glmer's Laplace approximation (nAGQ = 1) through PIRLS.
 
-For bernoulli / binomial (logit link) and poisson (log link, with an offset)
+For bernoulli / binomial (logit link), poisson and negative binomial (log
+link, with an offset; NB2 at a given shape phi, var = mu + mu^2 / phi, whose
+phi :func:`fit_negbinomial` estimates as glmer.nb does)
 the conditional mode ``u*`` of the spherical random effects minimises
 ``-2 log p(y | u, beta) + ||u||^2``; penalised iteratively reweighted least
 squares (Newton steps on the canonical link, with step halving) finds it,
@@ -36,7 +38,7 @@ from .result import FrequentistFit, OptimizerLog
 from .tables import fixed_table, ranef_tables, varcorr_table
 
 __all__ = ["LME4_TOL_PWRSS", "GlmmData", "PirlsState", "glmm_data", "pirls", "laplace_deviance",
-           "glmer_deviance", "fit_laplace"]
+           "glmer_deviance", "fit_laplace", "fit_negbinomial"]
 
 LME4_TOL_PWRSS = 1e-7
 """glmerControl()'s tolPwrss: PIRLS stops when the penalised deviance changes by less (relative)."""
@@ -52,7 +54,7 @@ class GlmmData:
     Attributes
     ----------
     family : str
-        ``"binomial"`` (bernoulli has ``trials`` 1) or ``"poisson"``.
+        ``"binomial"`` (bernoulli has ``trials`` 1), ``"poisson"`` or ``"negbinomial"``.
     X : ndarray, shape (n, p)
     y : ndarray, shape (n,)
         Successes or counts.
@@ -64,7 +66,10 @@ class GlmmData:
     structure : RandomStructure
     rows : RowDesign
     log_const : float
-        ``sum w (log choose(trials, y))`` or ``-sum w log(y!)``.
+        ``sum w (log choose(trials, y))`` or ``-sum w log(y!)`` (negbinomial:
+        also ``sum w (lgamma(y + phi) - lgamma(phi))``).
+    phi : float
+        The negative binomial shape (infinite otherwise).
     """
 
     family: str
@@ -76,9 +81,10 @@ class GlmmData:
     structure: RandomStructure
     rows: RowDesign
     log_const: float
+    phi: float = np.inf
 
 
-def glmm_data(problem: MixedProblem, structure: RandomStructure) -> GlmmData:
+def glmm_data(problem: MixedProblem, structure: RandomStructure, phi: float = np.inf) -> GlmmData:
     """Prepare `problem` (a non-Gaussian family) for PIRLS.
 
     Examples
@@ -92,17 +98,19 @@ def glmm_data(problem: MixedProblem, structure: RandomStructure) -> GlmmData:
     'binomial'
     """
     n = problem.n
-    family = "poisson" if problem.family == "poisson" else "binomial"
+    family = problem.family if problem.family in ("poisson", "negbinomial") else "binomial"
     trials = np.ones(n) if problem.trials is None else problem.trials
     w = np.ones(n) if problem.weights is None else problem.weights
     y = problem.y
     if family == "binomial":
         const = float(np.sum(w * (gammaln(trials + 1) - gammaln(y + 1) - gammaln(trials - y + 1))))
+    elif family == "negbinomial":
+        const = float(np.sum(w * (gammaln(y + phi) - gammaln(phi) - gammaln(y + 1))))
     else:
         const = float(-np.sum(w * gammaln(y + 1)))
     return GlmmData(family, problem.X, y, trials, w,
                     np.zeros(n) if problem.offset is None else problem.offset,
-                    structure, row_design(structure, problem.blocks), const)
+                    structure, row_design(structure, problem.blocks), const, float(phi))
 
 
 def _family_terms(data: GlmmData, eta: np.ndarray):
@@ -114,6 +122,14 @@ def _family_terms(data: GlmmData, eta: np.ndarray):
         mu = np.exp(log_mu)
         ll = np.sum(w * (data.y * log_mu + (data.trials - data.y) * log_1mu)) + data.log_const
         return -2.0 * ll, w * (data.y - data.trials * mu), w * data.trials * mu * (1.0 - mu)
+    if data.family == "negbinomial":  # NB2: score phi (y - mu) / (mu + phi), Fisher weight mu phi / (mu + phi)
+        phi = data.phi
+        with np.errstate(over="ignore"):
+            mu = np.exp(eta)
+        log_mu_phi = np.logaddexp(eta, np.log(phi))
+        ll = np.sum(w * (data.y * (eta - log_mu_phi) + phi * (np.log(phi) - log_mu_phi))) + data.log_const
+        share = np.exp(np.log(phi) - log_mu_phi)  # phi / (mu + phi)
+        return -2.0 * ll, w * share * (data.y - mu), w * mu * share
     with np.errstate(over="ignore"):
         mu = np.exp(eta)
     ll = np.sum(w * (data.y * eta - mu)) + data.log_const
@@ -306,6 +322,10 @@ def _residual_deviance(data: GlmmData, eta: np.ndarray) -> float:
             b = np.where(m - y > 0, (m - y) * (np.log(np.where(m - y > 0, m - y, 1.0) / m) - log_1mu), 0.0)
             return float(2.0 * np.sum(w * (a + b)))
         mu = np.exp(eta)
+        if data.family == "negbinomial":
+            phi = data.phi
+            a = np.where(y > 0, y * (np.log(np.where(y > 0, y, 1.0)) - eta), 0.0)
+            return float(2.0 * np.sum(w * (a - (y + phi) * (np.log(y + phi) - np.logaddexp(eta, np.log(phi))))))
         a = np.where(y > 0, y * (np.log(np.where(y > 0, y, 1.0)) - eta), 0.0)
         return float(2.0 * np.sum(w * (a - (y - mu))))
 
@@ -384,7 +404,7 @@ def _glm_start(data: GlmmData) -> np.ndarray:
 
 
 def fit_laplace(problem: MixedProblem, structure: RandomStructure, theta_names: tuple[str, ...],
-                n_groups: dict) -> FrequentistFit:
+                n_groups: dict, phi: float = np.inf) -> FrequentistFit:
     """glmer's two-stage Laplace fit of a bernoulli, binomial or poisson model.
 
     Parameters
@@ -394,6 +414,8 @@ def fit_laplace(problem: MixedProblem, structure: RandomStructure, theta_names: 
         :func:`~bayesmlm.frequentist_engine.blocked.random_structure` of the blocks.
     theta_names : tuple of str
     n_groups : dict
+    phi : float
+        For a negbinomial problem, the shape held fixed (see :func:`fit_negbinomial`).
 
     Returns
     -------
@@ -411,7 +433,7 @@ def fit_laplace(problem: MixedProblem, structure: RandomStructure, theta_names: 
     >>> fit.method, fit.sigma, fit.converged
     ('Laplace', None, True)
     """
-    data = glmm_data(problem, structure)
+    data = glmm_data(problem, structure, phi)
     nt, p = structure.n_theta, problem.p
     lower = structure.lower
     cache = {"beta": _glm_start(data), "u": None}
@@ -499,3 +521,49 @@ def fit_laplace(problem: MixedProblem, structure: RandomStructure, theta_names: 
         warnings=tuple(warnings),
         optimizer=log,
     )
+
+
+def fit_negbinomial(problem: MixedProblem, structure: RandomStructure, theta_names: tuple[str, ...],
+                    n_groups: dict) -> FrequentistFit:
+    """glmer.nb's fit: the Laplace deviance minimised over the shape phi as well, by profiling.
+
+    lme4's ``glmer.nb`` alternates between a glmer fit at fixed phi and a
+    one-dimensional optimisation of phi; both reach the joint optimum of the
+    Laplace likelihood over (phi, theta, beta), which this finds directly: a
+    bounded scalar minimisation over log(phi) of the deviance of the
+    :func:`fit_laplace` fit at each phi (phi is counted as one more
+    parameter in AIC and BIC, as glmer.nb does). Standard errors are
+    glmer's at the optimal phi (treated as known, as lme4 reports them).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from bayesmlm.frequentist_engine import MixedProblem, RandomBlock, fit_frequentist
+    >>> rng = np.random.default_rng(4)
+    >>> codes = np.repeat(np.arange(12), 40)
+    >>> mu = np.exp(1.0 + 0.5 * rng.normal(size=12)[codes])
+    >>> y = rng.poisson(rng.gamma(2.0, mu / 2.0)).astype(float)
+    >>> g = RandomBlock("g", codes, tuple("abcdefghijkl"), np.ones((480, 1)), ("(Intercept)",))
+    >>> fit = fit_frequentist(MixedProblem(np.ones((480, 1)), y, ("(Intercept)",), (g,), family="negbinomial"))
+    >>> 1.0 < fit.phi < 4.0
+    True
+    """
+    from dataclasses import replace
+
+    from scipy.optimize import minimize_scalar
+
+    fits = {}
+
+    def deviance(log_phi: float) -> float:
+        fit = fit_laplace(problem, structure, theta_names, n_groups, float(np.exp(log_phi)))
+        fits[log_phi] = fit
+        return fit.criterion
+
+    opt = minimize_scalar(deviance, bounds=(np.log(1e-3), np.log(1e4)), method="bounded", options={"xatol": 1e-4})
+    best = fits[opt.x] if opt.x in fits else fit_laplace(problem, structure, theta_names, n_groups, float(np.exp(opt.x)))
+    phi = float(np.exp(opt.x))
+    notes = () if opt.success else (f"the optimisation of phi did not converge: {opt.message}",)
+    if phi > 0.99e4:
+        notes += ("phi reached its upper bound (1e4): the counts show no overdispersion; fit family='poisson'.",)
+    return replace(best, n_parameters=best.n_parameters + 1, phi=phi, converged=best.converged and bool(opt.success),
+                   warnings=best.warnings + notes)

@@ -19,7 +19,7 @@ import numpy as np
 
 __all__ = ["FAMILIES", "RandomBlock", "MixedProblem", "GroupedGaussian", "group_statistics"]
 
-FAMILIES = ("gaussian", "bernoulli", "binomial", "poisson")
+FAMILIES = ("gaussian", "bernoulli", "binomial", "poisson", "negbinomial")
 
 
 def _as_float(name: str, value, shape: tuple[int, ...] | None = None) -> np.ndarray:
@@ -182,8 +182,8 @@ class MixedProblem:
             raise ValueError("family 'bernoulli' needs y in {0, 1}")
         if self.family == "binomial" and (np.any(y < 0) or np.any(y > self.trials)):
             raise ValueError("family 'binomial' needs 0 <= y <= trials")
-        if self.family == "poisson" and (np.any(y < 0) or np.any(y != np.round(y))):
-            raise ValueError("family 'poisson' needs non-negative integer counts y")
+        if self.family in ("poisson", "negbinomial") and (np.any(y < 0) or np.any(y != np.round(y))):
+            raise ValueError(f"family {self.family!r} needs non-negative integer counts y")
 
     @property
     def n(self) -> int:

@@ -105,6 +105,8 @@ class FrequentistFit:
     warnings : tuple of str
         Every message of the optimiser and of the checks.
     optimizer : OptimizerLog
+    phi : float or None
+        The negative binomial shape (glmer.nb's theta: var = mu + mu^2 / phi); None otherwise.
 
     Examples
     --------
@@ -136,6 +138,7 @@ class FrequentistFit:
     singular: bool
     warnings: tuple[str, ...] = field(default=())
     optimizer: OptimizerLog | None = None
+    phi: float | None = None
 
     @property
     def aic(self) -> float:

@@ -28,7 +28,7 @@ def bar(fit, term: str | None = None, *, factor: str | None = None, prob: float 
         A group-specific coefficient (``"Intercept"`` is accepted for
         ``"(Intercept)"``). Default: the first random slope.
     factor : str, optional
-        Grouping factor; needed only when the model has several.
+        Grouping factor (for a nested one its full name, e.g. ``"school:class"``); default: the first the formula names.
     prob : float
         Mass of the credible intervals.
     max_labels : int

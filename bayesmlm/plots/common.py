@@ -23,8 +23,8 @@ INTERCEPT = "(Intercept)"
 
 # -- terms and factors ----------------------------------------------------------
 def resolve_factor(fit, factor: str | None) -> str:
-    """The grouping factor to plot (the only one, or the one named)."""
-    return fit.design.spec.resolve_group(factor)
+    """The grouping factor to plot: the one named, or the first (an unknown name lists the factors)."""
+    return fit.design.spec.factor(factor)
 
 
 def coef_terms(fit, factor: str) -> tuple[str, ...]:
@@ -102,8 +102,10 @@ def population_label(fit, factor: str, term: str, prob: float, *, also: tuple[st
 
 def link_suffix(fit) -> str:
     """``" (link scale)"`` for generalized families, else empty."""
-    link = fit.design.spec.family.link
-    return "" if link == "identity" else f" ({link} link scale)"
+    family = fit.design.spec.family
+    if family.name == "cumulative":
+        return f" (latent {family.link} scale)"
+    return "" if family.link == "identity" else f" ({family.link} link scale)"
 
 
 def effect_label(fit, term: str) -> str:

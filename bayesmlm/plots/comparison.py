@@ -29,7 +29,7 @@ def _fixed_panel(ax, row, label: str, pct: str, style: dict, legend: bool) -> No
         ax.legend(loc="lower left", bbox_to_anchor=(0, 1.02), ncols=2, fontsize=8, frameon=False)
 
 
-def _group_panel(ax, g, term: str, label: str, vis: dict) -> None:
+def _group_panel(ax, g, term: str, label: str, vis: dict, factor: str) -> None:
     """One random term: each group's BLUP against its posterior mean, on equal axes around the 1:1 line."""
     x, y = g["freq_estimate"].to_numpy(), g["bayes_mean"].to_numpy()
     # Intervals of many groups hide the points; draw them by default for up to 30 groups.
@@ -48,7 +48,7 @@ def _group_panel(ax, g, term: str, label: str, vis: dict) -> None:
     ax.set_xlim(lims)
     ax.set_ylim(lims)
     ax.set_box_aspect(1)
-    ax.set_title(f"u: {term} ({len(g)} groups)", fontsize=10)
+    ax.set_title(f"u: {term} ({len(g)} groups of {factor})", fontsize=10)
     ax.set_xlabel(f"{label} conditional mode (BLUP)")
     ax.set_ylabel("posterior mean")
 
@@ -105,7 +105,7 @@ def comparison_plot(comparison, *, terms=None, visuals: dict | None = None) -> F
             _fixed_panel(fig.add_subplot(grid[i, 0]), row, comparison.label, pct, fixed_style, legend and i == 0)
     for k, term in enumerate(terms if show_groups else []):
         ax = fig.add_subplot(grid[:, (1 if n_fixed else 0) + k])
-        _group_panel(ax, comparison.groups.xs(term, level="term"), term, comparison.label, vis)
+        _group_panel(ax, comparison.groups.xs(term, level="term"), term, comparison.label, vis, comparison.factor)
         if legend and k == 0 and ax.get_legend_handles_labels()[0]:
             ax.legend(loc="upper left", fontsize=8, frameon=False)
     flags = [w for w, on in (("NOT CONVERGED", not comparison.converged), ("singular", comparison.singular)) if on]

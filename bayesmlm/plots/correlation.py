@@ -38,7 +38,7 @@ def correlation(fit, x: str | None = None, y: str = "(Intercept)", *, factor: st
         Coefficient on the vertical axis; ``"Intercept"`` is accepted for
         ``"(Intercept)"``.
     factor : str, optional
-        Grouping factor; needed only when the model has several.
+        Grouping factor (for a nested one its full name, e.g. ``"school:class"``); default: the first the formula names.
     prob : float
         Mass of the whiskers and of the correlation's interval.
     ellipse_probs : tuple of float

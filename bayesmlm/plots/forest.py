@@ -29,7 +29,7 @@ def forest(fit, term: str | None = None, *, factor: str | None = None, probs: tu
         A group-specific coefficient (``"Intercept"`` is accepted for
         ``"(Intercept)"``). Default: the first random slope.
     factor : str, optional
-        Grouping factor; needed only when the model has several.
+        Grouping factor (for a nested one its full name, e.g. ``"school:class"``); default: the first the formula names.
     probs : (float, float)
         Masses of the inner (thick) and outer (thin) intervals.
     top : int, optional

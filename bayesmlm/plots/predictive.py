@@ -71,8 +71,8 @@ def _density_panel(ax, rep, obs, draws, visuals, xlabel):
     return {"bins": bins}
 
 
-def _counts_panel(ax, rep, obs, prob, visuals, xlabel):
-    top = int(min(max(obs.max(), np.nanpercentile(rep, 99)), _MAX_VALUES))
+def _counts_panel(ax, rep, obs, prob, visuals, xlabel, categories=None):
+    top = len(categories) - 1 if categories else int(min(max(obs.max(), np.nanpercentile(rep, 99)), _MAX_VALUES))
     values = np.arange(top + 1)
     share_rep = np.stack([(rep == v).mean(axis=1) for v in values], axis=1)
     share_obs = np.array([(obs == v).mean() for v in values])
@@ -86,7 +86,10 @@ def _counts_panel(ax, rep, obs, prob, visuals, xlabel):
         ax.plot(values, share_obs, label="observed", **kw)
     ax.set_xlabel(xlabel + (f" (values above {top} not shown)" if obs.max() > top else ""))
     ax.set_ylabel("share of rows")
-    ax.set_xticks(values if top <= 12 else values[:: max(1, top // 10)])
+    if categories:
+        ax.set_xticks(values, labels=categories)
+    else:
+        ax.set_xticks(values if top <= 12 else values[:: max(1, top // 10)])
     return {"values": values, "observed": share_obs, "lower": lo, "median": mid, "upper": hi}
 
 
@@ -177,8 +180,11 @@ def plot_predictive(tree, *, group: str | None = None, factor: str | None = None
         draws = np.random.default_rng(check_seed(seed)).choice(rep.shape[0], size=min(n_draws, rep.shape[0]), replace=False)
         plotted["dist"] = _density_panel(axes[0], prop_rep[:, keep], prop_obs[keep], draws, visuals,
                                          f"proportion {outcome}")
-    elif family in ("bernoulli", "poisson"):
+    elif family in ("bernoulli", "poisson", "negbinomial"):
         plotted["dist"] = _counts_panel(axes[0], rep, obs, prob, visuals, outcome)
+    elif family == "cumulative":
+        plotted["dist"] = _counts_panel(axes[0], rep, obs, prob, visuals, f"{outcome} (category)",
+                                        [str(c) for c in attrs.get("categories", [])] or None)
     else:
         draws = np.random.default_rng(check_seed(seed)).choice(rep.shape[0], size=min(n_draws, rep.shape[0]), replace=False)
         plotted["dist"] = _density_panel(axes[0], rep, obs, draws, visuals, outcome)
@@ -189,7 +195,8 @@ def plot_predictive(tree, *, group: str | None = None, factor: str | None = None
         if factor not in factors:
             raise ValueError(f"Unknown factor '{factor}'. Factors in the data: {', '.join(factors)}.")
         labels = const[f"group:{factor}"].values
-        ylabel = f"proportion {outcome}" if family in ("binomial", "bernoulli") else f"mean {outcome}"
+        ylabel = (f"proportion {outcome}" if family in ("binomial", "bernoulli") else
+                  f"mean {outcome} category (0 = lowest)" if family == "cumulative" else f"mean {outcome}")
         plotted["groups"] = _groups_panel(axes[1], rep, obs, labels, trials, prob, visuals, ylabel, factor)
         axes[1].set_title(f"{what} predictive check: {ylabel} per {factor}", fontsize=10)
     kw = style(visuals, "legend", fontsize=8, frameon=False)

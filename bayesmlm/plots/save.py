@@ -33,7 +33,7 @@ def save_all(fit, folder, *, term: str | None = None, factor: str | None = None,
     term : str, optional
         Default: the first random slope.
     factor : str, optional
-        Grouping factor; needed only when the model has several.
+        Grouping factor (for a nested one its full name, e.g. ``"school:class"``); default: the first the formula names.
     formats : tuple of str
         File formats matplotlib can write (``"png"``, ``"svg"``, ``"pdf"``).
     dpi : int

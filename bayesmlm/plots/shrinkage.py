@@ -41,7 +41,7 @@ def shrinkage(fit, term: str | None = None, *, factor: str | None = None, view: 
     term : str, optional
         A group-specific coefficient. Default: the first random slope.
     factor : str, optional
-        Grouping factor; needed only when the model has several.
+        Grouping factor (for a nested one its full name, e.g. ``"school:class"``); default: the first the formula names.
     view : {"auto", "plane", "size"}
     max_labels : int
         Name at most this many groups: those that move most.

@@ -30,7 +30,7 @@ def slopes(fit, term: str | None = None, *, factor: str | None = None, prob: flo
     term : str, optional
         A slope term. Default: the first random slope.
     factor : str, optional
-        Grouping factor; needed only when the model has several.
+        Grouping factor (for a nested one its full name, e.g. ``"school:class"``); default: the first the formula names.
     prob : float
         Mass of the population line's credible band.
     highlight : int or list of str

@@ -17,7 +17,7 @@ import xarray as xr
 
 from ..arguments import check_count
 from ..sample.draws import flat
-from ..schema import FIXED, FIXED_DIM, SIGMA, level_dim, term_dim, u_var
+from ..schema import FIXED, FIXED_DIM, NU, PHI, SIGMA, THRESHOLD_DIM, THRESHOLDS, level_dim, term_dim, u_var
 
 CHUNK = 4_000_000
 
@@ -72,6 +72,10 @@ class Draws:
     u : tuple of ndarray (S, J, q)
         One per random block, in the design's block order.
     sigma : ndarray (S,) or None
+    nu, phi : ndarray (S,) or None
+        Student-t degrees of freedom; negative binomial shape.
+    thresholds : ndarray (S, K - 1) or None
+        A cumulative model's thresholds.
     """
 
     shape: tuple[int, int]
@@ -79,6 +83,14 @@ class Draws:
     beta: np.ndarray
     u: tuple
     sigma: np.ndarray | None
+    nu: np.ndarray | None = None
+    phi: np.ndarray | None = None
+    thresholds: np.ndarray | None = None
+
+    def take(self, sl: slice) -> dict:
+        """The family parameters of a slice of the draws, as keyword arguments of the likelihood."""
+        return {k: None if v is None else v[sl] for k, v in
+                (("sigma", self.sigma), ("nu", self.nu), ("phi", self.phi), ("thresholds", self.thresholds))}
 
     @property
     def n(self) -> int:
@@ -100,8 +112,11 @@ def posterior_draws(fit, draws: int | None = None) -> Draws:
         da = post[name].reindex({level_dim(b.group): list(design.factors[b.group].levels), term_dim(b.label): list(b.terms)})
         u.append(flat(da, (level_dim(b.group), term_dim(b.label))))
     sigma = flat(post[SIGMA], ()) if design.spec.family.has_sigma else None
+    nu = flat(post[NU], ()) if NU in post else None
+    phi = flat(post[PHI], ()) if PHI in post else None
+    cuts = flat(post[THRESHOLDS], (THRESHOLD_DIM,)) if THRESHOLDS in post else None
     coords = {"chain": post["chain"].values, "draw": post["draw"].values}
-    return Draws((post.sizes["chain"], post.sizes["draw"]), coords, beta, tuple(u), sigma)
+    return Draws((post.sizes["chain"], post.sizes["draw"]), coords, beta, tuple(u), sigma, nu, phi, cuts)
 
 
 def chunks(n_draws: int, n_obs: int, size: int = CHUNK):

@@ -7,8 +7,11 @@ For each posterior draw the linear predictor of a row is
 and the prediction is eta itself (``kind="link"``) or the inverse link of it
 (``kind="mean"``): the mean of a gaussian outcome, the probability of a
 success for bernoulli and binomial models (per trial, as lme4's
-``predict(type = "response")``), the expected count for poisson models (the
-offset included). Which u_j enters is ``groups``:
+``predict(type = "response")``), the expected count for poisson and
+negbinomial models (the offset included), the expected rating for cumulative
+models (sum_k p_k x value_k, the categories' numbers where they are numbers,
+else 1..K); ``kind="probs"`` gives a cumulative model's probability of each
+category (see :mod:`bayesmlm.predict.ordinal`). Which u_j enters is ``groups``:
 
 - ``"include"``: each row's own group's u_j; a group the fit has not seen
   gets, per draw, a u drawn from the fitted random-effects distribution
@@ -35,15 +38,19 @@ from ..design.newdata import new_data_design
 from ..errors import DataError
 from ..sample.draws import block_cholesky
 from .linpred import CHUNK, draws_within_memory, linear_predictor, posterior_draws, thin
+from .ordinal import category_log_probs, category_values
 
 __all__ = ["predict", "KINDS", "GROUPS"]
 
-KINDS = ("mean", "link", "draws")
+KINDS = ("mean", "link", "draws", "probs")
 GROUPS = ("include", "exclude", "new")
 _INVERSE = {"identity": lambda x: x, "logit": expit, "log": np.exp}
-_SCALE = {"gaussian": "mean of the outcome", "bernoulli": "probability of a 1", "binomial": "probability of a success per trial",
-          "poisson": "expected count (offset included)"}
+_SCALE = {"gaussian": "mean of the outcome", "student": "mean of the outcome (the centre of the Student-t)",
+          "bernoulli": "probability of a 1", "binomial": "probability of a success per trial",
+          "poisson": "expected count (offset included)", "negbinomial": "expected count (offset included)",
+          "cumulative": "expected rating (sum over categories of probability x category value)"}
 _LINK = {"identity": "outcome scale (identity link)", "logit": "log odds (logit link)", "log": "log rate (log link)"}
+_LATENT = {"logit": "latent scale (logit link; thresholds not subtracted)", "probit": "latent scale (probit link; thresholds not subtracted)"}
 
 
 def _rows(fit, newdata, groups: str):
@@ -91,6 +98,26 @@ def _random_effects(fit, post: xr.Dataset, d, index: dict, labels: dict, groups:
     return tuple(us), tuple(idxs), note
 
 
+def _category_table(fit, d, u, X, Z, idx, offset, row_index, prob: float, attrs: dict) -> pd.DataFrame:
+    """Posterior of each row's probability of each category: rows (row, category), columns mean, sd, lower, upper."""
+    cats = fit.design.categories
+    n, K = X.shape[0], len(cats)
+    step = max(1, CHUNK // (d.n * K))
+    alpha = (1 - prob) / 2
+    table = np.empty((n, K, 4))
+    for start in range(0, n, step):
+        r = slice(start, min(start + step, n))
+        eta = linear_predictor(d.beta, u, X[r], tuple(z[r] for z in Z), tuple(i[r] for i in idx),
+                               None if offset is None else offset[r])
+        p = np.exp(category_log_probs(eta, d.thresholds, fit.design.spec.family.link))
+        q = np.quantile(p, [alpha, 1 - alpha], axis=0)
+        table[r] = np.stack([p.mean(axis=0), p.std(axis=0, ddof=1), q[0], q[1]], axis=-1)
+    index = pd.MultiIndex.from_product([np.asarray(row_index), list(cats)], names=[row_index.name or "row", "category"])
+    frame = pd.DataFrame(table.reshape(n * K, 4), columns=["mean", "sd", "lower", "upper"], index=index)
+    frame.attrs = {**attrs, "scale": "probability of each category"}
+    return frame
+
+
 def predict(fit, newdata: pd.DataFrame | None = None, kind: str = "mean", groups: str = "include", *, prob: float = 0.95,
             draws: int | None = None, seed: int | None = None):
     """Posterior predictions of the mean (or the linear predictor) for the fitted or new rows.
@@ -133,6 +160,10 @@ def predict(fit, newdata: pd.DataFrame | None = None, kind: str = "mean", groups
     """
     if kind not in KINDS:
         raise ValueError(f"Unknown kind '{kind}'. Valid kinds: {', '.join(KINDS)}.")
+    ordinal = fit.design.spec.family.name == "cumulative"
+    if kind == "probs" and not ordinal:
+        raise ValueError(f"kind='probs' is the probability of each category of a cumulative (ordinal) model; this model's "
+                         f"family is '{fit.design.spec.family.name}'. Use kind='mean'.")
     if groups not in GROUPS:
         raise ValueError(f"Unknown groups '{groups}'. Valid options: {', '.join(GROUPS)}.")
     prob = check_probability(prob)
@@ -146,10 +177,19 @@ def predict(fit, newdata: pd.DataFrame | None = None, kind: str = "mean", groups
         u, idx, Z, note = (), (), (), "population level: random effects set to zero"
     else:
         u, idx, note = _random_effects(fit, thin(fit.posterior, draws), d, index, labels, groups, np.random.default_rng(seed))
-    attrs = {"scale": _LINK[family.link] if kind == "link" else _SCALE[family.name], "groups": groups, "note": note}
-    inverse = (lambda x: x) if kind == "link" else _INVERSE[family.link]
+    link_scale = _LATENT[family.link] if ordinal else _LINK[family.link]
+    attrs = {"scale": link_scale if kind == "link" else _SCALE[family.name], "groups": groups, "note": note}
+    if kind == "probs":
+        return _category_table(fit, d, u, X, Z, idx, offset, row_index, prob, attrs)
+    if kind == "link":
+        inverse = lambda x: x  # noqa: E731
+    elif ordinal:
+        rating = category_values(fit.design.categories)
+        inverse = lambda eta: np.exp(category_log_probs(eta, d.thresholds, family.link)) @ rating  # noqa: E731
+    else:
+        inverse = _INVERSE[family.link]
     n = X.shape[0]
-    step = max(1, CHUNK // d.n)
+    step = max(1, CHUNK // (d.n * (len(fit.design.categories) if ordinal else 1)))
     alpha = (1 - prob) / 2
     table = np.empty((n, 4))
     out = np.empty((d.n, n)) if kind == "draws" else None

@@ -7,6 +7,14 @@
 - :func:`posterior_predictive`: replicated outcomes, one set per draw.
 - :func:`prior_predictive`: outcomes simulated from the priors alone.
 
+With weights (``MLM(..., weights=)``) the pointwise log-likelihood is the
+weighted one whose sum is the fitted likelihood: a gaussian row's density has
+SD sigma / sqrt(w_i), another family's log-density is multiplied by w_i, and a
+row of weight 0 contributes 0; LOO is then of the weighted likelihood. A
+gaussian replicate has SD sigma / sqrt(w_i) (sigma for a row of weight 0,
+which the fit does not see); the other families' replicates do not depend on
+the weights (as in brms).
+
 Both predictive functions return ArviZ DataTrees whose variable ``y`` (dims
 ``chain, draw, obs``) sits beside ``observed_data`` ``y``; ``constant_data``
 holds each row's group label (``group:<factor>``) and, for binomial models,
@@ -27,6 +35,8 @@ import numpy as np
 import xarray as xr
 from scipy.special import expit, gammaln
 
+from .ordinal import observed_log_prob, simulate_categories
+
 from ..arguments import check_count, check_seed
 from ..design.data_checks import response_columns
 from .linpred import (
@@ -42,22 +52,62 @@ __all__ = ["pointwise_log_likelihood", "posterior_predictive", "prior_predictive
 MAX_RATE = 1e15
 
 
-def _loglik(family: str, y: np.ndarray, trials, eta: np.ndarray, sigma) -> np.ndarray:
+def _loglik(design, eta: np.ndarray, sigma=None, nu=None, phi=None, thresholds=None) -> np.ndarray:
+    family, y, trials = design.spec.family.name, design.y, design.trials
     if family == "gaussian":
         s = sigma[:, None]
         return -0.5 * np.log(2 * np.pi) - np.log(s) - 0.5 * ((y - eta) / s) ** 2
+    if family == "student":
+        s, v = sigma[:, None], nu[:, None]
+        return (gammaln((v + 1) / 2) - gammaln(v / 2) - 0.5 * np.log(v * np.pi) - np.log(s)
+                - (v + 1) / 2 * np.log1p(((y - eta) / s) ** 2 / v))
+    if family == "negbinomial":
+        a = phi[:, None]
+        log_mu_a = np.logaddexp(eta, np.log(a))  # log(mu + phi)
+        return (gammaln(y + a) - gammaln(a) - gammaln(y + 1) + y * (eta - log_mu_a) + a * (np.log(a) - log_mu_a))
+    if family == "cumulative":
+        return observed_log_prob(eta, thresholds, y, design.spec.family.link)
     if family == "bernoulli":
         return y * eta - np.logaddexp(0.0, eta)
     if family == "binomial":
         return gammaln(trials + 1) - gammaln(y + 1) - gammaln(trials - y + 1) + y * eta - trials * np.logaddexp(0.0, eta)
     if family == "poisson":
         return y * eta - np.exp(eta) - gammaln(y + 1)
-    raise ValueError(f"Unknown family '{family}'. Valid families: gaussian, bernoulli, binomial, poisson.")
+    raise ValueError(f"Unknown family '{family}'.")
 
 
-def _simulate(family: str, trials, eta: np.ndarray, sigma, rng: np.random.Generator) -> np.ndarray:
+def _weighted_loglik(design, eta: np.ndarray, w: np.ndarray, sigma=None, **params) -> np.ndarray:
+    """Each row's term of the weighted likelihood (0 for a row of weight 0): gaussian precision weights, else w * logp."""
+    if design.spec.family.name == "gaussian":
+        y, keep = design.y, w > 0
+        out = np.zeros(eta.shape)
+        s = sigma[:, None] / np.sqrt(w[keep])
+        out[:, keep] = -0.5 * np.log(2 * np.pi) - np.log(s) - 0.5 * ((y[keep] - eta[:, keep]) / s) ** 2
+        return out
+    return w * _loglik(design, eta, sigma=sigma, **params)
+
+
+def _residual_sd(sigma, weights):
+    """Per draw and row, the residual SD: sigma / sqrt(w) (sigma where w is 0, or without weights)."""
+    if sigma is None or weights is None:
+        return sigma
+    return sigma[:, None] / np.sqrt(np.where(weights > 0, weights, 1.0))
+
+
+def _simulate(design, eta: np.ndarray, rng: np.random.Generator, sigma=None, nu=None, phi=None, thresholds=None) -> np.ndarray:
+    family, trials = design.spec.family.name, design.trials
     if family == "gaussian":
-        return rng.normal(eta, sigma[:, None]).astype(np.float32)
+        sd = sigma if np.ndim(sigma) == 2 else sigma[:, None]  # 2-D: per row, sigma / sqrt(w)
+        return rng.normal(eta, sd).astype(np.float32)
+    if family == "student":
+        return (eta + sigma[:, None] * rng.standard_t(np.broadcast_to(nu[:, None], eta.shape))).astype(np.float32)
+    if family == "negbinomial":  # a gamma-poisson mixture: rate ~ Gamma(phi, mu / phi)
+        with np.errstate(over="ignore"):
+            mu = np.minimum(np.exp(eta), MAX_RATE)
+        a = np.broadcast_to(phi[:, None], eta.shape)
+        return rng.poisson(np.minimum(rng.gamma(a, mu / a), MAX_RATE))
+    if family == "cumulative":
+        return simulate_categories(eta, thresholds, design.spec.family.link, rng)
     if family == "bernoulli":
         return (rng.random(eta.shape) < expit(eta)).astype(np.int32)
     if family == "binomial":
@@ -87,7 +137,8 @@ def pointwise_log_likelihood(fit, draws: int | None = None) -> xr.DataArray:
     -------
     DataArray
         Dims (chain, draw, obs), float64, named ``y``. Its sum over ``obs`` at
-        a draw is the log-likelihood of the data at that draw.
+        a draw is the log-likelihood of the data at that draw (weighted, with
+        weights: see the module's notes).
 
     Examples
     --------
@@ -102,16 +153,21 @@ def pointwise_log_likelihood(fit, draws: int | None = None) -> xr.DataArray:
     out = np.empty((d.n, design.n_obs))
     for sl in chunks(d.n, design.n_obs):
         eta = linear_predictor(d.beta[sl], tuple(u[sl] for u in d.u), X, Z, index, offset)
-        out[sl] = _loglik(design.spec.family.name, design.y, design.trials, eta, None if d.sigma is None else d.sigma[sl])
+        params = d.take(sl)
+        if design.weights is None:
+            out[sl] = _loglik(design, eta, **params)
+        else:
+            out[sl] = _weighted_loglik(design, eta, design.weights, **params)
     return _fold(out, d.shape, d.coords, "y")
 
 
 def _observed_groups(design) -> dict:
     family = design.spec.family.name
-    y = design.y.astype(np.float32 if family == "gaussian" else np.int32)
+    y = design.y.astype(np.float32 if design.spec.family.has_sigma else np.int32)
     obs = {"obs": np.arange(design.n_obs)}
     groups = {"observed_data": xr.Dataset({"y": ("obs", y)}, coords=obs,
-                                          attrs={"outcome": response_columns(design.spec)[0], "family": design.spec.family.name})}
+                                          attrs={"outcome": response_columns(design.spec)[0], "family": design.spec.family.name,
+                                                 **({"categories": list(design.categories)} if design.categories else {})})}
     const = {f"group:{name}": ("obs", np.asarray(f.levels, dtype=object)[f.index].astype(str))
              for name, f in design.factors.items()}
     if design.trials is not None:
@@ -162,11 +218,14 @@ def _replicate(fit, draws: int | None, seed) -> xr.DataArray:
     d = posterior_draws(fit, draws)
     X, Z, index, offset = design_eta_parts(design)
     rng = np.random.default_rng(seed)
-    dtype = {"gaussian": np.float32, "poisson": np.int64}.get(family, np.int32)
+    dtype = {"gaussian": np.float32, "student": np.float32, "poisson": np.int64, "negbinomial": np.int64}.get(family, np.int32)
     out = np.empty((d.n, design.n_obs), dtype=dtype)
     for sl in chunks(d.n, design.n_obs):
         eta = linear_predictor(d.beta[sl], tuple(u[sl] for u in d.u), X, Z, index, offset)
-        out[sl] = _simulate(family, design.trials, eta, None if d.sigma is None else d.sigma[sl], rng)
+        params = d.take(sl)
+        if design.weights is not None and design.spec.family.name == "gaussian":
+            params["sigma"] = _residual_sd(params["sigma"], design.weights)
+        out[sl] = _simulate(design, eta, rng, **params)
     return _fold(out, d.shape, d.coords, "y")
 
 

@@ -21,12 +21,14 @@ import io
 import pandas as pd
 
 from ..design.equations import model_equations
+from ..design.structure import factor_structure
 from ..plots.save import PLOTS
+from ..schema import safe_name
 from ..sample.nuts import ESS_MIN, RHAT_MAX
 from .render import Image, Math, Note, Section, Table
 
 __all__ = ["overview_section", "equations_section", "priors_section", "fixed_section", "variance_section",
-           "diagnostics_section", "plots_section", "comparison_section", "report_sections", "figure_image",
+           "diagnostics_section", "factor_sections", "plots_section", "comparison_section", "report_sections", "figure_image",
            "PLOT_CAPTIONS"]
 
 PLOT_CAPTIONS = {
@@ -49,7 +51,10 @@ def _pct(prob: float) -> str:
 
 
 def _scale(obj) -> str:
-    return _SCALE[obj.design.spec.family.link]
+    family = obj.design.spec.family
+    if family.name == "cumulative":
+        return f" (latent {family.link} scale)"
+    return _SCALE[family.link]
 
 
 def overview_section(fit, title: str = "") -> Section:
@@ -65,10 +70,15 @@ def overview_section(fit, title: str = "") -> Section:
     blocks = [Note(title)] if title else []
     blocks += [Note(f"Model: {fit.formula} ({fam.name} family, {fam.link} link)."),
                Note(f"Data: {r.n_obs:,} observations in {groups}"
+                    + (f", weighted by '{d.options['weights']}' ({_weights_meaning(fam)})" if d.options.get("weights") else "")
                     + (f"; {r.rows_dropped:,} rows with missing values dropped." if r.rows_dropped else ".")),
                Note(f"Sampling: NUTS ({s.sampler}), {s.chains} chains x {s.draws} draws after {s.tune} tuning steps, "
                     f"seed {s.seed}, method {r.method}; {r.seconds_build + r.seconds_sample:.1f} s.")]
     return Section("Overview", tuple(blocks), key="overview")
+
+
+def _weights_meaning(family) -> str:
+    return "precision weights: residual variance sigma^2 / w" if family.name == "gaussian" else "each row's log-likelihood times w"
 
 
 def equations_section(obj) -> Section:
@@ -86,9 +96,17 @@ def equations_section(obj) -> Section:
     'Level 1 (observation i in group j):'
     """
     eq = model_equations(obj.design)
-    blocks = [Note("Level 1 (observation i in group j):"), Math(eq.level1, eq.level1_text),
-              Note("Level 2 (group j):"), *(Math(a, b) for a, b in zip(eq.level2, eq.level2_text)),
-              Note("Random effects:"), Math(eq.random, eq.random_text),
+    if eq.level3:
+        outer, inner = factor_structure(obj.design).hierarchy
+        levels = [Note(f"Level 1 (observation i in group j of {inner}, within group k of {outer}):"),
+                  Math(eq.level1, eq.level1_text),
+                  Note(f"Level 2 (group j of {inner} in group k of {outer}):"),
+                  *(Math(a, b) for a, b in zip(eq.level2, eq.level2_text)),
+                  Note(f"Level 3 (group k of {outer}):"), *(Math(a, b) for a, b in zip(eq.level3, eq.level3_text))]
+    else:
+        levels = [Note("Level 1 (observation i in group j):"), Math(eq.level1, eq.level1_text),
+                  Note("Level 2 (group j):"), *(Math(a, b) for a, b in zip(eq.level2, eq.level2_text))]
+    blocks = [*levels, Note("Random effects:"), Math(eq.random, eq.random_text),
               Note("Combined (mixed) model:"), Math(eq.combined, eq.combined_text)]
     return Section("Equations", tuple(blocks), key="equations")
 
@@ -136,7 +154,7 @@ def fixed_section(fit, prob: float = 0.95) -> Section:
 
 
 def variance_section(fit, prob: float = 0.95) -> Section:
-    """SDs and correlations of the random effects, the residual SD, and the ICC where it is defined.
+    """SDs and correlations of the random effects, the residual SD, the ICC and, with several factors, the variance partition.
 
     Examples
     --------
@@ -158,7 +176,64 @@ def variance_section(fit, prob: float = 0.95) -> Section:
             blocks.append(Note(f"About {100 * row['mean']:.1f}% ({_pct(prob)} interval {100 * row['lower']:.1f}% to "
                                f"{100 * row['upper']:.1f}%) of {what} lies between groups of {g}; the rest lies "
                                "within them."))
+        if len(fit.design.spec.groups) > 1:
+            blocks += _partition_blocks(fit, prob)
     return Section("Variance components", tuple(blocks), key="variance")
+
+
+def _partition_blocks(fit, prob: float) -> list:
+    """The variance partition of a model with several factors: the table and a sentence per correlation."""
+    part = fit.variance_partition(prob)
+    blocks = [Note(f"Variance partition{_scale(fit)}: each level's share of the total variance, and the correlation "
+                   "of two observations that share the groups named (a nested factor's parent is shared with it)."),
+              Table(part, caption=f"Variance partition: posterior mean, SD and {_pct(prob)} interval",
+                    name="variance_partition")]
+    for (quantity, name), row in part.iterrows():
+        if quantity == "correlation":
+            where = name.replace("same ", "in the same ", 1).replace(", different ", " but different groups of ")
+            blocks.append(Note(f"Two observations {where}: correlation {row['mean']:.2f} "
+                               f"({_pct(prob)} interval {row['lower']:.2f} to {row['upper']:.2f})."))
+    return blocks
+
+
+def factor_sections(fit, prob: float = 0.95) -> list[Section]:
+    """One section per grouping factor of a model with several: its groups, its nesting, its SDs and a forest plot.
+
+    Empty for a model with one grouping factor (the other sections cover it).
+
+    Examples
+    --------
+    >>> [s.key for s in factor_sections(fit_nested)]  # doctest: +SKIP
+    ['factor:batch', 'factor:batch:cask']
+    """
+    groups = fit.design.spec.groups
+    if len(groups) < 2:
+        return []
+    structure = fit.structure
+    vc = fit.varcorr(prob)
+    out = []
+    for f in groups:
+        n = fit.design.factors[f].n_levels
+        rel = [f"nested in {r.outer}" if r.relation == "nested" and r.inner == f else
+               f"containing {r.inner}" if r.relation == "nested" else f"{r.relation} with {r.inner if r.outer == f else r.outer}"
+               for r in structure.pairs.itertuples() if f in (r.outer, r.inner)]
+        blocks = [Note(f"{n} groups of {f}, " + "; ".join(rel) + "."),
+                  Table(vc[vc["group"].isin([b.label for b in fit.design.blocks if b.group == f])]
+                        .rename(columns={"var1": "term", "var2": "with"}), caption=f"SDs and correlations of {f}",
+                        name=f"varcorr_{safe_name(f)}")]
+        try:
+            from ..plots import forest
+
+            # An intercept-only factor sits far from zero: leave the zero line out so the groups spread.
+            only_intercept = set(fit.design.random_terms(f)) == {"(Intercept)"}
+            fig = forest(fit, factor=f, visuals={"zero": False} if only_intercept else None)
+        except (ValueError, KeyError) as err:
+            blocks.append(Note(f"forest: not drawn. {err}", "warn"))
+        else:
+            blocks.append(figure_image(fig, f"plots/forest_{safe_name(f)}.png",
+                                       PLOT_CAPTIONS["forest"].format(term="each term", pct=_pct(prob))))
+        out.append(Section(f"Groups of {f}", tuple(blocks), key=f"factor:{f}"))
+    return out
 
 
 def diagnostics_section(fit) -> Section:
@@ -221,15 +296,15 @@ def figure_image(fig, filename: str, caption: str, dpi: int = 110, svg: bool = F
     return Image(buf.getvalue(), caption, filename, svg_text)
 
 
-def _draw(name: str, fit, term: str | None):
+def _draw(name: str, fit, term: str | None, factor: str | None = None):
     from .. import plots
 
     fn = getattr(plots, name, None)
     if fn is None:
         raise NotImplementedError(f"bayesmlm.plots has no '{name}' plot in this version.")
     if name == "correlation":
-        return fn(fit) if term is None else fn(fit, x=term)
-    return fn(fit, term)
+        return fn(fit, factor=factor) if term is None else fn(fit, x=term, factor=factor)
+    return fn(fit, term, factor=factor)
 
 
 def plots_section(fit, which=PLOTS, term: str | None = None,
@@ -289,9 +364,11 @@ def report_sections(fit, *, title: str = "", which=PLOTS,
     --------
     >>> [s.key for s in report_sections(fit, compare=False)]  # doctest: +SKIP
     ['overview', 'diagnostics', 'equations', 'priors', 'fixed', 'variance', 'plots']
+    >>> [s.key for s in report_sections(fit_nested, compare=False)][6:8]  # doctest: +SKIP
+    ['factor:batch', 'factor:batch:cask']
     """
     out = [overview_section(fit, title), diagnostics_section(fit), equations_section(fit), priors_section(fit),
-           fixed_section(fit, prob), variance_section(fit, prob)]
+           fixed_section(fit, prob), variance_section(fit, prob), *factor_sections(fit, prob)]
     if which:
         out.append(plots_section(fit, which, term, prob, svg=svg))
     if compare:

@@ -15,6 +15,7 @@ from ..arguments import check_probability
 from ..design.levels import level_structure
 from ..design.matrices import Design
 from ..design.priors import Prior, priors_table
+from ..design.structure import factor_structure
 from ..sample.convergence import rhat_and_ess
 from ..sample.nuts import Diagnostics
 from ..schema import (
@@ -29,7 +30,9 @@ from ..schema import (
     term_dim,
     u_var,
 )
+from .family import family_parameter_draws, notes_column, threshold_draws
 from .format import format_values
+from .partition import posterior_partition
 from .record import FitRecord
 from .store import read_fit, save_fit
 
@@ -137,6 +140,11 @@ class Fit:
         return self.record.diagnostics
 
     @property
+    def structure(self):
+        """How the grouping factors relate: nested, crossed (see :func:`bayesmlm.design.structure.factor_structure`)."""
+        return factor_structure(self.design)
+
+    @property
     def posterior(self) -> xr.Dataset:
         """The posterior draws as an xarray Dataset."""
         return self.idata["posterior"].to_dataset()
@@ -158,7 +166,7 @@ class Fit:
         >>> fit.ranef_draws().dims  # doctest: +SKIP
         ('chain', 'draw', 'group', 'term')
         """
-        factor = self.design.spec.resolve_group(factor)
+        factor = self.design.spec.factor(factor)
         parts = [self.posterior[u_var(b.label)].rename({level_dim(factor): "group", term_dim(b.label): "term"})
                  for b in self.design.blocks if b.group == factor]
         return xr.concat(parts, dim="term").transpose("chain", "draw", "group", "term")
@@ -169,7 +177,7 @@ class Fit:
         b_kj = sum_m gamma_km W_mj + u_kj over level-1 terms k; dims (chain,
         draw, group, term).
         """
-        factor = self.design.spec.resolve_group(factor)
+        factor = self.design.spec.factor(factor)
         ls = level_structure(self.design, factor)
         A = xr.DataArray(ls.loadings(), dims=("group", "term", "fixed"),
                          coords={"group": list(self.design.factors[factor].levels), "term": list(ls.level1_terms)})
@@ -199,25 +207,21 @@ class Fit:
 
         Defined for random-intercept models (each grouping factor has only a
         random intercept); with several factors, the denominator holds all
-        their variances. For logit models the residual variance is pi^2/3
-        (the latent-scale ICC).
+        their variances, so it is the factor's share in
+        :meth:`variance_partition`. For logit models the residual variance is
+        pi^2/3 (the latent-scale ICC).
         """
-        factor = self.design.spec.resolve_group(factor)
-        slopes = [f"{b.label}: {t}" for b in self.design.blocks for t in b.terms if t != "(Intercept)"]
-        if slopes:
-            raise ValueError("The ICC is defined for random-intercept models; this model has random slopes "
-                             f"({', '.join(slopes)}), so the share of variance between groups depends on the predictors. "
-                             "Fit the empty model, e.g. 'y ~ 1 + (1 | g)', for the ICC.")
-        variances = {b.group: self.posterior[sd_var(b.label)].squeeze(drop=True) ** 2 for b in self.design.blocks}
-        link = self.design.spec.family.link
-        if self.design.spec.family.has_sigma:
-            resid = self.posterior[SIGMA] ** 2
-        elif link == "logit":
-            resid = np.pi**2 / 3
-        else:
-            raise ValueError(f"An ICC for the {link} link is not defined here; it is for gaussian and logit models.")
-        total = sum(variances.values()) + resid
-        return (variances[factor] / total).rename("icc")
+        factor = self.design.spec.factor(factor)
+        return self.variance_partition_draws().sel(component=factor, drop=True).rename("icc")
+
+    def variance_partition_draws(self) -> xr.DataArray:
+        """Draws of the variance partition, dims (chain, draw, component); see :meth:`variance_partition`.
+
+        Examples
+        --------
+        >>> fit.variance_partition_draws().sel(component="same school:class")  # doctest: +SKIP
+        """
+        return posterior_partition(self.design, self.posterior, self.structure.parents)
 
     # -- tables ------------------------------------------------------------
     def fixef(self, prob: float = 0.95) -> pd.DataFrame:
@@ -231,7 +235,10 @@ class Fit:
         return _on_scale(summarise_draws(self.fixef_draws(), prob), self)
 
     def ranef(self, prob: float = 0.95, factor: str | None = None) -> pd.DataFrame:
-        """Random effects u_j, indexed by (group, term).
+        """Random effects u_j of one grouping factor, indexed by (group, term).
+
+        ``factor``: its name as in the formula (``"school:class"`` for
+        classes nested in schools); default: the first the formula names.
 
         Examples
         --------
@@ -242,6 +249,11 @@ class Fit:
 
     def coef(self, prob: float = 0.95, factor: str | None = None) -> pd.DataFrame:
         """Group-specific coefficients gamma + u_j (level-2 predictors folded in), by (group, term).
+
+        As lme4's ``coef()``: per factor, the fixed effects plus that factor's
+        own random effects; for classes nested in schools the coefficients of
+        ``"school:class"`` do not add the school's effect. ``factor`` as for
+        :meth:`ranef`.
 
         Examples
         --------
@@ -276,10 +288,69 @@ class Fit:
         """
         rows = [summarise_draws(self.icc_draws(f), prob).set_axis([f]) for f in self.design.spec.groups]
         out = pd.concat(rows).rename_axis("group")
-        if not self.design.spec.family.has_sigma:
+        family = self.design.spec.family
+        if family.link == "probit":
+            out.attrs["scale"] = "latent scale: the residual variance of the probit link's latent outcome is 1"
+        elif not family.has_sigma:
             out.attrs["scale"] = ("latent scale: the residual variance of the logit link's latent outcome is pi^2/3 "
                                   "(about 3.29)")
+        elif family.name == "student":
+            out.attrs["scale"] = ("residual variance sigma^2 nu / (nu - 2), the Student-t's variance (draws with "
+                                  "nu <= 2 have none and are left out)")
         return out
+
+    def family_parameters(self, prob: float = 0.95) -> pd.DataFrame:
+        """The family's own parameters: sigma (gaussian, student), nu (student), phi (negbinomial).
+
+        Empty for families without any (bernoulli, binomial, poisson, cumulative: see :meth:`thresholds`).
+
+        Examples
+        --------
+        >>> fit_nb.family_parameters().loc["phi", "mean"]  # doctest: +SKIP
+        1.9
+        """
+        draws = family_parameter_draws(self.posterior, self.design.spec.family.name)
+        if not draws:
+            return pd.DataFrame(columns=[*COLUMNS, "note"], index=pd.Index([], name="parameter"))
+        out = pd.concat([summarise_draws(da, prob).set_axis([n]) for n, da in draws.items()]).rename_axis("parameter")
+        return out.assign(note=notes_column(out.index))
+
+    def thresholds(self, prob: float = 0.95) -> pd.DataFrame:
+        """A cumulative model's ordered thresholds on the latent scale, one row per boundary ``"low|high"``.
+
+        P(y <= k) = F(threshold_k - eta), F the link's CDF; there is no intercept (the thresholds absorb it).
+
+        Examples
+        --------
+        >>> fit_ord.thresholds().index.tolist()  # doctest: +SKIP
+        ['1|2', '2|3', '3|4', '4|5']
+        """
+        out = summarise_draws(threshold_draws(self.posterior), prob)
+        out.attrs["scale"] = f"latent scale ({self.design.spec.family.link} link)"
+        return out
+
+    def variance_partition(self, prob: float = 0.95) -> pd.DataFrame:
+        """Each level's share of the variance, and the correlation of two observations that share groups.
+
+        For random-intercept models (:mod:`bayesmlm.results.partition`).
+        Index (quantity, component): ``("share", factor)`` is tau_f^2 / total
+        for each grouping factor (its ICC), ``("share", "Residual")`` sigma^2 /
+        total; with two or more factors, ``("correlation", "same school:class")``
+        is the correlation of two observations in the same class (so the same
+        school), ``("correlation", "same school, different school:class")`` of
+        two in the same school but different classes. For logit models on the
+        latent scale (residual variance pi^2/3), said in ``attrs["scale"]``.
+
+        Examples
+        --------
+        >>> fit.variance_partition().loc[("share", "school"), "mean"]  # doctest: +SKIP
+        0.16
+        """
+        draws = self.variance_partition_draws()
+        table = summarise_draws(draws.drop_vars("quantity"), prob)
+        table.index = pd.MultiIndex.from_arrays([draws["quantity"].values, table.index], names=["quantity", "component"])
+        table.attrs["scale"] = _partition_scale(self.design.spec.family)
+        return table
 
     def summary(self, prob: float = 0.95) -> Summary:
         """All population-level parameters in one table that prints like lme4's summary.
@@ -297,10 +368,23 @@ class Fit:
                     zip(vc.group, vc.var1, vc.var2)]
         parts = [fe.assign(section="fixed").set_index("section", append=True).reorder_levels([1, 0]),
                  vc[COLUMNS].set_axis(pd.MultiIndex.from_arrays([["random"] * len(vc), vc_index]))]
+        extra = self._family_sections(prob)
+        parts += [t[COLUMNS].set_axis(pd.MultiIndex.from_arrays([[section] * len(t), list(t.index)]))
+                  for section, t in extra.items()]
         table = pd.concat(parts)
         table.index.names = ["section", "parameter"]
         out = Summary(table)
-        out._text = _summary_text(self, fe, vc, prob)
+        out._text = _summary_text(self, fe, vc, prob, extra)
+        return out
+
+    def _family_sections(self, prob: float) -> dict[str, pd.DataFrame]:
+        """The summary's sections beyond fixed and random: thresholds, and family parameters other than sigma."""
+        out = {}
+        if self.design.categories is not None:
+            out["thresholds"] = self.thresholds(prob)
+        fam = self.family_parameters(prob).drop(index=SIGMA, errors="ignore")
+        if len(fam):
+            out["family"] = fam
         return out
 
     def __repr__(self) -> str:
@@ -376,25 +460,42 @@ class Fit:
         save_fit(self, path)
 
 
-_SCALES = {"logit": "log odds (logit link)", "log": "log rate (log link)"}
+def _partition_scale(family) -> str:
+    """What the variance partition's residual variance is, in words."""
+    if family.link == "probit":
+        return "latent scale: the residual variance of the probit link's latent outcome is 1"
+    if family.name == "student":
+        return "outcome scale: the residual variance is the Student-t's, sigma^2 nu / (nu - 2)"
+    return _LATENT if not family.has_sigma else "outcome scale (identity link)"
+
+
+_LATENT = ("latent scale: the residual variance of the logit link's latent outcome is pi^2/3 (about 3.29), the "
+           "variance of the standard logistic distribution")
+_SCALES = {"logit": "log odds (logit link)", "log": "log rate (log link)", "probit": "probit (latent normal) link"}
 
 
 def _scale_words(family) -> str:
     """`` (on the log odds scale ...)`` for a link other than identity, else nothing."""
+    if family.name == "cumulative":
+        return f", on the latent {family.link} scale"
     return f", on the {_SCALES[family.link]} scale" if family.link in _SCALES else ""
 
 
 def _on_scale(table: pd.DataFrame, fit: Fit) -> pd.DataFrame:
     """A table labelled with the scale of its numbers (``attrs["scale"]``)."""
-    link = fit.design.spec.family.link
-    table.attrs["scale"] = _SCALES.get(link, "outcome scale (identity link)")
+    family = fit.design.spec.family
+    if family.name == "cumulative":
+        table.attrs["scale"] = f"latent scale ({family.link} link)"
+    else:
+        table.attrs["scale"] = _SCALES.get(family.link, "outcome scale (identity link)")
     return table
 
 
-def _summary_text(fit: Fit, fe: pd.DataFrame, vc: pd.DataFrame, prob: float) -> str:
+def _summary_text(fit: Fit, fe: pd.DataFrame, vc: pd.DataFrame, prob: float, extra: dict | None = None) -> str:
     r, d, s = fit.record, fit.record.diagnostics, fit.record.settings
     family = fit.design.spec.family
-    kind = "linear" if family.name == "gaussian" else f"generalized linear ({family.name}, {family.link} link)"
+    kind = {"gaussian": "linear", "student": "linear (Student-t residuals)"}.get(
+        family.name, f"generalized linear ({family.name}, {family.link} link)")
     pct = f"{100 * prob:g}%"
     lines = [f"Bayesian {kind} mixed model fit by NUTS ({s.sampler}), method: {r.method}",
              f"Formula: {fit.formula}",
@@ -410,6 +511,12 @@ def _summary_text(fit: Fit, fe: pd.DataFrame, vc: pd.DataFrame, prob: float) -> 
                                                                     if r.rows_dropped else ""))
     lines += ["", f"Fixed effects{_scale_words(family)}:"]
     lines.append(_table_text(fe.rename(columns={"lower": f"lower {pct}", "upper": f"upper {pct}"})))
+    titles = {"thresholds": f"Thresholds (latent {family.link} scale; no intercept, the thresholds absorb it; "
+                            f"categories {' < '.join(fit.design.categories or ())}):",
+              "family": f"Family parameters ({family.name}):"}
+    for section, table in (extra or {}).items():
+        lines += ["", titles[section], _table_text(table[COLUMNS].rename(columns={"lower": f"lower {pct}",
+                                                                                  "upper": f"upper {pct}"}))]
     verdict = "converged" if d.converged else "NOT converged (see the warning)"
     lines += ["", f"Diagnostics: {verdict}; max R-hat {d.max_rhat:.3f}, min bulk ESS {d.min_ess_bulk:.0f}, "
                   f"min tail ESS {d.min_ess_tail:.0f}, divergences {d.divergences}",

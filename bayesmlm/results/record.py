@@ -42,8 +42,9 @@ class FitRecord:
         Wall time of the frequentist fit that made the start (0 without one).
     route : str
         The route the fit took, finer than ``method``: ``"one-factor"`` (the
-        collapsed route of one grouping factor), ``"full"`` (the random effects
-        sampled); other collapsed routes add their own names. The README's
+        collapsed route of one grouping factor), ``"crossed"`` (crossed factors,
+        the largest integrated out, :mod:`bayesmlm.fastpath.crossed_fit`),
+        ``"full"`` (the random effects sampled); other collapsed routes add their own names. The README's
         section on routes says what each does and when it is chosen.
     centred_on : dict of str to list of str
         Per centred block (full model), the fixed effects its group

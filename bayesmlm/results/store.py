@@ -39,6 +39,7 @@ def save_fit(fit, path) -> None:
     meta = {
         "formula": fit.design.spec.formula,
         "family": fit.design.spec.family.name,
+        "link": fit.design.spec.family.link,
         "priors": {k: [p.dist, p.kwargs] for k, p in fit.prior_dict.items()},
         "options": fit.design.options,
         "record": asdict(fit.record),
@@ -86,10 +87,10 @@ def read_fit(path) -> tuple:
         raise FitFileError(f"{source} has a damaged '{_KEY}' attribute ({err}); save the fit again with Fit.save().") from None
     data = _restored(tree["model_data"].to_dataset().to_dataframe().reset_index(drop=True), meta.get("columns", {}))
     data = data[meta.get("column_order", list(data.columns))]
-    spec = parse_formula(meta["formula"], meta["family"])
+    spec = parse_formula(meta["formula"], meta["family"], meta.get("link"))
     opts = meta.get("options") or {}
     design = assemble_design(spec, data, trials=opts.get("trials"), offset=opts.get("offset"),
-                             rows_dropped=meta["record"]["rows_dropped"])
+                             weights=opts.get("weights"), rows_dropped=meta["record"]["rows_dropped"])
     priors = {k: Prior(d, **kw) for k, (d, kw) in meta["priors"].items()}
     rec = meta["record"]
     record = FitRecord(**{**rec, "settings": SamplerSettings(**rec["settings"]),

@@ -173,6 +173,10 @@ def frequentist_start(design: Design, ff: FrequentistFit, parameterization: dict
         if not (ff.sigma and np.isfinite(ff.sigma) and ff.sigma > 0):
             return None, "the residual SD is zero or not finite"
         values[SIGMA], scales[SIGMA] = np.asarray(float(ff.sigma)), np.asarray(LOG_JITTER)
+    if design.spec.family.name == "negbinomial":  # glmer.nb's shape
+        if not (ff.phi and np.isfinite(ff.phi)):
+            return None, "the negative binomial shape phi is not finite"
+        values["phi"], scales["phi"] = np.asarray(float(ff.phi)), np.asarray(LOG_JITTER)
     return StartPoint(values, scales, ff.method), ""
 
 

@@ -11,9 +11,10 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from ..errors import SpecError
+from ..errors import ArgumentError, SpecError
 
-__all__ = ["Family", "FAMILIES", "RandomBlock", "ModelSpec", "parse_formula", "spec_from_levels"]
+__all__ = ["Family", "FAMILIES", "LINKS", "family_of", "RandomBlock", "ModelSpec", "parse_formula", "spec_from_levels",
+           "rhs_terms"]
 
 
 @dataclass(frozen=True)
@@ -23,11 +24,12 @@ class Family:
     Attributes
     ----------
     name : str
-        "gaussian", "bernoulli", "binomial" or "poisson".
+        "gaussian", "student", "bernoulli", "binomial", "poisson",
+        "negbinomial" or "cumulative".
     link : str
-        "identity", "logit" or "log".
+        "identity", "logit", "log" or "probit".
     has_sigma : bool
-        Whether the family has a residual standard deviation.
+        Whether the family has a residual scale sigma (gaussian, student).
     """
 
     name: str
@@ -37,10 +39,33 @@ class Family:
 
 FAMILIES = {
     "gaussian": Family("gaussian", "identity", True),
+    "student": Family("student", "identity", True),
     "bernoulli": Family("bernoulli", "logit", False),
     "binomial": Family("binomial", "logit", False),
     "poisson": Family("poisson", "log", False),
+    "negbinomial": Family("negbinomial", "log", False),
+    "cumulative": Family("cumulative", "logit", False),
 }
+
+LINKS = {name: (fam.link,) for name, fam in FAMILIES.items()} | {"cumulative": ("logit", "probit")}
+"""The links each family takes, its default first."""
+
+
+def family_of(family: str, link: str | None = None) -> Family:
+    """The family named, with its default link or the ``link`` asked for.
+
+    Examples
+    --------
+    >>> family_of("cumulative", "probit")
+    Family(name='cumulative', link='probit', has_sigma=False)
+    """
+    if not isinstance(family, str) or family not in FAMILIES:
+        raise SpecError(f"Unknown family {family!r}. Valid families: {', '.join(FAMILIES)}.")
+    if link is None or link == FAMILIES[family].link:
+        return FAMILIES[family]
+    if link not in LINKS[family]:
+        raise SpecError(f"family='{family}' takes the link(s) {', '.join(map(repr, LINKS[family]))}; got link={link!r}.")
+    return Family(family, link, FAMILIES[family].has_sigma)
 
 
 @dataclass(frozen=True)
@@ -110,12 +135,26 @@ class ModelSpec:
         """
         if group is None:
             if len(self.groups) > 1:
-                raise ValueError(f"This model has several grouping factors ({', '.join(self.groups)}); "
-                                 "pass factor= one of them.")
+                raise ArgumentError(f"This model has several grouping factors ({', '.join(self.groups)}); "
+                                    "pass factor= one of them.")
             return self.groups[0]
         if group not in self.groups:
-            raise ValueError(f"Unknown grouping factor '{group}'. This model's factors: {', '.join(self.groups)}.")
+            raise ArgumentError(f"Unknown grouping factor {group!r}. This model's factors: {', '.join(self.groups)}.")
         return group
+
+    def factor(self, group: str | None = None) -> str:
+        """The grouping factor named, or the first one written when ``group`` is None.
+
+        What tables and plots of one factor default to; an unknown name is an
+        :class:`~bayesmlm.errors.ArgumentError` that lists the factors.
+
+        Examples
+        --------
+        >>> spec = parse_formula("y ~ 1 + (1 | school/class)")
+        >>> spec.factor(), spec.factor("school:class")
+        ('school', 'school:class')
+        """
+        return self.resolve_group(self.groups[0] if group is None else group)
 
 
 def _split_top(text: str, sep: str, formula: str, offset: int) -> list[tuple[str, int]]:
@@ -177,8 +216,14 @@ def _expand_group(group: str, formula: str, offset: int) -> list[str]:
     return [":".join(n.strip() for n in ":".join(parts[: i + 1]).split(":")) for i in range(len(parts))]
 
 
-def _rhs_terms(expr: str) -> tuple[bool, list[str]]:
-    """(has intercept, non-intercept terms) of a simple ``+``-separated expression."""
+def rhs_terms(expr: str) -> tuple[bool, list[str]]:
+    """(has intercept, non-intercept terms) of a simple ``+``-separated expression.
+
+    Examples
+    --------
+    >>> rhs_terms("0 + x + w")
+    (False, ['x', 'w'])
+    """
     intercept, terms = True, []
     text = expr.replace("-1", "+ -1").replace("- 1", "+ -1")
     for raw in text.split("+"):
@@ -193,21 +238,21 @@ def _rhs_terms(expr: str) -> tuple[bool, list[str]]:
 
 
 def _n_terms(expr: str) -> int:
-    intercept, terms = _rhs_terms(expr)
+    intercept, terms = rhs_terms(expr)
     return int(intercept) + len(terms)
 
 
 def _normalise_rhs(expr: str) -> str:
-    intercept, terms = _rhs_terms(expr)
+    intercept, terms = rhs_terms(expr)
     return " + ".join(["1" if intercept else "0"] + terms)
 
 
 def _uncorrelated_terms(expr: str) -> list[str]:
-    intercept, terms = _rhs_terms(expr)
+    intercept, terms = rhs_terms(expr)
     return (["1"] if intercept else []) + [f"0 + {t}" for t in terms]
 
 
-def parse_formula(formula: str, family: str = "gaussian") -> ModelSpec:
+def parse_formula(formula: str, family: str = "gaussian", link: str | None = None) -> ModelSpec:
     """Parse an lme4-style mixed formula.
 
     Parameters
@@ -217,6 +262,8 @@ def parse_formula(formula: str, family: str = "gaussian") -> ModelSpec:
         random effects; ``(1 | a/b)`` nests ``b`` in ``a``.
     family : str
         One of :data:`FAMILIES`.
+    link : str, optional
+        One of the family's :data:`LINKS` (default: its first).
 
     Returns
     -------
@@ -224,14 +271,15 @@ def parse_formula(formula: str, family: str = "gaussian") -> ModelSpec:
 
     Examples
     --------
+    >>> parse_formula("rating ~ temp + (1 | judge)", "cumulative", link="probit").family.link
+    'probit'
     >>> spec = parse_formula("tech ~ smu + (1 + smu | country)")
     >>> spec.formula
     'tech ~ 1 + smu + (1 + smu | country)'
     >>> [b.correlated for b in parse_formula("y ~ x + (1 + x || g)").random]
     [False, False]
     """
-    if not isinstance(family, str) or family not in FAMILIES:
-        raise SpecError(f"Unknown family {family!r}. Valid families: {', '.join(FAMILIES)}.")
+    fam = family_of(family, link)
     if not isinstance(formula, str) or "~" not in formula:
         raise SpecError(f"A formula needs '~' between the outcome and the predictors, as in 'y ~ x + (1 | g)'; got {formula!r}.")
     lhs, rhs = formula.split("~", 1)
@@ -261,7 +309,7 @@ def parse_formula(formula: str, family: str = "gaussian") -> ModelSpec:
                         "regression without groups use a plain regression tool (bambi.Model(formula, data) for a "
                         "Bayesian one, statsmodels.formula.api.ols or glm for a frequentist one).")
     _check_outcome_not_predictor(formula, response, fixed, blocks)
-    return ModelSpec(response, fixed, tuple(blocks), FAMILIES[family])
+    return ModelSpec(response, fixed, tuple(blocks), fam)
 
 
 def _names_read(expr: str) -> set[str]:
@@ -293,7 +341,8 @@ def _normalise_fixed(rhs: str) -> str:
     return "1 + " + rhs
 
 
-def spec_from_levels(level1: str, level2: dict | None, group: str, *, fixed=(), family: str = "gaussian") -> ModelSpec:
+def spec_from_levels(level1: str, level2: dict | None, group: str, *, fixed=(), family: str = "gaussian",
+                     link: str | None = None) -> ModelSpec:
     """Combine level-1 and level-2 equations into one mixed model.
 
     Substitutes each level-2 equation into the level-1 equation, as in
@@ -315,6 +364,8 @@ def spec_from_levels(level1: str, level2: dict | None, group: str, *, fixed=(), 
         Level-1 terms whose coefficient does not vary by group (no ``u_kj``).
     family : str
         One of :data:`FAMILIES`.
+    link : str, optional
+        One of the family's :data:`LINKS`.
 
     Examples
     --------
@@ -333,7 +384,7 @@ def spec_from_levels(level1: str, level2: dict | None, group: str, *, fixed=(), 
     response, rhs = (s.strip() for s in level1.split("~", 1))
     if "|" in rhs:
         raise SpecError("level1 holds level-1 predictors only; random effects follow from level2 and group.")
-    intercept, l1_terms = _rhs_terms(rhs)
+    intercept, l1_terms = rhs_terms(rhs)
     names = (["1"] if intercept else []) + l1_terms
     level2 = dict(level2 or {})
     unknown = set(level2) - set(names)
@@ -347,7 +398,7 @@ def spec_from_levels(level1: str, level2: dict | None, group: str, *, fixed=(), 
         eq = level2.get(name, "~ 1").strip()
         if "|" in eq:
             raise SpecError(f"level2['{name}'] should hold group-level predictors only, e.g. '~ 1 + w'.")
-        w_intercept, w_terms = _rhs_terms(eq.lstrip("~"))
+        w_intercept, w_terms = rhs_terms(eq.lstrip("~"))
         for w in (["1"] if w_intercept else []) + w_terms:
             if name == "1":
                 fixed_terms.append(w)
@@ -363,4 +414,4 @@ def spec_from_levels(level1: str, level2: dict | None, group: str, *, fixed=(), 
         rand = f" + ({expr} | {group})"
     if not random_terms:
         raise SpecError("Every level-1 term is marked fixed: a multilevel model needs at least one random term.")
-    return parse_formula(f"{response} ~ {' + '.join(fixed_terms)}{rand}", family)
+    return parse_formula(f"{response} ~ {' + '.join(fixed_terms)}{rand}", family, link)

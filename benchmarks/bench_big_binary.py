@@ -1,0 +1,223 @@
+"""Benchmark: a 10,000,000-row bernoulli model with 10,000 groups from Parquet, bayesmlm against lme4's glmer.
+
+Simulated survey rows: ``country`` (10,000 groups, uniform), ``smu`` (a
+5-level ordinal item coded 1..5), ``female`` (0/1), and a 0/1 outcome
+``hi ~ smu + female + (1 + smu | country)`` with known fixed effects, SDs and
+correlation. The rows are written to one Parquet file in row groups of
+1,000,000 (generation and writing are timed apart and not counted).
+
+Timed end to end, from the file to a converged fit at default settings
+(4 chains x 1000 draws after 1000 tuning steps): ``MLM.from_files(...,
+family="bernoulli")`` (read the model's columns chunk by chunk and aggregate
+the rows into cells exactly: :mod:`bayesmlm.fastpath.cell_readers`), then
+``fit()`` (build, compile, sample, diagnose). Converged means R-hat <= 1.01,
+bulk and tail ESS >= 400 and no divergences; the truth is recovered when
+every fixed effect and SD lies within 3 posterior SDs of its true value.
+Peak RSS is the process's (``ru_maxrss``), after reading and at the end.
+
+The anchor, in the same run when Rscript and lme4 are present: glmer on a
+1,000,000-row subsample (the first rows: the groups are drawn at random), and
+glmer on the cells of all rows (``cbind(S, N - S)``: the same likelihood as the
+rows, so the same Laplace fit), both timed inside R (``system.time``; reading
+the CSV and loading lme4 not counted).
+
+    python benchmarks/bench_big_binary.py                  # 10,000,000 rows, 10,000 groups
+    python benchmarks/bench_big_binary.py --quick          # 200,000 rows, 1,000 groups
+    python benchmarks/bench_big_binary.py --rows 1000000 --groups 2000 --glmer-rows 0 --out /tmp/x.md
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))  # this checkout's bayesmlm, not an installed one
+
+import bayesmlm  # noqa: E402
+
+FORMULA = "hi ~ smu + female + (1 + smu | country)"
+TRUTH = {"(Intercept)": -1.0, "smu": 0.25, "female": -0.3, "sd0": 0.5, "sd1": 0.1, "cor": -0.3}
+ROW_GROUP = 1_000_000
+
+
+def peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def simulate(path: Path, rows: int, groups: int, seed: int = 2026) -> None:
+    """Write the rows to ``path`` in row groups, never holding more than one in memory."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    rng = np.random.default_rng(seed)
+    s0, s1, r = TRUTH["sd0"], TRUTH["sd1"], TRUTH["cor"]
+    cov = np.array([[s0 * s0, r * s0 * s1], [r * s0 * s1, s1 * s1]])
+    u = rng.multivariate_normal([0.0, 0.0], cov, size=groups)
+    writer = None
+    for start in range(0, rows, ROW_GROUP):
+        n = min(ROW_GROUP, rows - start)
+        g = rng.integers(0, groups, n)
+        smu = rng.integers(1, 6, n)
+        female = rng.integers(0, 2, n)
+        eta = TRUTH["(Intercept)"] + TRUTH["smu"] * smu + TRUTH["female"] * female + u[g, 0] + u[g, 1] * smu
+        hi = (rng.random(n) < 1 / (1 + np.exp(-eta))).astype(np.int8)
+        table = pa.table({"country": pa.array(g.astype(np.int32)), "smu": pa.array(smu.astype(np.int8)),
+                          "female": pa.array(female.astype(np.int8)), "hi": pa.array(hi),
+                          "other": pa.array(rng.normal(size=n).astype(np.float32))})  # a column the model does not read
+        writer = writer or pq.ParquetWriter(path, table.schema)
+        writer.write_table(table, row_group_size=ROW_GROUP)
+    writer.close()
+
+
+def fit_files(path: Path) -> dict:
+    start = time.perf_counter()
+    model = bayesmlm.MLM.from_files(FORMULA, path, family="bernoulli")
+    read = time.perf_counter() - start
+    rss_read = peak_rss_mb()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", bayesmlm.ConvergenceWarning)
+        fit = model.fit(seed=1, progressbar=False)
+    total = time.perf_counter() - start
+    d, rec = fit.record.diagnostics, fit.record
+    fe = fit.fixef()
+    vc = fit.varcorr().set_index(["group", "var1", "var2"])
+    est = {t: (fe.loc[t, "mean"], fe.loc[t, "sd"]) for t in ("(Intercept)", "smu", "female")}
+    est["sd0"] = tuple(vc.loc[("country", "(Intercept)", ""), ["mean", "sd"]])
+    est["sd1"] = tuple(vc.loc[("country", "smu", ""), ["mean", "sd"]])
+    est["cor"] = tuple(vc.loc[("country", "(Intercept)", "smu"), ["mean", "sd"]])
+    return {"read": read, "build": rec.seconds_build, "sample": rec.seconds_sample, "total": total,
+            "rss_read": rss_read, "rss_end": peak_rss_mb(), "cells": rec.n_cells, "rows": rec.n_obs,
+            "parameterization": rec.parameterization, "rhat": d.max_rhat, "ess_bulk": d.min_ess_bulk,
+            "ess_tail": d.min_ess_tail, "divergences": d.divergences, "converged": d.converged, "est": est,
+            "model": model}
+
+
+GLMER = """suppressMessages(library(lme4))
+d <- read.csv("{csv}")
+d$country <- factor(d$country)
+t <- system.time(m <- glmer({formula}, family = binomial, data = d))[["elapsed"]]
+vc <- as.data.frame(VarCorr(m))
+cat(sprintf('{{"wall": %.3f, "fixef": {{%s}}, "sd": [%.6f, %.6f], "cor": %.6f, "singular": %s}}\\n', t,
+            paste(sprintf('"%s": %.6f', names(fixef(m)), fixef(m)), collapse = ", "),
+            vc$sdcor[1], vc$sdcor[2], vc$sdcor[3], tolower(isSingular(m))))
+"""
+
+
+def run_glmer(frame: pd.DataFrame, formula: str) -> dict | None:
+    if shutil.which("Rscript") is None:
+        return None
+    with tempfile.TemporaryDirectory() as tmp:
+        csv = Path(tmp) / "d.csv"
+        frame.to_csv(csv, index=False)
+        script = Path(tmp) / "g.R"
+        script.write_text(GLMER.format(csv=csv, formula=formula))
+        out = subprocess.run(["Rscript", str(script)], capture_output=True, text=True, timeout=3600)
+    if out.returncode != 0:
+        print(out.stderr, file=sys.stderr)
+        return None
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def cell_frame(model) -> pd.DataFrame:
+    """The cells of all rows as a data frame for glmer: successes, failures, the predictors, the country."""
+    d, c = model.design, model._cells
+    labels = np.asarray(d.factors["country"].levels, dtype=object)[d.factors["country"].index]
+    return pd.DataFrame({"S": c.y.astype(int), "F": (c.trials - c.y).astype(int), "smu": d.X[:, 1], "female": d.X[:, 2],
+                         "country": labels})
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--rows", type=int, default=10_000_000)
+    ap.add_argument("--groups", type=int, default=10_000)
+    ap.add_argument("--glmer-rows", type=int, default=1_000_000, help="rows of the glmer subsample (0: skip)")
+    ap.add_argument("--quick", action="store_true", help="200,000 rows, 1,000 groups, glmer on 100,000 rows")
+    ap.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "big_binary_results.md")
+    args = ap.parse_args()
+    if args.quick:
+        args.rows, args.groups, args.glmer_rows = 200_000, 1_000, 100_000
+    load_before = os.getloadavg()
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "rows.parquet"
+        start = time.perf_counter()
+        simulate(path, args.rows, args.groups)
+        generate = time.perf_counter() - start
+        size_mb = path.stat().st_size / 2**20
+        print(f"generated {args.rows:,} rows in {generate:.1f} s ({size_mb:.0f} MB)", flush=True)
+        res = fit_files(path)
+        print({k: v for k, v in res.items() if k != "model"}, flush=True)
+        # written now and again with glmer's times: glmer on a million rows takes minutes of its own
+        args.out.write_text("\n".join(report(args, res, generate, size_mb, None, None, load_before, os.getloadavg())) + "\n")
+        sub = None
+        if args.glmer_rows:
+            import pyarrow.parquet as pq
+
+            frame = pq.ParquetFile(path).read_row_groups(
+                list(range(-(-args.glmer_rows // ROW_GROUP))), columns=["hi", "smu", "female", "country"]).to_pandas()
+            sub = run_glmer(frame.iloc[:args.glmer_rows], FORMULA)
+            print("glmer rows", sub, flush=True)
+        cells = run_glmer(cell_frame(res["model"]), "cbind(S, F) ~ smu + female + (1 + smu | country)")
+        print("glmer cells", cells, flush=True)
+    load_after = os.getloadavg()
+    lines = report(args, res, generate, size_mb, sub, cells, load_before, load_after)
+    args.out.write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+
+
+def report(args, res, generate, size_mb, sub, cells, load_before, load_after) -> list[str]:
+    names = {"(Intercept)": "(Intercept)", "smu": "smu", "female": "female", "sd0": "sd(country: (Intercept))",
+             "sd1": "sd(country: smu)", "cor": "cor(country: (Intercept), smu)"}
+    within = {k: abs(e - TRUTH[k]) <= 3 * s for k, (e, s) in res["est"].items()}
+    met = res["total"] < 120 and res["converged"] and all(within.values())
+    lines = [f"**{args.rows:,} rows, {args.groups:,} groups, `{FORMULA}`, family=\"bernoulli\", from Parquet "
+             f"({size_mb:.0f} MB, row groups of {ROW_GROUP:,}), default fit settings**", "",
+             "| step | seconds |", "|---|---|",
+             f"| simulate and write the Parquet file (not counted) | {generate:.1f} |",
+             f"| `MLM.from_files`: read 3 of 5 columns in chunks, aggregate {res['rows']:,} rows into {res['cells']:,} "
+             f"cells | {res['read']:.1f} |",
+             f"| `fit()`: build the model | {res['build']:.1f} |",
+             f"| `fit()`: compile and sample 4 chains x 1000 draws (tune 1000) | {res['sample']:.1f} |",
+             f"| **end to end, file to fit** | **{res['total']:.1f}** |"]
+    if sub is not None:
+        lines.append(f"| lme4 glmer on a {args.glmer_rows:,}-row subsample | {sub['wall']:.1f} |")
+    if cells is not None:
+        lines.append(f"| lme4 glmer on the {res['cells']:,} cells of all rows (`cbind(S, N - S)`) | {cells['wall']:.1f} |")
+    lines += ["", f"Peak RSS: {res['rss_read']:.0f} MB after reading, {res['rss_end']:.0f} MB at the end. "
+              f"Parameterisation: {res['parameterization']}.",
+              f"Diagnostics: max R-hat {res['rhat']:.4f}, min bulk ESS {res['ess_bulk']:.0f}, min tail ESS "
+              f"{res['ess_tail']:.0f}, divergences {res['divergences']}: "
+              f"{'converged' if res['converged'] else 'NOT converged'}.", "",
+              "| parameter | truth | bayesmlm (posterior sd) | within 3 sd | glmer, cells of all rows |"
+              + (f" glmer, {args.glmer_rows:,} rows |" if sub else ""),
+              "|---|---|---|---|---|" + ("---|" if sub else "")]
+    for k, (e, s) in res["est"].items():
+        def g(fit):
+            if fit is None:
+                return "-"
+            return f"{fit['fixef'][k]:.4f}" if k in fit["fixef"] else f"{(fit['sd'] + [fit['cor']])[['sd0', 'sd1', 'cor'].index(k)]:.4f}"
+        lines.append(f"| {names[k]} | {TRUTH[k]:g} | {e:.4f} ({s:.4f}) | {'yes' if within[k] else 'NO'} | {g(cells)} |"
+                     + (f" {g(sub)} |" if sub else ""))
+    lines += ["", f"Target (under 2 minutes end to end, converged, truth recovered): {'met' if met else 'NOT met'}.",
+              f"Machine: {os.cpu_count()} cores, load average {load_before[0]:.1f} before and {load_after[0]:.1f} after "
+              "(other jobs share the cores; seconds move with the load, the glmer times beside them move alike).",
+              f"Command: `python benchmarks/bench_big_binary.py{' --quick' if args.quick else ''}"
+              + (f" --rows {args.rows} --groups {args.groups} --glmer-rows {args.glmer_rows}" if not args.quick and
+                 (args.rows, args.groups, args.glmer_rows) != (10_000_000, 10_000, 1_000_000) else "") + "`"]
+    return lines
+
+
+if __name__ == "__main__":
+    main()
