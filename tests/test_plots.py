@@ -232,10 +232,12 @@ def test_shrinkage_size_view_puts_group_size_on_x(sleep_fit, coef):
 
 # -- scale, saving -------------------------------------------------------------------------------
 def test_generalized_families_label_the_link_scale():
-    logit = SimpleNamespace(design=SimpleNamespace(spec=SimpleNamespace(family=SimpleNamespace(link="logit"))))
-    ident = SimpleNamespace(design=SimpleNamespace(spec=SimpleNamespace(family=SimpleNamespace(link="identity"))))
-    assert plot_common.effect_label(logit, "x") == "Effect of x (logit link scale)"
-    assert plot_common.effect_label(ident, "x") == "Effect of x"
+    def fit_of(name, link):
+        return SimpleNamespace(design=SimpleNamespace(spec=SimpleNamespace(family=SimpleNamespace(name=name, link=link))))
+
+    assert plot_common.effect_label(fit_of("bernoulli", "logit"), "x") == "Effect of x (logit link scale)"
+    assert plot_common.effect_label(fit_of("gaussian", "identity"), "x") == "Effect of x"
+    assert plot_common.effect_label(fit_of("cumulative", "probit"), "x") == "Effect of x (latent probit scale)"
 
 
 def test_many_groups_thin_the_names_and_say_so(sleep_fit):

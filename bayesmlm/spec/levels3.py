@@ -71,7 +71,7 @@ def _fixed_by_level(fixed, school: str, klass: str) -> tuple[set, set]:
 
 
 def spec_from_three_levels(level1: str, level2: dict | None, level3: dict | None, group: Sequence[str], *,
-                           fixed=None, family: str = "gaussian") -> ModelSpec:
+                           fixed=None, family: str = "gaussian", link: str | None = None) -> ModelSpec:
     """Combine level-1, level-2 and level-3 equations into one mixed model.
 
     Parameters
@@ -92,6 +92,8 @@ def spec_from_three_levels(level1: str, level2: dict | None, level3: dict | None
         [level-2 coefficients without a school effect u_pqk]}``. Every other
         coefficient is random at its level.
     family : str
+    link : str, optional
+        As for :func:`bayesmlm.spec.formula.parse_formula`.
 
     Examples
     --------
@@ -137,7 +139,7 @@ def spec_from_three_levels(level1: str, level2: dict | None, level3: dict | None
         raise SpecError("Every coefficient is marked fixed: a multilevel model needs at least one random term.")
     blocks = [f"({_random_expr(terms)} | {g})" for terms, g in ((school_random, school), (class_random,
                                                                  f"{school}:{klass}")) if terms]
-    return parse_formula(f"{response} ~ {' + '.join(fixed_terms)} + {' + '.join(blocks)}", family)
+    return parse_formula(f"{response} ~ {' + '.join(fixed_terms)} + {' + '.join(blocks)}", family, link)
 
 
 def _random_expr(terms: list[str]) -> str:
