@@ -128,7 +128,7 @@ def block_means(design: Design, parameterization: dict[str, str]) -> dict[str, B
     for _, b in owners:
         f = design.factors[b.group]
         i0 = b.terms.index("(Intercept)") if "(Intercept)" in b.terms else None
-        zbar = b.Z.mean(axis=0) if i0 is not None and b.q > 1 else np.zeros(b.q)  # the basis of centred_basis
+        zbar = b.z_means.copy() if i0 is not None and b.q > 1 else np.zeros(b.q)  # the basis of centred_basis (row means)
         if i0 is not None:
             zbar[i0] = 0.0
         H = np.zeros((f.n_levels, b.q, len(design.fixed_terms)))
