@@ -23,7 +23,7 @@ from .nutpie_driver import compile_collapsed, sample_collapsed
 from .recover import recover_random_effects
 from .stats import GroupStats, collapse_problem, group_stats
 
-__all__ = ["fit_collapsed", "x_centre"]
+__all__ = ["collapsible_settings", "fit_collapsed", "x_centre"]
 
 
 def x_centre(stats: GroupStats) -> np.ndarray:
@@ -40,6 +40,26 @@ def x_centre(stats: GroupStats) -> np.ndarray:
     [0.0, 4.5]
     """
     return centring(stats.fixed_terms, stats.x_shift + stats.x_sum.sum(axis=0) / stats.w_sum.sum())
+
+
+def collapsible_settings(design, settings: SamplerSettings) -> SamplerSettings:
+    """The resolved settings of a collapsed fit, or a clear error where the design or the sampler cannot take one.
+
+    Examples
+    --------
+    >>> import bayesmlm
+    >>> m = bayesmlm.MLM("Reaction ~ Days + (Days | Subject)", bayesmlm.datasets.load("sleepstudy"))
+    >>> collapsible_settings(m.design, SamplerSettings(seed=1)).sampler
+    'nutpie'
+    """
+    problem = collapse_problem(design)
+    if problem:
+        raise SpecError(f"method='collapsed' cannot fit this model: {problem}. Use method='full' (or 'auto').")
+    s = settings.resolved()
+    if s.sampler not in ("nutpie", "pymc"):
+        raise ValueError(f"method='collapsed' runs with sampler='nutpie' (default) or 'pymc': its likelihood is a Numba "
+                         f"kernel that sampler='{s.sampler}' (JAX) cannot run. Use one of those, or method='full'.")
+    return s
 
 
 def fit_collapsed(design, priors: dict[str, Prior], settings: SamplerSettings, stats: GroupStats | None = None):
@@ -70,13 +90,7 @@ def fit_collapsed(design, priors: dict[str, Prior], settings: SamplerSettings, s
     >>> idata["posterior"]["u_Subject"].dims  # doctest: +SKIP
     ('chain', 'draw', 'Subject', 'Subject_term')
     """
-    problem = collapse_problem(design)
-    if problem:
-        raise SpecError(f"method='collapsed' cannot fit this model: {problem}. Use method='full' (or 'auto').")
-    s = settings.resolved()
-    if s.sampler not in ("nutpie", "pymc"):
-        raise ValueError(f"method='collapsed' runs with sampler='nutpie' (default) or 'pymc': its likelihood is a Numba "
-                         f"kernel that sampler='{s.sampler}' (JAX) cannot run. Use one of those, or method='full'.")
+    s = collapsible_settings(design, settings)
     start = time.perf_counter()
     stats = group_stats(design) if stats is None else stats
     if not design.has_intercept and (np.any(stats.x_shift != 0) or stats.y_shift != 0):

@@ -22,13 +22,12 @@ from ..errors import SpecError
 from ..sample.draws import block_cholesky, flat
 from ..sample.nuts import SamplerSettings, sample_model
 from ..schema import FIXED, FIXED_DIM, SIGMA, u_var, variable_dims
-from .fit import x_centre
+from .fit import collapsible_settings, x_centre
 from .model import build_collapsed_model
 from .nested_model import nested_data, nested_structure, tree_loglik
 from .nested_stats import NestedStats, nested_stats
 from .nesting import level_blocks
 from .nutpie_driver import compile_collapsed, sample_collapsed
-from .stats import collapse_problem
 from .tree_kernel import tree_draws
 
 __all__ = ["fit_nested", "recover_nested"]
@@ -107,13 +106,7 @@ def fit_nested(design, priors: dict[str, Prior], settings: SamplerSettings, stat
     >>> idata["posterior"]["u_batch_cask"].dims  # doctest: +SKIP
     ('chain', 'draw', 'batch_cask', 'batch_cask_term')
     """
-    problem = collapse_problem(design)
-    if problem:
-        raise SpecError(f"method='collapsed' cannot fit this model: {problem}. Use method='full' (or 'auto').")
-    s = settings.resolved()
-    if s.sampler not in ("nutpie", "pymc"):
-        raise ValueError(f"method='collapsed' runs with sampler='nutpie' (default) or 'pymc': its likelihood is a Numba "
-                         f"kernel that sampler='{s.sampler}' (JAX) cannot run. Use one of those, or method='full'.")
+    s = collapsible_settings(design, settings)
     start = time.perf_counter()
     stats = nested_stats(design) if stats is None else stats
     if not design.has_intercept and (np.any(stats.leaf.x_shift != 0) or stats.leaf.y_shift != 0):
