@@ -280,3 +280,13 @@ def test_save_all_writes_five_png_and_five_svg(sleep_fit, tmp_path):
     for p in written:
         head = p.read_bytes()[:200]
         assert head.startswith(b"\x89PNG") if p.suffix == ".png" else b"<svg" in p.read_bytes()[:2000]
+
+
+def test_forest_draws_the_no_effect_line_for_a_slope_not_for_the_intercept(sleep_fit):
+    def zero_lines(ax):
+        return [ln for ln in ax.lines if np.allclose(ln.get_xdata(), 0) and ln.get_linestyle() == ":"]
+
+    assert len(zero_lines(plots.forest(sleep_fit, "Days").axes[0])) == 1
+    intercept = plots.forest(sleep_fit, "Intercept").axes[0]
+    assert zero_lines(intercept) == [] and intercept.get_xlim()[0] > 0  # the groups spread over their own range
+    assert len(zero_lines(plots.forest(sleep_fit, "Intercept", visuals={"zero": {}}).axes[0])) == 1

@@ -41,7 +41,8 @@ def forest(fit, term: str | None = None, *, factor: str | None = None, probs: tu
         Draw here instead of on a new Figure.
     visuals : dict, optional
         Per element, a dict of matplotlib keyword arguments, or ``False`` to
-        leave it out. Elements: ``inner``, ``outer``, ``points``, ``zero``,
+        leave it out. Elements: ``inner``, ``outer``, ``points``, ``zero`` (the
+        line of no effect; drawn for a slope, for the intercept only when given),
         ``population``, ``population_band``, ``gap`` (the note where groups
         were left out), ``legend``.
 
@@ -75,7 +76,8 @@ def forest(fit, term: str | None = None, *, factor: str | None = None, probs: tu
     fig, ax = c.new_axes(ax, (8, c.clamp(1.8 + 0.17 * (n + (n < n_all) * 2), 4.5, 24)))
     pop = c.population(fit, term, outer_p)
 
-    if (kw := c.style(vis, "zero", color="0.35", lw=0.9, ls=":")) is not None:
+    # Zero marks "no effect" for a slope; an intercept is a level, often far from zero, so by default it gets no line.
+    if (kw := c.style(vis, "zero", color="0.35", lw=0.9, ls=":")) is not None and (term != c.INTERCEPT or "zero" in vis):
         ax.axvline(0, **kw)
     if pop is not None and (kw := c.style(vis, "population_band", color="C1", alpha=0.15, lw=0)) is not None:
         ax.axvspan(pop["lower"], pop["upper"], **kw)

@@ -224,9 +224,7 @@ def factor_sections(fit, prob: float = 0.95) -> list[Section]:
         try:
             from ..plots import forest
 
-            # An intercept-only factor sits far from zero: leave the zero line out so the groups spread.
-            only_intercept = set(fit.design.random_terms(f)) == {"(Intercept)"}
-            fig = forest(fit, factor=f, visuals={"zero": False} if only_intercept else None)
+            fig = forest(fit, factor=f)
         except (ValueError, KeyError) as err:
             blocks.append(Note(f"forest: not drawn. {err}", "warn"))
         else:
