@@ -98,7 +98,9 @@ class ReducedCells:
 @dataclass
 class _Partial:
     labels: list                # per grouping factor: sorted labels (object)
-    keys: np.ndarray            # (c, k): X, Z, one code per factor (into labels), offset (bernoulli, binomial)
+    model_rows: np.ndarray      # (m, k): the distinct model-matrix rows, X, Z and (bernoulli, binomial) offset
+    model_row: np.ndarray       # (c,): each cell's row of model_rows
+    codes: np.ndarray           # (c, F): each cell's code per grouping factor (into labels)
     S: np.ndarray
     N: np.ndarray | None
     O: np.ndarray | None        # poisson: log of the summed exposure
@@ -112,6 +114,12 @@ class _Partial:
     dropped: dict
     n_dropped: int
     lengths: dict = field(default_factory=dict)  # clean rows per chunk
+
+    def keys(self, template: Design) -> np.ndarray:
+        """(c, k) each cell's key: X, Z, one code per factor, offset (bernoulli, binomial)."""
+        M = self.model_rows[self.model_row]
+        q = template.X.shape[1] + sum(b.q for b in template.blocks)
+        return np.column_stack([M[:, :q], self.codes.astype(float), M[:, q:]])
 
 
 def _template(spec: ModelSpec, first: pd.DataFrame, trials: str | None, offset: str | None, where: str) -> Design:
@@ -163,13 +171,38 @@ def _combine(codes: list) -> tuple[np.ndarray, np.ndarray]:
     for c in codes:
         card = int(c.max()) + 1 if len(c) else 1
         if span * card >= 2**62:
-            key = pd.factorize(key)[0].astype(np.int64)
-            span = int(key.max()) + 1
+            key, first = _first_seen(key, span)
+            span = len(first)
         key, span = key * card + c, span * card
+    return _first_seen(key, span)
+
+
+def _first_seen(key: np.ndarray, span: int) -> tuple[np.ndarray, np.ndarray]:
+    """Integer keys in [0, span) renumbered in order of first appearance, and the first row of each."""
+    n = len(key)
+    if span <= 2 * n + 2**16:  # a table over every possible key: no hashing, no sort of the rows
+        first_at = np.full(span, n, dtype=np.int64)
+        np.minimum.at(first_at, key, np.arange(n, dtype=np.int64))
+        first = np.sort(first_at[first_at < n])
+        rank = np.empty(span, dtype=np.int64)
+        rank[key[first]] = np.arange(len(first), dtype=np.int64)
+        return rank[key], first
     key = pd.factorize(key)[0].astype(np.int64)
     # codes come in order of first appearance: a row starts a cell where its code exceeds every earlier one
-    first = np.flatnonzero(np.diff(np.maximum.accumulate(key), prepend=-1) > 0)
-    return key, first
+    return key, np.flatnonzero(np.diff(np.maximum.accumulate(key), prepend=-1) > 0)
+
+
+def _value_codes(col: pd.Series) -> np.ndarray:
+    """Integer codes of a column's values, equal values equal codes: an integer column's distance from its minimum
+    (no hashing) where its range is small, else pandas' factorisation."""
+    v = col.to_numpy() if isinstance(col.dtype, np.dtype) else None
+    if v is not None and len(v) and v.dtype.kind == "b":
+        return v.astype(np.int64)
+    if v is not None and len(v) and v.dtype.kind in "iu":
+        lo = v.min()
+        if int(v.max()) - int(lo) <= 2 * len(v) + 2**16:
+            return (v - lo).astype(np.int64)
+    return pd.factorize(col)[0].astype(np.int64)
 
 
 def _group_keys(K: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -190,52 +223,58 @@ def _factor_codes(clean: pd.DataFrame, name: str) -> tuple[np.ndarray, np.ndarra
     if len(cols) == 1:
         codes, uniques = pd.factorize(clean[cols[0]])
         labels = group_labels(pd.DataFrame({cols[0]: uniques}), cols[0]).to_numpy(dtype=object)
-        labels, inverse = np.unique(labels, return_inverse=True)  # 3 and 3.0 are one label
-        return inverse.ravel()[codes], labels.astype(object)
+        # 3 and 3.0 are one label; Python's sort of the distinct labels (strings) is the order np.unique gives, faster
+        ordered = sorted(set(labels))
+        position = {label: k for k, label in enumerate(ordered)}
+        inverse = np.fromiter(map(position.__getitem__, labels), dtype=np.int64, count=len(labels))
+        return inverse[codes], np.array(ordered, dtype=object)
     codes, uniques = pd.factorize(group_labels(clean, name), sort=True)
     return codes, np.asarray(uniques, dtype=object)
 
 
-def _key_matrix(template: Design, X: np.ndarray, Z: np.ndarray, codes: list, offset: np.ndarray | None) -> np.ndarray:
-    cols = [X, Z, np.column_stack(codes).astype(float)]
+def _model_rows(template: Design, X: np.ndarray, Z: np.ndarray, offset: np.ndarray | None) -> np.ndarray:
+    cols = [X, Z]
     if offset is not None and template.spec.family.name != "poisson":
         cols.append(offset[:, None])
     return np.column_stack(cols) + 0.0  # -0.0 and 0.0 are one value
 
 
 def _partial(chunk: pd.DataFrame, template: Design, chunk_no: int) -> _Partial:
-    """One chunk's cells: keys, sums, first rows."""
+    """One chunk's cells: model rows, group codes, sums, first rows."""
     clean, na_counts = clean_chunk(chunk, template, chunk_no)
     family = template.spec.family.name
     n = len(clean)
     if n == 0:
-        empty = np.empty(0)
-        return _Partial([np.empty(0, dtype=object) for _ in template.factors], np.empty((0, _n_keys(template))), empty,
+        empty, none = np.empty(0), np.empty(0, dtype=np.int64)
+        return _Partial([np.empty(0, dtype=object) for _ in template.factors], np.empty((0, _n_model(template))), none,
+                        np.empty((0, len(template.factors)), dtype=np.int64), empty,
                         None if family == "poisson" else empty, empty if family == "poisson" else None,
-                        np.empty(0, dtype=np.int64), np.empty((0, 2), dtype=np.int64), clean, 0.0, 0.0, 0.0, 0,
+                        none, np.empty((0, 2), dtype=np.int64), clean, 0.0, 0.0, 0.0, 0,
                         {c: int(k) for c, k in na_counts.items() if k}, len(chunk), {chunk_no: 0})
     y, trials = _outcome(clean, template, chunk_no)
     # Rows with equal predictor, group and offset values have equal model-matrix rows: group those first (integer
-    # factorisations of the raw columns), and build X and Z for one row of each, not for every row.
-    raw_cell, raw_first = _combine([pd.factorize(clean[c])[0].astype(np.int64) for c in _raw_key_columns(template)])
+    # codes of the raw columns), and build X and Z for one row of each, not for every row.
+    raw_cell, raw_first = _combine([_value_codes(clean[c]) for c in _raw_key_columns(template)])
     distinct = clean.iloc[raw_first].reset_index(drop=True)
     X, Z, offset = chunk_matrices(distinct, template, chunk_no)
     codes, labels = zip(*(_factor_codes(distinct, name) for name in template.factors))
-    K = _key_matrix(template, X, Z, list(codes), offset)
-    of_distinct, first = _group_keys(K)
+    M = _model_rows(template, X, Z, offset)
+    model_row, model_first = _group_keys(M)
+    of_distinct, first = _combine([model_row, *codes])
     inv = of_distinct[raw_cell]
     S, N, O, row_constant = cell_sums(family, inv, len(first), y, trials,
                                       offset[raw_cell] if family == "poisson" and offset is not None else None)
     rows = np.bincount(inv, minlength=len(first))
-    return _Partial(list(labels), K[first], S, N, O, rows,
+    return _Partial(list(labels), M[model_first], model_row[first],
+                    np.column_stack(codes)[first].astype(np.int64), S, N, O, rows,
                     np.column_stack([np.full(len(first), chunk_no), raw_first[first]]),
                     distinct.iloc[first].reset_index(drop=True), row_constant, float(y.sum()), float((y**2).sum()), n,
                     {c: int(k) for c, k in na_counts.items() if k}, len(chunk) - n, {chunk_no: n})
 
 
-def _n_keys(template: Design) -> int:
+def _n_model(template: Design) -> int:
     has_offset = template.offset is not None and template.spec.family.name != "poisson"
-    return template.X.shape[1] + sum(b.q for b in template.blocks) + len(template.factors) + int(has_offset)
+    return template.X.shape[1] + sum(b.q for b in template.blocks) + int(has_offset)
 
 
 def _factor_columns(template: Design) -> range:
@@ -244,27 +283,37 @@ def _factor_columns(template: Design) -> range:
 
 
 def _merge(a: _Partial, b: _Partial, template: Design, max_cells: int = MAX_FILE_CELLS) -> _Partial:
-    """The partial of the union of two disjoint sets of rows, ``a``'s rows before ``b``'s."""
-    labels, keys = [], np.concatenate([a.keys, b.keys])
-    for f, col in enumerate(_factor_columns(template)):
-        same = len(a.labels[f]) == len(b.labels[f]) and (a.labels[f] == b.labels[f]).all()
-        union = a.labels[f] if same else np.union1d(a.labels[f], b.labels[f]).astype(object)
-        remap = [np.searchsorted(union, p.labels[f]).astype(float) for p in (a, b)]
-        keys[:, col] = np.concatenate([remap[0][a.keys[:, col].astype(np.int64)], remap[1][b.keys[:, col].astype(np.int64)]])
+    """The partial of the union of two disjoint sets of rows, ``a``'s rows before ``b``'s.
+
+    The few distinct model rows are united as floats; the cells then by integer codes (model row, one per factor).
+    """
+    model_rows = np.concatenate([a.model_rows, b.model_rows])
+    united, model_first = _group_keys(model_rows)
+    columns = [united[np.concatenate([a.model_row, len(a.model_rows) + b.model_row])]]
+    labels = []
+    for f in range(len(template.factors)):
+        if len(a.labels[f]) == len(b.labels[f]) and (a.labels[f] == b.labels[f]).all():  # the usual case: same groups
+            labels.append(a.labels[f])
+            columns.append(np.concatenate([a.codes[:, f], b.codes[:, f]]))
+            continue
+        union = np.union1d(a.labels[f], b.labels[f]).astype(object)
+        remap = [np.searchsorted(union, p.labels[f]).astype(np.int64) for p in (a, b)]
+        columns.append(np.concatenate([remap[0][a.codes[:, f]], remap[1][b.codes[:, f]]]))
         labels.append(union)
-    inv, first = _group_keys(keys)
+    inv, first = _combine(columns)
     family = template.spec.family.name
-    # Adding partial cells is the same reduction as adding rows (sums, and log-sum-exp of log exposures); the
-    # constant it returns is the cells' and is not wanted here: each partial carries its rows' own.
-    S, N, O, _ = cell_sums(family, inv, len(first), np.concatenate([a.S, b.S]),
-                           None if a.N is None else np.concatenate([a.N, b.N]),
-                           np.concatenate([a.O, b.O]) if family == "poisson" else None)
+    # Adding partial cells is the same reduction as adding rows: sums, and (poisson) log-sum-exp of log exposures,
+    # for which cell_sums is the one place; the constant it returns is the cells' and is not wanted here: each
+    # partial carries its rows' own.
+    S = np.bincount(inv, weights=np.concatenate([a.S, b.S]), minlength=len(first))
+    N = O = None
     if family == "poisson":
-        N = None
+        O = cell_sums(family, inv, len(first), np.concatenate([a.S, b.S]), None, np.concatenate([a.O, b.O]))[2]
     else:
-        O = None
-    out = _Partial(labels, keys[first], S, N, O, np.bincount(inv, weights=np.concatenate([a.rows, b.rows]),
-                                                             minlength=len(first)).astype(np.int64),
+        N = np.bincount(inv, weights=np.concatenate([a.N, b.N]), minlength=len(first))
+    codes = np.column_stack(columns[1:])[first] if labels else np.empty((len(first), 0), dtype=np.int64)
+    out = _Partial(labels, model_rows[model_first], columns[0][first], codes, S, N, O,
+                   np.bincount(inv, weights=np.concatenate([a.rows, b.rows]), minlength=len(first)).astype(np.int64),
                    np.concatenate([a.first, b.first])[first],
                    pd.concat([a.data, b.data], ignore_index=True).iloc[first].reset_index(drop=True),
                    a.row_constant + b.row_constant, a.y_sum + b.y_sum, a.y_sq + b.y_sq, a.n + b.n,
@@ -282,7 +331,8 @@ def _check_cells(part: _Partial, template: Design, max_cells: int, max_ratio: fl
         return
     p, q = template.X.shape[1], sum(b.q for b in template.blocks)
     names = list(template.fixed_terms) + [f"{t} (random, {b.group})" for b in template.blocks for t in b.terms]
-    distinct = [len(np.unique(part.keys[:, k])) for k in range(p + q)]
+    keys = part.keys(template)
+    distinct = [len(np.unique(keys[:, k])) for k in range(p + q)]
     worst = sorted(range(p + q), key=lambda k: -distinct[k])[:3]
     shown = ", ".join(f"'{names[k]}' ({distinct[k]:,} values)" for k in worst if distinct[k] > 1)
     bound = (f"more than max_cells={max_cells:,}" if over_total
@@ -322,8 +372,9 @@ def _finish(part: _Partial, template: Design, source: str, max_ratio: float, max
                             "two groups.")
     check_outcome_varies(part.S, part.N if part.N is not None else None, "poisson" if family == "poisson" else "binomial",
                          spec.response)
-    order = np.lexsort(part.keys.T[::-1])  # the in-memory aggregation's order: by key, first column first
-    keys, r = part.keys[order], part.rows[order].astype(float)
+    keys = part.keys(template)
+    order = np.lexsort(keys.T[::-1])  # the in-memory aggregation's order: by key, first column first
+    keys, r = keys[order], part.rows[order].astype(float)
     S = part.S[order]
     N = None if part.N is None else part.N[order]
     p = template.X.shape[1]
