@@ -170,3 +170,79 @@ def test_a_file_fit_refuses_what_needs_the_rows(file_fit):
         model.build(aggregate=False)
     with pytest.raises(bayesmlm.errors.ArgumentError, match="init='frequentist' needs the rows.*init='sampler'"):
         model.fit(init="frequentist")
+
+
+def _same_cells(memory, files):
+    """The file model's cells and design rows are the in-memory aggregation's, exactly."""
+    mem = aggregate_rows(memory.design)
+    cells, d = files._cells, files.design
+    assert cells.n_rows == mem.n_rows and cells.n_cells == mem.n_cells
+    np.testing.assert_array_equal(cells.y, mem.y)
+    np.testing.assert_array_equal(cells.trials, mem.trials)
+    np.testing.assert_array_equal(d.X, memory.design.X[mem.first])
+    for name, f in d.factors.items():
+        np.testing.assert_array_equal(f.index, memory.design.factors[name].index[mem.first])
+        assert f.levels == memory.design.factors[name].levels
+    if mem.offset is None:
+        assert cells.offset is None
+    else:
+        np.testing.assert_array_equal(cells.offset, mem.offset)
+    np.testing.assert_allclose(cells.constant, mem.constant, rtol=1e-13, atol=1e-9)
+    return mem
+
+
+def test_integer_and_boolean_columns_of_any_range_give_the_in_memory_cells(tmp_path):
+    # integers are coded without hashing where their range is small (x: negative values; v: two values 60,000 apart,
+    # so the combined key space outgrows the table and is hashed), by factorisation where it is not (g: ids near
+    # 10^12); a bool predictor; in Parquet row groups that the chunks cut across, and as CSV
+    rng = np.random.default_rng(5)
+    n = 20_000
+    d = pd.DataFrame({"g": 10**12 + 7919 * rng.integers(0, 40, n), "x": rng.integers(-2, 3, n),
+                      "b": rng.random(n) < 0.4, "v": 60_000 * rng.integers(0, 2, n), "y": rng.integers(0, 2, n)})
+    formula = "y ~ x + b + v + (1 + x | g)"
+    memory = bayesmlm.MLM(formula, d, family="bernoulli")
+    d.to_parquet(tmp_path / "ints.parquet", row_group_size=3_000)
+    d.to_csv(tmp_path / "ints.csv", index=False)
+    for path in ["ints.parquet", "ints.csv"]:
+        files = bayesmlm.MLM.from_files(formula, tmp_path / path, family="bernoulli", chunksize=2_000)
+        assert _same_cells(memory, files).n_cells == 40 * 5 * 2 * 2
+
+
+def test_chunks_with_different_groups_merge_their_labels(data, tmp_path):
+    # rows sorted by group (about 500 a group): each chunk of 1,600 rows holds three to five of the 40 groups, so
+    # every merge unites labels
+    path = tmp_path / "sorted.parquet"
+    sorted_rows = data.sort_values(["g", "x"], kind="stable").reset_index(drop=True)
+    sorted_rows.to_parquet(path, row_group_size=4_000)
+    memory = bayesmlm.MLM(FORMULA, sorted_rows, family="bernoulli")
+    files = bayesmlm.MLM.from_files(FORMULA, path, family="bernoulli", chunksize=1_600)
+    assert _same_cells(memory, files).n_cells == 600
+
+
+def test_rows_with_missing_values_are_dropped_and_counted_by_column(data, tmp_path):
+    holes = data.copy()
+    holes.loc[::97, "x"] = np.nan
+    holes["g"] = holes["g"].astype(object)
+    holes.loc[5::301, "g"] = None
+    path = tmp_path / "holes.parquet"
+    holes.to_parquet(path, row_group_size=2_500)
+    na = holes[["x", "g"]].isna()
+    n_x, n_g, n_any = int(na["x"].sum()), int(na["g"].sum()), int(na.any(axis=1).sum())
+    assert n_any < n_x + n_g  # a row that misses both counts once in the rows, once in each column
+    with pytest.warns(bayesmlm.errors.RowsDroppedWarning, match=rf"Dropped {n_any} of 20000 rows.*x: {n_x}.*g: {n_g}"):
+        files = bayesmlm.MLM.from_files(FORMULA, path, family="bernoulli", chunksize=3_000)
+    with pytest.warns(bayesmlm.errors.RowsDroppedWarning):
+        memory = bayesmlm.MLM(FORMULA, holes, family="bernoulli")
+    assert files._cells.n_rows == 20_000 - n_any
+    _same_cells(memory, files)
+
+
+def test_an_offset_and_a_two_label_outcome_are_read_into_the_cells(data, tmp_path):
+    # bernoulli with an offset: the offset is part of a cell's key (two values: twice the cells); the outcome as labels
+    rows = data.assign(y=np.where(data["y"] == 1, "yes", "no"))
+    path = tmp_path / "offset.parquet"
+    rows.to_parquet(path, row_group_size=2_500)
+    memory = bayesmlm.MLM(FORMULA, rows, family="bernoulli", offset="log_e")
+    files = bayesmlm.MLM.from_files(FORMULA, path, family="bernoulli", offset="log_e", chunksize=1_500)
+    mem = _same_cells(memory, files)
+    assert mem.n_cells == 1_200 and set(np.unique(files._cells.offset)) == set(np.log([0.5, 2.0]))
