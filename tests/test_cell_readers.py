@@ -246,3 +246,27 @@ def test_an_offset_and_a_two_label_outcome_are_read_into_the_cells(data, tmp_pat
     files = bayesmlm.MLM.from_files(FORMULA, path, family="bernoulli", offset="log_e", chunksize=1_500)
     mem = _same_cells(memory, files)
     assert mem.n_cells == 1_200 and set(np.unique(files._cells.offset)) == set(np.log([0.5, 2.0]))
+
+
+def test_a_stateful_transform_takes_its_state_from_all_the_first_chunks_rows(data, tmp_path):
+    # the first chunk's design is built on its distinct rows, except where a transform's state counts rows: center(x)
+    # over one chunk of all the rows is the in-memory centring (over the distinct rows its mean would be another)
+    path = tmp_path / "rows.parquet"
+    data.to_parquet(path)
+    formula = "y ~ center(x) + f + (1 | g)"
+    memory = bayesmlm.MLM(formula, data, family="bernoulli")
+    files = bayesmlm.MLM.from_files(formula, path, family="bernoulli", chunksize=len(data))
+    _same_cells(memory, files)
+    assert abs(files.design.X[:, 1].min() - (1 - data["x"].mean())) < 1e-12
+
+
+def test_a_first_chunk_of_one_distinct_row_a_group_is_judged_by_its_rows(tmp_path):
+    # every group's rows repeat one row: one distinct row a group, which alone would read as "one row per group"
+    rng = np.random.default_rng(1)
+    one = pd.DataFrame({"g": [f"g{j}" for j in range(30)], "x": rng.integers(0, 3, 30), "y": np.arange(30) % 2})
+    rows = one.loc[np.repeat(np.arange(30), 4)].reset_index(drop=True)
+    path = tmp_path / "repeated.parquet"
+    rows.to_parquet(path)
+    memory = bayesmlm.MLM("y ~ x + (1 | g)", rows, family="bernoulli")
+    files = bayesmlm.MLM.from_files("y ~ x + (1 | g)", path, family="bernoulli")
+    assert _same_cells(memory, files).n_cells == 30

@@ -30,12 +30,14 @@ Nothing here imports PyMC.
 
 from __future__ import annotations
 
+import re
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from formulae.transforms import TRANSFORMS
 
 from ..arguments import check_count
 from ..design.aggregate import AGGREGATE_MAX_RATIO, AGGREGATED_FAMILIES, Cells, cell_constant, cell_sums
@@ -123,21 +125,43 @@ class _Partial:
 
 
 def _template(spec: ModelSpec, first: pd.DataFrame, trials: str | None, offset: str | None, where: str) -> Design:
-    """The design of the first chunk: encodings and checks for every chunk."""
+    """The design of the first chunk: encodings and checks for every chunk.
+
+    Built on the chunk's distinct rows (every column, the outcome too): the
+    encodings (categorical levels, which outcome label is 1) and the checks
+    depend on the set of values only, so they are the chunk's, at a fraction
+    of the time and memory. Two things do count rows and get the whole chunk:
+    formulae's stateful transforms (``center(x)``, ``scale(x)``, splines: their
+    state is a mean or quantiles of the rows), and a refusal (one row a group
+    may be one distinct row a group of several rows; the whole chunk decides).
+    """
     if spec.family.name not in AGGREGATED_FAMILIES:
         raise SpecError(f"Cells are read from files for the families {', '.join(AGGREGATED_FAMILIES)}; this model's is "
                         f"'{spec.family.name}'. Gaussian models read their sufficient statistics instead: "
                         "MLM.from_files(formula, paths) with family='gaussian'.")
+    distinct = first if _has_stateful_transform(spec) else first.iloc[_combine(
+        [_value_codes(first[c]) for c in first.columns])[1]].reset_index(drop=True)
     try:
         with warnings.catch_warnings():
             # counted again over every chunk; separation is a property of all the rows, not of the first chunk's
             warnings.simplefilter("ignore", RowsDroppedWarning)
             warnings.simplefilter("ignore", SeparationWarning)
-            return build_design(spec, first, trials=trials, offset=offset)
+            try:
+                return build_design(spec, distinct, trials=trials, offset=offset)
+            except (DataError, SpecError):
+                if len(distinct) == len(first):
+                    raise
+                return build_design(spec, first, trials=trials, offset=offset)
     except (DataError, SpecError) as err:
         raise type(err)(f"In the first chunk of {where} ({len(first)} rows): {err} The first chunk fixes the design, so it "
                         "must vary in every predictor and hold two or more groups: pass a larger chunksize=, or "
                         "shuffle the rows.") from None
+
+
+def _has_stateful_transform(spec: ModelSpec) -> bool:
+    """Whether the formula calls one of formulae's stateful transforms (state from the rows: mean, SD, knots)."""
+    names = [k for k, f in TRANSFORMS.items() if getattr(f, "__stateful_transform__", False)]
+    return re.search(r"\b(" + "|".join(map(re.escape, names)) + r")\s*\(", spec.formula) is not None
 
 
 def _outcome(clean: pd.DataFrame, template: Design, chunk_no: int) -> tuple[np.ndarray, np.ndarray | None]:
@@ -173,7 +197,9 @@ def _combine(codes: list) -> tuple[np.ndarray, np.ndarray]:
         if span * card >= 2**62:
             key, first = _first_seen(key, span)
             span = len(first)
-        key, span = key * card + c, span * card
+        key *= card  # in place: the rows are many
+        key += c
+        span *= card
     return _first_seen(key, span)
 
 
@@ -202,7 +228,7 @@ def _value_codes(col: pd.Series) -> np.ndarray:
         lo = v.min()
         if int(v.max()) - int(lo) <= 2 * len(v) + 2**16:
             return (v - lo).astype(np.int64)
-    return pd.factorize(col)[0].astype(np.int64)
+    return pd.factorize(col, use_na_sentinel=False)[0].astype(np.int64)  # a missing value is a value here
 
 
 def _group_keys(K: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
