@@ -24,6 +24,13 @@ the CSV and loading lme4 not counted).
     python benchmarks/bench_big_binary.py                  # 10,000,000 rows, 10,000 groups
     python benchmarks/bench_big_binary.py --quick          # 200,000 rows, 1,000 groups
     python benchmarks/bench_big_binary.py --rows 1000000 --groups 2000 --glmer-rows 0 --out /tmp/x.md
+    python benchmarks/bench_big_binary.py --read-only      # stop after reading: the read step alone
+
+The read step is also timed in CPU seconds (this process's user + system
+time: what the load cannot stretch) and against its anchor in the same run:
+pandas reading the same four columns whole (``read_parquet``) and summing the
+outcome by the raw values (``groupby(["country", "smu", "female"])``), which
+holds every row in memory and builds no model matrix.
 """
 
 from __future__ import annotations
@@ -82,11 +89,30 @@ def simulate(path: Path, rows: int, groups: int, seed: int = 2026) -> None:
     writer.close()
 
 
-def fit_files(path: Path) -> dict:
-    start = time.perf_counter()
+def cpu_seconds() -> float:
+    r = resource.getrusage(resource.RUSAGE_SELF)
+    return r.ru_utime + r.ru_stime
+
+
+def read_files(path: Path) -> dict:
+    """``MLM.from_files``: the file to the model over its cells, timed in wall and CPU seconds."""
+    start, cpu = time.perf_counter(), cpu_seconds()
     model = bayesmlm.MLM.from_files(FORMULA, path, family="bernoulli")
-    read = time.perf_counter() - start
-    rss_read = peak_rss_mb()
+    return {"read": time.perf_counter() - start, "read_cpu": cpu_seconds() - cpu, "rss_read": peak_rss_mb(),
+            "cells": model._cells.n_cells, "rows": model._cells.n_rows, "model": model, "start": start}
+
+
+def pandas_group_by(path: Path) -> float:
+    """The anchor of the read step: pandas reads the four columns whole and sums the outcome by the raw values."""
+    start = time.perf_counter()
+    frame = pd.read_parquet(path, columns=["hi", "smu", "female", "country"])
+    frame.groupby(["country", "smu", "female"], sort=False)["hi"].agg(["sum", "count"])
+    return time.perf_counter() - start
+
+
+def fit_files(path: Path) -> dict:
+    res = read_files(path)
+    model, start = res["model"], res["start"]
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", bayesmlm.ConvergenceWarning)
         fit = model.fit(seed=1, progressbar=False)
@@ -98,11 +124,10 @@ def fit_files(path: Path) -> dict:
     est["sd0"] = tuple(vc.loc[("country", "(Intercept)", ""), ["mean", "sd"]])
     est["sd1"] = tuple(vc.loc[("country", "smu", ""), ["mean", "sd"]])
     est["cor"] = tuple(vc.loc[("country", "(Intercept)", "smu"), ["mean", "sd"]])
-    return {"read": read, "build": rec.seconds_build, "sample": rec.seconds_sample, "total": total,
-            "rss_read": rss_read, "rss_end": peak_rss_mb(), "cells": rec.n_cells, "rows": rec.n_obs,
+    return {**res, "build": rec.seconds_build, "sample": rec.seconds_sample, "total": total,
+            "rss_end": peak_rss_mb(), "cells": rec.n_cells, "rows": rec.n_obs,
             "parameterization": rec.parameterization, "rhat": d.max_rhat, "ess_bulk": d.min_ess_bulk,
-            "ess_tail": d.min_ess_tail, "divergences": d.divergences, "converged": d.converged, "est": est,
-            "model": model}
+            "ess_tail": d.min_ess_tail, "divergences": d.divergences, "converged": d.converged, "est": est}
 
 
 GLMER = """suppressMessages(library(lme4))
@@ -145,6 +170,7 @@ def main() -> None:
     ap.add_argument("--groups", type=int, default=10_000)
     ap.add_argument("--glmer-rows", type=int, default=1_000_000, help="rows of the glmer subsample (0: skip)")
     ap.add_argument("--quick", action="store_true", help="200,000 rows, 1,000 groups, glmer on 100,000 rows")
+    ap.add_argument("--read-only", action="store_true", help="stop after MLM.from_files (the read step alone)")
     ap.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "big_binary_results.md")
     args = ap.parse_args()
     if args.quick:
@@ -152,12 +178,22 @@ def main() -> None:
     load_before = os.getloadavg()
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "rows.parquet"
+        rss_import = peak_rss_mb()
         start = time.perf_counter()
         simulate(path, args.rows, args.groups)
         generate = time.perf_counter() - start
+        rss_generated = peak_rss_mb()
         size_mb = path.stat().st_size / 2**20
         print(f"generated {args.rows:,} rows in {generate:.1f} s ({size_mb:.0f} MB)", flush=True)
+        if args.read_only:
+            res = {**read_files(path), "rss_import": rss_import, "rss_generated": rss_generated}
+            res["pandas"] = pandas_group_by(path)
+            lines = read_report(args, res, generate, size_mb, load_before, os.getloadavg())
+            args.out.write_text("\n".join(lines) + "\n")
+            print("\n".join(lines))
+            return
         res = fit_files(path)
+        res["pandas"] = pandas_group_by(path)
         print({k: v for k, v in res.items() if k != "model"}, flush=True)
         # written now and again with glmer's times: glmer on a million rows takes minutes of its own
         args.out.write_text("\n".join(report(args, res, generate, size_mb, None, None, load_before, os.getloadavg())) + "\n")
@@ -177,6 +213,35 @@ def main() -> None:
     print("\n".join(lines))
 
 
+def read_row(res) -> str:
+    return (f"| `MLM.from_files`: read 4 of 5 columns in chunks, aggregate {res['rows']:,} rows into {res['cells']:,} "
+            f"cells | {res['read']:.1f} ({res['read_cpu']:.1f} CPU) |")
+
+
+def pandas_row(res) -> str:
+    return f"| pandas: `read_parquet` the 4 columns whole, `groupby` the raw values, sum `hi` (anchor) | {res['pandas']:.1f} |"
+
+
+def command(args) -> str:
+    return (f"Command: `python benchmarks/bench_big_binary.py{' --quick' if args.quick else ''}"
+            + (f" --rows {args.rows} --groups {args.groups} --glmer-rows {args.glmer_rows}" if not args.quick and
+               (args.rows, args.groups, args.glmer_rows) != (10_000_000, 10_000, 1_000_000) else "")
+            + (" --read-only" if args.read_only else "") + "`")
+
+
+def read_report(args, res, generate, size_mb, load_before, load_after) -> list[str]:
+    """The read step alone (``--read-only``)."""
+    return [f"**{args.rows:,} rows, {args.groups:,} groups, `{FORMULA}`, family=\"bernoulli\", from Parquet "
+            f"({size_mb:.0f} MB, row groups of {ROW_GROUP:,}): the read step**", "",
+            "| step | seconds |", "|---|---|",
+            f"| simulate and write the Parquet file (not counted) | {generate:.1f} |", read_row(res), pandas_row(res), "",
+            f"Peak RSS (the process's, `ru_maxrss`): {res['rss_import']:.0f} MB with bayesmlm, PyMC and pyarrow "
+            f"imported, {res['rss_generated']:.0f} MB after simulating the file, {res['rss_read']:.0f} MB after reading. "
+            "The pandas anchor ran after it, in the same process.",
+            f"Machine: {os.cpu_count()} cores, load average {load_before[0]:.1f} before and {load_after[0]:.1f} after.",
+            command(args)]
+
+
 def report(args, res, generate, size_mb, sub, cells, load_before, load_after) -> list[str]:
     names = {"(Intercept)": "(Intercept)", "smu": "smu", "female": "female", "sd0": "sd(country: (Intercept))",
              "sd1": "sd(country: smu)", "cor": "cor(country: (Intercept), smu)"}
@@ -186,11 +251,12 @@ def report(args, res, generate, size_mb, sub, cells, load_before, load_after) ->
              f"({size_mb:.0f} MB, row groups of {ROW_GROUP:,}), default fit settings**", "",
              "| step | seconds |", "|---|---|",
              f"| simulate and write the Parquet file (not counted) | {generate:.1f} |",
-             f"| `MLM.from_files`: read 3 of 5 columns in chunks, aggregate {res['rows']:,} rows into {res['cells']:,} "
-             f"cells | {res['read']:.1f} |",
+             read_row(res),
              f"| `fit()`: build the model | {res['build']:.1f} |",
              f"| `fit()`: compile and sample 4 chains x 1000 draws (tune 1000) | {res['sample']:.1f} |",
              f"| **end to end, file to fit** | **{res['total']:.1f}** |"]
+    if "pandas" in res:
+        lines.append(pandas_row(res))
     if sub is not None:
         lines.append(f"| lme4 glmer on a {args.glmer_rows:,}-row subsample | {sub['wall']:.1f} |")
     if cells is not None:
@@ -213,9 +279,7 @@ def report(args, res, generate, size_mb, sub, cells, load_before, load_after) ->
     lines += ["", f"Target (under 2 minutes end to end, converged, truth recovered): {'met' if met else 'NOT met'}.",
               f"Machine: {os.cpu_count()} cores, load average {load_before[0]:.1f} before and {load_after[0]:.1f} after "
               "(other jobs share the cores; seconds move with the load, the glmer times beside them move alike).",
-              f"Command: `python benchmarks/bench_big_binary.py{' --quick' if args.quick else ''}"
-              + (f" --rows {args.rows} --groups {args.groups} --glmer-rows {args.glmer_rows}" if not args.quick and
-                 (args.rows, args.groups, args.glmer_rows) != (10_000_000, 10_000, 1_000_000) else "") + "`"]
+              command(args)]
     return lines
 
 

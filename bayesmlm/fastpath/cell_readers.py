@@ -17,6 +17,15 @@ as sorted unions, so a cell's group codes are the ranks that the in-memory
 design gives; at the end the cells are sorted by their keys, the order that
 :func:`~bayesmlm.design.aggregate.aggregate_rows` gives the same rows.
 
+Keys are integers wherever that is exact, since hashing floats row by row was
+the cost: a chunk's rows are first grouped by their raw values (an integer
+column is its distance from its minimum; other columns pandas' codes), with a
+table over every possible combined key where the keys are few
+(:func:`_first_seen`), so X and Z are built for one row of each raw value;
+a partial holds its few distinct model rows once and each cell as the index
+of its model row and its group codes, so merges unite the model rows (as
+floats, a handful) and then the cells by integers.
+
 The result is a :class:`CellDesign` (its rows are the cells: y the successes
 or counts, ``trials`` the summed trials, the offset the cells') and the
 :class:`~bayesmlm.design.aggregate.Cells` that ``build_full_model(cells=...)``
