@@ -200,8 +200,10 @@ def _combine(codes: list) -> tuple[np.ndarray, np.ndarray]:
     them, so the combined code stays below rows x distinct values whatever the
     number of columns.
     """
-    key, span = np.zeros(len(codes[0]) if codes else 0, dtype=np.int64), 1
-    for c in codes:
+    if not codes:
+        return _first_seen(np.zeros(0, dtype=np.int64), 1)
+    key, span = codes[0].astype(np.int64, copy=True), int(codes[0].max()) + 1 if len(codes[0]) else 1
+    for c in codes[1:]:
         card = int(c.max()) + 1 if len(c) else 1
         if span * card >= 2**62:
             key, first = _first_seen(key, span)
@@ -236,7 +238,7 @@ def _value_codes(col: pd.Series) -> np.ndarray:
     if v is not None and len(v) and v.dtype.kind in "iu":
         lo = v.min()
         if int(v.max()) - int(lo) <= 2 * len(v) + 2**16:
-            return (v - lo).astype(np.int64)
+            return np.subtract(v, lo, dtype=np.int64)
     return pd.factorize(col, use_na_sentinel=False)[0].astype(np.int64)  # a missing value is a value here
 
 
