@@ -86,8 +86,6 @@ def test_frequentist_column_refusals_say_why():
     d = _frame()
     with pytest.raises(UnsupportedModelError, match="lme4 has no Student-t"):
         bayesmlm.MLM("y ~ x + (1 | g)", d.assign(y=d.x), family="student").fit_frequentist()
-    with pytest.raises(UnsupportedModelError, match="ordinal::clmm"):
-        bayesmlm.MLM("y ~ x + (1 | g)", d, family="cumulative").fit_frequentist()
 
 
 # -- aggregation ----------------------------------------------------------------------------------------------------

@@ -122,6 +122,24 @@ def test_cumulative_within_half_a_posterior_sd_of_clmm(wine_fit):
     assert "Thresholds" in str(wine_fit.summary())
 
 
+def test_cumulative_posterior_beside_its_clmm_column(wine_fit):
+    """compare_frequentist: the engine's clmm fit (tests/reference/wine_clmm.json) beside the posterior."""
+    ref = reference("wine_clmm")
+    cmp = wine_fit.compare_frequentist()
+    assert cmp.label == "Laplace" and cmp.converged and not cmp.singular
+    np.testing.assert_allclose(cmp.fixed["freq_estimate"], [v["estimate"] for v in ref["fixef"].values()], rtol=1e-4)
+    assert list(cmp.thresholds.index) == list(ref["thresholds"])
+    np.testing.assert_allclose(cmp.thresholds["freq_estimate"], [v["estimate"] for v in ref["thresholds"].values()],
+                               rtol=1e-4)
+    np.testing.assert_allclose(cmp.thresholds["bayes_mean"], wine_fit.thresholds()["mean"])
+    assert (cmp.thresholds["diff_in_sd"].abs() < 0.5).all() and (cmp.fixed["diff_in_sd"].abs() < 0.5).all()
+    assert cmp.variance["freq_estimate"].iloc[0] == pytest.approx(ref["sd"]["judge:(Intercept)"], rel=1e-4)
+    assert cmp.partition.loc[("share", "judge"), "freq_estimate"] == pytest.approx(
+        1.13113257810693 ** 2 / (1.13113257810693 ** 2 + np.pi ** 2 / 3), rel=2e-4)
+    text = str(cmp)
+    assert "Thresholds (latent scale)" in text and "ordinal::clmm's method" in text
+
+
 def test_cumulative_recovers_slopes_with_aggregated_cells(ordinal_fit):
     assert ordinal_fit.record.n_cells == 200  # 40 groups x 5 values of x
     fe, th, vc = ordinal_fit.fixef(), ordinal_fit.thresholds(), ordinal_fit.varcorr()

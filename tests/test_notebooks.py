@@ -2,7 +2,8 @@
 
 The notebooks read BAYESMLM_DRAWS and BAYESMLM_CHAINS (draws = tuning steps
 per chain) and, for wvs7_sim, BAYESMLM_WVS_ROWS (a random subsample of rows;
-unset, the full 91,175). A notebook fails here if any cell raises, and its
+unset, the full 91,175; lesson 7 reads BAYESMLM_ORDINAL_COUNTRIES, a random subsample of
+countries, set to 16 here). A notebook fails here if any cell raises, and its
 cells hold ``assert`` lines for the numbers the lesson teaches (m2's smu
 effect negative, the ICC of the empty model near 0.09, and so on).
 """
@@ -17,7 +18,7 @@ import pytest
 from nbclient import NotebookClient
 
 NOTEBOOKS = Path(__file__).resolve().parents[1] / "notebooks"
-ENV = {"BAYESMLM_DRAWS": "200", "BAYESMLM_CHAINS": "2", "MPLBACKEND": "Agg"}
+ENV = {"BAYESMLM_DRAWS": "200", "BAYESMLM_CHAINS": "2", "MPLBACKEND": "Agg", "BAYESMLM_ORDINAL_COUNTRIES": "16"}
 WVS_ROWS = os.environ.get("BAYESMLM_TEST_WVS_ROWS", "")  # all 91,175 rows: the fast path makes that cheap
 MAX_LINES = 30
 
@@ -26,8 +27,8 @@ def _notebooks() -> list[Path]:
     return sorted(NOTEBOOKS.glob("[0-9][0-9]_*.ipynb"))
 
 
-def test_six_lessons():
-    assert [p.name[:2] for p in _notebooks()] == ["01", "02", "03", "04", "05", "06"]
+def test_seven_lessons():
+    assert [p.name[:2] for p in _notebooks()] == ["01", "02", "03", "04", "05", "06", "07"]
 
 
 @pytest.mark.parametrize("path", _notebooks(), ids=lambda p: p.stem)

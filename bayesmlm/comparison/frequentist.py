@@ -55,6 +55,9 @@ class FrequentistTables:
         The optimiser and its number of evaluations.
     notes : tuple of str
         The optimiser's and the convergence checks' messages.
+    thresholds : DataFrame or None
+        A cumulative model's thresholds (ordinal::clmm's), index term; columns
+        estimate, se. None for other families.
     """
 
     method: str
@@ -66,6 +69,7 @@ class FrequentistTables:
     loglik: float
     optimizer: str
     notes: tuple[str, ...]
+    thresholds: pd.DataFrame | None = None
 
 
 def frequentist_tables(design, method: str | None = None) -> FrequentistTables:
@@ -103,9 +107,10 @@ def frequentist_tables(design, method: str | None = None) -> FrequentistTables:
     ranef = {f: t.rename(columns={"condval": "estimate", "condsd": "se"}) for f, t in ff.ranef.items()}
     log = ff.optimizer
     optimizer = f"{log.optimizer}, {log.evaluations} evaluations" if log is not None else ""
+    thresholds = None if ff.thresholds is None else ff.thresholds.set_index("term")
     return FrequentistTables(method=method, fixed=ff.fixed.set_index("term"), variance=variance, ranef=ranef,
                              singular=ff.singular, converged=ff.converged, loglik=ff.loglik, optimizer=optimizer,
-                             notes=tuple(ff.warnings))
+                             notes=tuple(ff.warnings), thresholds=thresholds)
 
 
 _BAYES = {"mean": "bayes_mean", "sd": "bayes_sd", "lower": "bayes_lower", "upper": "bayes_upper"}
@@ -158,6 +163,9 @@ class Comparison:
         bayes_lower, bayes_upper) beside the same shares and correlations
         computed from the frequentist estimates (freq_estimate), index
         (quantity, component); None where no partition is defined.
+    thresholds : DataFrame or None
+        A cumulative model's thresholds in ``fixed``'s layout (ordinal::clmm's
+        estimates beside :meth:`bayesmlm.Fit.thresholds`); None otherwise.
 
     Examples
     --------
@@ -180,6 +188,7 @@ class Comparison:
     notes: tuple[str, ...]
     groups_by_factor: dict = field(default_factory=dict)
     partition: pd.DataFrame | None = None
+    thresholds: pd.DataFrame | None = None
 
     @property
     def label(self) -> str:
@@ -195,10 +204,12 @@ class Comparison:
         """
         pct = f"{100 * self.prob:g}%"
         intro = (f"Formula: {self.formula}. Posterior mean, SD and {pct} credible interval beside the {self.label} "
-                 f"estimate (lme4's method, bayesmlm's engine: {self.optimizer}; log-likelihood {self.loglik:.2f}), "
+                 f"estimate ({"ordinal::clmm" if self.thresholds is not None else "lme4"}'s method, bayesmlm's engine: {self.optimizer}; log-likelihood {self.loglik:.2f}), "
                  f"its standard error and {pct} Wald interval; diff_in_sd is (posterior mean - estimate) / posterior SD.")
-        blocks = [Note(intro), Table(self.fixed, "Fixed effects", name="frequentist_fixed"),
-                  Table(self.variance, "Random-effect SDs, correlations and residual SD", name="frequentist_variance")]
+        blocks = [Note(intro), Table(self.fixed, "Fixed effects", name="frequentist_fixed")]
+        if self.thresholds is not None:
+            blocks.append(Table(self.thresholds, "Thresholds (latent scale)", name="frequentist_thresholds"))
+        blocks += [Table(self.variance, "Random-effect SDs, correlations and residual SD", name="frequentist_variance")]
         flagged = self.variance[self.variance["boundary"]]
         if self.singular or len(flagged):
             names = ", ".join(f"{g}: {a}" + (f" ~ {b}" if b else "")
@@ -288,10 +299,11 @@ def compare_frequentist(fit, method: str | None = None, prob: float = 0.95, fact
     ff = frequentist_tables(fit.design, method)
     factor = fit.design.spec.factor(factor)
     z = norm.ppf(0.5 + prob / 2)
-    freq = ff.fixed.rename(columns={"estimate": "freq_estimate", "se": "freq_se"})
-    freq["freq_lower"] = freq["freq_estimate"] - z * freq["freq_se"]
-    freq["freq_upper"] = freq["freq_estimate"] + z * freq["freq_se"]
+    freq = _wald(ff.fixed, z)
     fixed = _side_by_side(fit.fixef(prob), freq)
+    thresholds = None
+    if ff.thresholds is not None:
+        thresholds = _side_by_side(fit.thresholds(prob), _wald(ff.thresholds, z))
     keys = ["group", "var1", "var2"]
     variance = fit.varcorr(prob).set_index(keys)[list(_BAYES)].rename(columns=_BAYES)
     variance = variance.join(ff.variance.set_index(keys).rename(columns={"estimate": "freq_estimate"}), how="outer")
@@ -303,7 +315,14 @@ def compare_frequentist(fit, method: str | None = None, prob: float = 0.95, fact
     return Comparison(method=ff.method, formula=fit.formula, factor=factor, prob=prob, fixed=fixed,
                       variance=variance.reset_index(), groups=by_factor[factor], singular=ff.singular,
                       converged=ff.converged, loglik=ff.loglik, optimizer=ff.optimizer, notes=ff.notes,
-                      groups_by_factor=by_factor, partition=_partition_beside(fit, ff, prob))
+                      groups_by_factor=by_factor, partition=_partition_beside(fit, ff, prob), thresholds=thresholds)
+
+
+def _wald(table: pd.DataFrame, z: float) -> pd.DataFrame:
+    freq = table.rename(columns={"estimate": "freq_estimate", "se": "freq_se"})
+    freq["freq_lower"] = freq["freq_estimate"] - z * freq["freq_se"]
+    freq["freq_upper"] = freq["freq_estimate"] + z * freq["freq_se"]
+    return freq
 
 
 def _partition_beside(fit, ff: FrequentistTables, prob: float) -> pd.DataFrame | None:

@@ -19,6 +19,7 @@ import pandas as pd
 import xarray as xr
 from arviz_stats.utils import ELPDDataLOO
 
+from ..predict.ordinal import category_values
 from ..predict.predictive import pointwise_log_likelihood
 from ..schema import is_parameter
 from .psis import psis_loo
@@ -80,12 +81,19 @@ def relative_efficiency(post: xr.Dataset) -> float:
     return float(np.mean(values) / (post.sizes["chain"] * post.sizes["draw"]))
 
 
+def _outcome(design) -> np.ndarray:
+    """The outcome as observed: a cumulative model's category codes back to their values (ratings 1-10, say)."""
+    if design.categories is None:
+        return design.y
+    return category_values(design.categories)[design.y.astype(np.intp)]
+
+
 def _check_same_data(fits: dict) -> None:
     names = list(fits)
     first = fits[names[0]].design
     for name in names[1:]:
         d = fits[name].design
-        if d.n_obs != first.n_obs or not np.array_equal(d.y, first.y):
+        if d.n_obs != first.n_obs or not np.array_equal(_outcome(d), _outcome(first)):
             raise ValueError(f"Models '{names[0]}' and '{name}' were not fitted to the same outcome rows ({first.n_obs} and "
                              f"{d.n_obs} rows): LOO compares models of the same data. Fit them on the same rows (mind rows "
                              "dropped for missing values in predictors that only one model uses).")

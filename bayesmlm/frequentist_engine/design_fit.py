@@ -61,13 +61,10 @@ def problem_of(design: Design) -> MixedProblem:
         raise UnsupportedModelError("There is no frequentist column for family='student': lme4 has no Student-t "
                                     "residuals, so the engine (which reproduces lme4) has no anchor to reproduce. "
                                     "Compare with the gaussian fit (family='gaussian'), or read the posterior alone.")
-    if family == "cumulative":
-        raise UnsupportedModelError("The frequentist engine does not fit family='cumulative' yet; its reference is "
-                                    "R's ordinal::clmm (Laplace), e.g. clmm(rating ~ temp + contact + (1 | judge)).")
     if family not in FAMILIES:
         raise UnsupportedModelError(f"The frequentist engine fits the families {', '.join(FAMILIES)}; this model has "
                                     f"family='{family}'. Compare the posterior with a fit of that family elsewhere.")
-    if design.X.shape[1] == 0:
+    if design.X.shape[1] == 0 and family != "cumulative":
         raise UnsupportedModelError("The frequentist fit needs at least one fixed-effect term; this model has none "
                                     "(add '1 +' to the fixed part).")
     design.require_rows("The frequentist fit", "Fit the model from a DataFrame, MLM(formula, data), to compare it "
@@ -79,8 +76,9 @@ def problem_of(design: Design) -> MixedProblem:
 
     blocks = tuple(RandomBlock(b.group, design.factors[b.group].index[rows], design.factors[b.group].levels, b.Z[rows],
                                b.terms, b.correlated) for b in design.blocks)
+    ordinal = {"link": design.spec.family.link, "categories": design.categories} if family == "cumulative" else {}
     return MixedProblem(design.X[rows], design.y[rows], design.fixed_terms, blocks, family=family,
-                        trials=kept(design.trials), offset=kept(design.offset), weights=kept(design.weights))
+                        trials=kept(design.trials), offset=kept(design.offset), weights=kept(design.weights), **ordinal)
 
 
 def fit_design(design: Design, method: str | None = None) -> FrequentistFit:

@@ -1,8 +1,9 @@
 """Fit a mixed model as lme4 does: :func:`fit_frequentist` and :func:`fit_grouped`.
 
 Gaussian models get lme4's profiled REML or ML (``lmer``); bernoulli,
-binomial and poisson models glmer's Laplace approximation (``nAGQ = 1``, see
-:mod:`bayesmlm.frequentist_engine.laplace`).  A one-factor Gaussian model can
+binomial, poisson and negbinomial models glmer's Laplace approximation (``nAGQ = 1``, see
+:mod:`bayesmlm.frequentist_engine.laplace`); cumulative models ordinal::clmm's
+(:mod:`bayesmlm.frequentist_engine.cumulative`).  A one-factor Gaussian model can
 be fitted from its per-group statistics alone (:func:`fit_grouped`).
 """
 
@@ -12,6 +13,7 @@ import numpy as np
 import pandas as pd
 
 from .blocked import RandomStructure, random_cross_products, random_structure, row_design
+from .cumulative import fit_cumulative
 from .laplace import fit_laplace, fit_negbinomial
 from .optimize import check_convergence, minimize_bounded, polish
 from .problem import GroupedGaussian, MixedProblem
@@ -149,6 +151,8 @@ def fit_frequentist(problem: MixedProblem, method: str | None = None) -> Frequen
     """
     resolved = _method(method, problem.family)
     structure = random_structure(problem.blocks)
+    if resolved == "Laplace" and problem.family == "cumulative":
+        return fit_cumulative(problem, structure, theta_names(structure), _n_groups(structure))
     if resolved == "Laplace" and problem.family == "negbinomial":
         return fit_negbinomial(problem, structure, theta_names(structure), _n_groups(structure))
     if resolved == "Laplace":

@@ -2,7 +2,9 @@
 
 For bernoulli / binomial (logit link), poisson and negative binomial (log
 link, with an offset; NB2 at a given shape phi, var = mu + mu^2 / phi, whose
-phi :func:`fit_negbinomial` estimates as glmer.nb does)
+phi :func:`fit_negbinomial` estimates as glmer.nb does), and cumulative
+category counts at given thresholds (:mod:`~bayesmlm.frequentist_engine.cumulative`
+fits those as ordinal::clmm does)
 the conditional mode ``u*`` of the spherical random effects minimises
 ``-2 log p(y | u, beta) + ||u||^2``; penalised iteratively reweighted least
 squares (Newton steps on the canonical link, with step halving) finds it,
@@ -32,6 +34,7 @@ import pandas as pd
 from scipy.special import gammaln
 
 from .blocked import BlockedFactor, RandomStructure, RowDesign, factorize, random_cross_products, row_design
+from .cumulative_link import cumulative_terms
 from .optimize import check_convergence, finite_differences, minimize_bounded
 from .problem import MixedProblem
 from .result import FrequentistFit, OptimizerLog
@@ -70,6 +73,13 @@ class GlmmData:
         also ``sum w (lgamma(y + phi) - lgamma(phi))``).
     phi : float
         The negative binomial shape (infinite otherwise).
+    counts : ndarray, shape (n, K), optional
+        A ``"cumulative"`` family's (weighted) rows per category of each row
+        or cell (:mod:`bayesmlm.frequentist_engine.cumulative`).
+    thresholds : ndarray, shape (K - 1,), optional
+        The cumulative model's thresholds at which PIRLS runs.
+    link : str
+        The cumulative model's link, ``"logit"`` or ``"probit"``.
     """
 
     family: str
@@ -82,6 +92,9 @@ class GlmmData:
     rows: RowDesign
     log_const: float
     phi: float = np.inf
+    counts: np.ndarray | None = None
+    thresholds: np.ndarray | None = None
+    link: str = "logit"
 
 
 def glmm_data(problem: MixedProblem, structure: RandomStructure, phi: float = np.inf) -> GlmmData:
@@ -115,6 +128,8 @@ def glmm_data(problem: MixedProblem, structure: RandomStructure, phi: float = np
 
 def _family_terms(data: GlmmData, eta: np.ndarray):
     """-2 log-likelihood, score (d loglik / d eta) and working weights at `eta`."""
+    if data.family == "cumulative":
+        return cumulative_terms(data.counts, eta, data.thresholds, data.link)
     w = data.weights
     if data.family == "binomial":
         log_mu = -np.logaddexp(0.0, -eta)

@@ -19,7 +19,7 @@ import numpy as np
 
 __all__ = ["FAMILIES", "RandomBlock", "MixedProblem", "GroupedGaussian", "group_statistics"]
 
-FAMILIES = ("gaussian", "bernoulli", "binomial", "poisson", "negbinomial")
+FAMILIES = ("gaussian", "bernoulli", "binomial", "poisson", "negbinomial", "cumulative")
 
 
 def _as_float(name: str, value, shape: tuple[int, ...] | None = None) -> np.ndarray:
@@ -125,6 +125,12 @@ class MixedProblem:
     weights : ndarray, shape (n,), optional
         Gaussian precision weights (lme4's ``weights``), or likelihood weights
         of the other families.
+    link : str, optional
+        A ``"cumulative"`` model's link: ``"logit"`` (default) or ``"probit"``.
+    categories : tuple of str, optional
+        A ``"cumulative"`` model's categories, lowest first (default
+        ``"1", "2", ...``); ``y`` holds their codes ``0 .. K - 1`` and ``X`` has
+        no intercept (the thresholds take its place).
 
     Examples
     --------
@@ -143,6 +149,8 @@ class MixedProblem:
     trials: np.ndarray | None = None
     offset: np.ndarray | None = None
     weights: np.ndarray | None = None
+    link: str | None = None
+    categories: tuple[str, ...] | None = None
 
     def __post_init__(self) -> None:
         if self.family not in FAMILIES:
@@ -184,6 +192,30 @@ class MixedProblem:
             raise ValueError("family 'binomial' needs 0 <= y <= trials")
         if self.family in ("poisson", "negbinomial") and (np.any(y < 0) or np.any(y != np.round(y))):
             raise ValueError(f"family {self.family!r} needs non-negative integer counts y")
+        if self.family == "cumulative":
+            self._check_cumulative()
+        elif self.link is not None or self.categories is not None:
+            raise ValueError(f"`link` and `categories` are for family 'cumulative', not {self.family!r}")
+
+    def _check_cumulative(self) -> None:
+        link = "logit" if self.link is None else self.link
+        if link not in ("logit", "probit"):
+            raise ValueError(f"unknown link {link!r} for family 'cumulative'; use 'logit' or 'probit'")
+        y = self.y
+        if np.any(y < 0) or np.any(y != np.round(y)):
+            raise ValueError("family 'cumulative' needs y as category codes 0, 1, ..., K - 1 (lowest first)")
+        K = int(y.max()) + 1 if self.categories is None else len(self.categories)
+        cats = tuple(str(k + 1) for k in range(K)) if self.categories is None else tuple(map(str, self.categories))
+        missing = sorted(set(range(K)) - set(np.unique(y).astype(int)))
+        if K < 2 or missing or y.max() >= K:
+            raise ValueError(f"family 'cumulative' needs rows in each of its {K} categories (at least two); "
+                             f"codes {missing} have none: drop or merge those categories")
+        if self.p and np.any(np.ptp(self.X, axis=0) == 0):
+            const = [t for t, c in zip(self.fixed_terms, np.ptp(self.X, axis=0) == 0) if c]
+            raise ValueError(f"a cumulative model has no intercept (its thresholds take its place); the fixed "
+                             f"column(s) {const} are constant: drop them from X")
+        object.__setattr__(self, "link", link)
+        object.__setattr__(self, "categories", cats)
 
     @property
     def n(self) -> int:

@@ -107,6 +107,9 @@ class FrequentistFit:
     optimizer : OptimizerLog
     phi : float or None
         The negative binomial shape (glmer.nb's theta: var = mu + mu^2 / phi); None otherwise.
+    thresholds : DataFrame or None
+        A cumulative model's thresholds (ordinal::clmm's ``Threshold
+        coefficients``): columns term (``"1|2"``, ...), estimate, se; None otherwise.
 
     Examples
     --------
@@ -139,6 +142,7 @@ class FrequentistFit:
     warnings: tuple[str, ...] = field(default=())
     optimizer: OptimizerLog | None = None
     phi: float | None = None
+    thresholds: pd.DataFrame | None = None
 
     @property
     def aic(self) -> float:

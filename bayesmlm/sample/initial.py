@@ -125,6 +125,8 @@ def frequentist_start(design: Design, ff: FrequentistFit, parameterization: dict
     >>> sorted(start.values), why
     (['b_centred', 'chol_Subject', 'sigma', 'v_Subject'], '')
     """
+    if design.spec.family.name == "cumulative":  # the sampled thresholds are centred on X's means (build.full)
+        return None, "the start does not map a cumulative model's thresholds onto its centred ones yet"
     if not ff.converged:
         return None, f"the {ff.method} fit did not converge"
     if ff.singular:
