@@ -31,7 +31,7 @@ from functools import lru_cache
 from pathlib import Path
 
 __all__ = ["group_terms_kernel", "conditional_draws_kernel", "kernel_source", "DensityPlan", "density_source",
-           "density_kernels", "pack_data"]
+           "density_kernels", "pack_data", "tree_kernels"]
 
 _VERSION = 3
 # Reassociation and contraction, but not "no NaN / no infinity": a NaN must still reach the sampler.
@@ -629,3 +629,28 @@ def density_kernels(plan: DensityPlan, tree: tuple | None = None):
     stem = f"density_p{plan.p}_q{plan.q}" + ("_tree" if tree else "")
     jitted = ("tree_terms", "logp_grad", "expand") if tree else ("logp_grad", "expand")
     return _load(stem, density_source(plan, tree), jitted, signatures)
+
+
+@lru_cache(maxsize=None)
+def tree_kernels(qs: tuple, p: int, nz: tuple):
+    """The nested route's kernels generated for one tree structure (a module: ``tree_terms``, ``tree_draws``).
+
+    ``qs``: random terms per level (top first), ``p``: fixed-effect columns,
+    ``nz``: L's structurally non-zero lower entries; see
+    :mod:`bayesmlm.fastpath.tree_codegen`. Compiled once per machine (Numba's disk cache).
+
+    Examples
+    --------
+    >>> import numpy as np  # one top node with one leaf, one row y = 1: T = log 3 - 2/3
+    >>> tail = np.array([2., 2., 0., 1., 0., 0., 0., 1., 1., 0., 1., 1., 1., 1., 0., 0.])
+    >>> k = tree_kernels((1, 1), 1, ((0, 0), (1, 1)))
+    >>> round(float(k.tree_terms(np.zeros(1), np.eye(2), 1.0, tail)[0]), 6)
+    0.431946
+    """
+    from .tree_codegen import tree_draws_source, tree_terms_source
+
+    qs, nz = tuple(int(q) for q in qs), tuple(sorted((int(a), int(b)) for a, b in nz))
+    source = ("import math\n\nimport numpy as np\n\n\n" + tree_terms_source(qs, p, nz) + "\n\n"
+              + tree_draws_source(qs, p, nz))
+    stem = "tree_q" + "_".join(map(str, qs)) + f"_p{p}"
+    return _load(stem, source, ("tree_terms", "tree_draw", "tree_draws"))

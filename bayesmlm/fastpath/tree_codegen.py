@@ -16,7 +16,7 @@ so the C callback nutpie calls runs it without the GIL.
 
 from __future__ import annotations
 
-__all__ = ["tree_terms_source"]
+__all__ = ["tree_terms_source", "tree_draws_source"]
 
 
 def _sum(terms) -> str:
@@ -47,7 +47,7 @@ def _prod(x, y):
     return f"{x} * {y}" if x and y else None
 
 
-def _node_forward(S: _Levels, lv: int, ind: str, acc: bool) -> list[str]:
+def _node_forward(S: _Levels, lv: int, ind: str, acc: bool, fail: str = "return FAIL") -> list[str]:
     """Statements for node i at level lv: z, S blocks, K = L'SL + s2 I (+ acc), M_im, h; Cholesky C, w, F_im.
 
     Names: z_a, s{m}_a_c (S_im), k_a_c, m{m}_a_c, c_a_b (C), w_a, f{m}_a_c (F_im = C^-1 M_im).
@@ -90,7 +90,7 @@ def _node_forward(S: _Levels, lv: int, ind: str, acc: bool) -> list[str]:
                     out.append(f"{ind}m{m}_{a}_{c} = {v}{extra}")
     for c in range(q):  # C C' = K
         piv = f"k_{c}_{c} - (" + _sum([f"c_{c}_{k} * c_{c}_{k}" for k in range(c)]) + ")"
-        out += [f"{ind}piv = {piv}", f"{ind}if not piv > 0.0:", f"{ind}    return FAIL",
+        out += [f"{ind}piv = {piv}", f"{ind}if not piv > 0.0:", f"{ind}    {fail}",
                 f"{ind}c_{c}_{c} = math.sqrt(piv)", f"{ind}r_{c} = 1.0 / c_{c}_{c}", f"{ind}logdet += math.log(piv)"]
         for r in range(c + 1, q):
             out.append(f"{ind}c_{r}_{c} = (k_{r}_{c} - (" + _sum([f"c_{r}_{k} * c_{c}_{k}" for k in range(c)]) + f")) * r_{c}")
@@ -110,7 +110,7 @@ def _ancestors(S: _Levels, lv: int, ind: str) -> list[str]:
     return [f"{ind}a{m} = int(t[ANC0 + i * {S.D} + {m}]) - st{m}" for m in range(lv)]
 
 
-def _forward(S: _Levels) -> list[str]:
+def _forward(S: _Levels, fail: str = "return FAIL", keep_leaves: bool = False) -> list[str]:
     out = []
     ind = " " * 8
     for lv in range(S.D - 1, -1, -1):
@@ -118,7 +118,7 @@ def _forward(S: _Levels) -> list[str]:
         out.append(f"    for i in range(st{lv}, st{lv + 1}):")
         out.append(f"{ind}j = i - st{lv}")
         out += _ancestors(S, lv, ind)
-        out += _node_forward(S, lv, ind, acc=not leaf)
+        out += _node_forward(S, lv, ind, acc=not leaf, fail=fail)
         for m in range(lv):  # the ancestors' updates: b_a -= F_m' w, M_a,a2 -= F_m' F_m2
             qm = S.qs[m]
             for c in range(qm):
@@ -130,7 +130,7 @@ def _forward(S: _Levels) -> list[str]:
                             continue
                         target = f"K{m}[a{m}, {c * qm + e}]" if m2 == m else f"F{m}_{m2}[a{m}, {c * S.qs[m2] + e}]"
                         out.append(f"{ind}{target} -= " + _sum([f"f{m}_{k}_{c} * f{m2}_{k}_{e}" for k in range(q)]))
-        if not leaf:  # keep C, w and F for the second pass
+        if not leaf or keep_leaves:  # keep C, w and F for the second pass
             out += [f"{ind}K{lv}[j, {a * q + b}] = c_{a}_{b}" for a in range(q) for b in range(a + 1)]
             out += [f"{ind}H{lv}[j, {a}] = w_{a}" for a in range(q)]
             out += [f"{ind}F{lv}_{m}[j, {a * S.qs[m] + c}] = f{m}_{a}_{c}" for m in range(lv) for a in range(q)
@@ -296,4 +296,53 @@ def tree_terms_source(qs, p: int, nz) -> str:
     lines += [f"    dL[{a}, {b}] = dl_{a}_{b}" for a, b in n_nz]
     lines.append("    ts2 += quad * is2 * is2")
     lines.append("    return logdet - quad * is2, dgt, dL, ts2, t[1]")
+    return "\n".join(lines) + "\n"
+
+
+def tree_draws_source(qs, p: int, nz) -> str:
+    """Source of ``tree_draws(gt, L, sigma, t, eps)``: u (S, nodes, qmax), one exact joint draw per posterior draw.
+
+    The structure's version of :func:`bayesmlm.fastpath.tree_kernel.tree_draws`
+    (same arguments without ``qs`` and ``qoff``, same result): per draw, the
+    first pass of :func:`tree_terms_source` keeping every node's blocks, then
+    x = C^-T (w + sigma e - sum_m F_im x_anc) top-down and u = L x. A draw
+    whose M is not positive definite is NaN.
+
+    Examples
+    --------
+    >>> tree_draws_source((1, 1), 1, [(0, 0), (1, 1)]).splitlines()[0]
+    'def tree_draw(gt, L, s2, sigma, t, e, u):'
+    """
+    S = _Levels(qs, p, nz)
+    D, Q, n_nz = S.D, S.qmax, sorted(S.nz)
+    lines = ["def tree_draw(gt, L, s2, sigma, t, e, u):", "    n = int(t[0])", "    ANC0 = 2 + n",
+             f"    ZZ0 = ANC0 + n * {D}", f"    ZY0 = ZZ0 + n * {D * Q * Q}", f"    XZ0 = ZY0 + n * {Q}",
+             "    lev = t[2:2 + n]", "    st0 = 0"]
+    lines += [f"    st{lv} = int(np.searchsorted(lev, {lv - 0.5}))" for lv in range(1, D)] + [f"    st{D} = n"]
+    lines += [f"    gt{k} = gt[{k}]" for k in range(p)] + [f"    l_{a}_{b} = L[{a}, {b}]" for a, b in n_nz]
+    lines += ["    logdet = 0.0", "    quad = 0.0"]
+    for m in range(D):
+        q = S.qs[m]
+        rows = f"st{m + 1} - st{m}"
+        lines += [f"    K{m} = np.zeros(({rows}, {q * q}))", f"    H{m} = np.zeros(({rows}, {q}))",
+                  f"    X{m} = np.empty(({rows}, {q}))"]
+        lines += [f"    F{m}_{m2} = np.zeros(({rows}, {q * S.qs[m2]}))" for m2 in range(m)]
+    lines += _forward(S, fail="return 1", keep_leaves=True)
+    ind = " " * 8
+    for lv in range(D):
+        q = S.qs[lv]
+        lines += [f"    for i in range(st{lv}, st{lv + 1}):", f"{ind}j = i - st{lv}"] + _ancestors(S, lv, ind)
+        for a in range(q):
+            anc = [f"F{lv}_{m}[j, {a * S.qs[m] + c}] * X{m}[a{m}, {c}]" for m in range(lv) for c in range(S.qs[m])]
+            lines.append(f"{ind}tt_{a} = H{lv}[j, {a}] + sigma * e[i, {a}] - ({_sum(anc)})")
+        for a in range(q - 1, -1, -1):
+            back = [f"K{lv}[j, {k * q + a}] * x_{k}" for k in range(a + 1, q)]
+            lines.append(f"{ind}x_{a} = (tt_{a} - ({_sum(back)})) / K{lv}[j, {a * q + a}]")
+        lines += [f"{ind}X{lv}[j, {a}] = x_{a}" for a in range(q)]
+        lines += [f"{ind}u[i, {a}] = " + _sum([_prod(S.l(lv, a, b), f"x_{b}") for b in range(a + 1)]) for a in range(q)]
+    lines.append("    return 0")
+    lines += ["", "", "def tree_draws(gt, L, sigma, t, e):", "    n = int(t[0])",
+              f"    u = np.zeros((gt.shape[0], n, {Q}))", "    for s in range(gt.shape[0]):",
+              "        if tree_draw(gt[s], L[s], sigma[s] * sigma[s], sigma[s], t, e[s], u[s]) != 0:",
+              "            u[s] = np.nan", "    return u"]
     return "\n".join(lines) + "\n"
