@@ -13,7 +13,9 @@ it unchanged.
 
 from __future__ import annotations
 
+import os
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import xarray as xr
@@ -79,10 +81,22 @@ def recover_nested(posterior: xr.Dataset, stats: NestedStats, blocks, *, seed: i
     rng = np.random.default_rng(np.random.SeedSequence(int(seed), spawn_key=(_STREAM,)))
     u = np.empty((S, n_nodes, qmax))
     step = max(1, _CELLS_PER_SLICE // max(n_nodes, 1))
-    for a in range(0, S, step):
-        s = slice(a, min(S, a + step))
-        u[s] = tree_draws(np.ascontiguousarray(gamma[s]), np.ascontiguousarray(L[s]), sigma[s], tail,
-                          rng.standard_normal((s.stop - s.start, n_nodes, qmax)))
+    workers = max(1, min(os.cpu_count() or 1, -(-S // step)))
+
+    def draw(s, eps):
+        u[s] = tree_draws(np.ascontiguousarray(gamma[s]), np.ascontiguousarray(L[s]), sigma[s], tail, eps)
+
+    # the kernel releases the GIL: slices are drawn side by side, their noise drawn here in order (the same draws
+    # as one slice after another); at most two slices per worker in flight bound the memory
+    with ThreadPoolExecutor(workers) as pool:
+        pending = []
+        for a in range(0, S, step):
+            s = slice(a, min(S, a + step))
+            pending.append(pool.submit(draw, s, rng.standard_normal((s.stop - s.start, n_nodes, qmax))))
+            if len(pending) >= 2 * workers:
+                pending.pop(0).result()
+        for f in pending:
+            f.result()
     out, start = {}, 0
     for lv, bl in enumerate(blocks):
         levels = list(stats.levels[lv])
