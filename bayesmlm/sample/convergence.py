@@ -47,18 +47,20 @@ def _ranks(flat: np.ndarray) -> np.ndarray:
     P, N = flat.shape
     order = np.argsort(flat, axis=1)
     s = np.take_along_axis(flat, order, axis=1)
-    idx = np.broadcast_to(np.arange(N), (P, N))
-    starts = np.ones((P, N), dtype=bool)
-    starts[:, 1:] = s[:, 1:] != s[:, :-1]
+    rows, cols = np.nonzero(s[:, 1:] == s[:, :-1])  # links: sorted element cols + 1 ties with cols
+    position = np.broadcast_to(np.arange(1.0, N + 1), (P, N))  # no ties (continuous draws): the rank is the position
+    if rows.size:  # ties are few (folded draws have one pair): average the ranks of each run of links only
+        position = position.copy()
+        new = np.ones(rows.size, dtype=bool)
+        new[1:] = (rows[1:] != rows[:-1]) | (cols[1:] != cols[:-1] + 1)
+        starts = np.flatnonzero(new)
+        ends = np.append(starts[1:] - 1, rows.size - 1)
+        mean = (cols[starts] + cols[ends] + 1) / 2.0 + 1.0  # of the run's first and last sorted positions, 1-based
+        run = np.cumsum(new) - 1
+        position[rows, cols] = mean[run]
+        position[rows, cols + 1] = mean[run]
     ranks = np.empty((P, N))
-    if starts.all():  # no ties (continuous draws): the rank is the position
-        np.put_along_axis(ranks, order, np.broadcast_to(np.arange(1.0, N + 1), (P, N)), axis=1)
-        return ranks
-    ends = np.ones((P, N), dtype=bool)
-    ends[:, :-1] = starts[:, 1:]
-    first = np.maximum.accumulate(np.where(starts, idx, 0), axis=1)
-    last = np.minimum.accumulate(np.where(ends, idx, N - 1)[:, ::-1], axis=1)[:, ::-1]
-    np.put_along_axis(ranks, order, (first + last) / 2.0 + 1.0, axis=1)
+    np.put_along_axis(ranks, order, position, axis=1)
     return ranks
 
 
