@@ -73,6 +73,9 @@ class Layout:
         Levels of a second grouping factor ``h`` crossed with ``g`` (each row's level drawn uniformly; h00, h01, ...).
     w_group : bool
         Add ``w``, N(0, 1) per level of ``g`` and constant within it (a level-2 covariate).
+    nested : int or None
+        Levels of a factor ``c`` nested in ``g``: each row's drawn uniformly from c0, c1, ... within its ``g``
+        (the same labels in every ``g``: ``g:c`` names the groups).
     """
 
     n_groups: int = 15
@@ -83,6 +86,7 @@ class Layout:
     x_values: tuple[float, ...] | None = None
     crossed: int | None = None
     w_group: bool = False
+    nested: int | None = None
 
     def covariates(self, rng: np.random.Generator) -> pd.DataFrame:
         sizes = rng.integers(self.rows[0], self.rows[1] + 1, size=self.n_groups)
@@ -92,6 +96,8 @@ class Layout:
         df = pd.DataFrame({"g": [f"g{j:02d}" for j in g], "x": x})
         if self.w_group:
             df["w"] = rng.normal(size=self.n_groups)[g]
+        if self.nested is not None:
+            df["c"] = [f"c{k}" for k in rng.integers(0, self.nested, size=len(df))]
         if self.crossed is not None:
             df["h"] = [f"h{k:02d}" for k in rng.integers(0, self.crossed, size=len(df))]
         if self.trials is not None:
@@ -124,6 +130,8 @@ class Route:
         Random effects u_j of the first this-many levels of each block are ranked, every term.
     fit_options : dict
         More ``MLM.fit`` arguments (e.g. ``parameterization=``), checked against ``fit.record`` after the fit.
+    expect_route : str or None
+        ``fit.record.route`` the fit must have taken (checked), e.g. ``"nested"``.
     """
 
     name: str
@@ -138,6 +146,7 @@ class Route:
     chains: int = 2
     track_groups: int = 1
     fit_options: dict = field(default_factory=dict)
+    expect_route: str | None = None
 
 
 _SLOPES = {"(Intercept)": "normal(0, 1)", "x": "normal(0, 1)", "sd(g:(Intercept))": "half_normal(1)",
@@ -164,6 +173,10 @@ ROUTES = {r.name: r for r in [
           {"(Intercept)": "normal(0, 1)", "x": "normal(0, 1)", "w": "normal(0, 1)", "sd(g:(Intercept))": "half_normal(1)",
            "sd(h:(Intercept))": "half_normal(1)"}, Layout(n_groups=12, rows=(30, 40), crossed=8, w_group=True),
           fit_options={"parameterization": "centred"}),
+    # Classes nested in schools, the nested collapsed route: every level's u integrated out, then drawn exactly.
+    Route("gaussian_nested_collapsed", "y ~ x + (1 + x | g) + (1 | g:c)", "gaussian", "collapsed",
+          {**_GAUSSIAN, "sd(g:c:(Intercept))": "half_normal(1)"}, Layout(n_groups=12, rows=(12, 24), nested=3),
+          expect_route="nested"),
     # Rows aggregated into binomial cells (x takes 3 values), the random effects sampled centred.
     Route("bernoulli_aggregated_centred", "y ~ x + (1 + x | g)", "bernoulli", "full", _SLOPES,
           Layout(n_groups=12, rows=(60, 100), x_values=(-1.0, 0.0, 1.0)), fit_options={"parameterization": "centred"}),
@@ -173,7 +186,7 @@ ROUTES = {r.name: r for r in [
 # 0: not run by default (binomial with trials= builds the same y and trials as cbind: see sbc.md).
 DEFAULT_SIMS = {"gaussian_collapsed": 200, "gaussian_full": 40, "bernoulli_full": 40, "binomial_full": 40,
                 "binomial_trials_full": 0, "poisson_offset_full": 40, "bernoulli_aggregated_centred": 40, "gaussian_crossed_full": 40,
-                "bernoulli_crossed_centred": 40}
+                "bernoulli_crossed_centred": 40, "gaussian_nested_collapsed": 40}
 
 
 # -- drawing from the priors ------------------------------------------------------------------------------
@@ -350,6 +363,7 @@ def run_one(route_name: str, sim: int) -> list[dict]:
     for key, value in route.fit_options.items():  # the route ran as it says, or its verdict would mean nothing
         recorded = getattr(fit.record, key)
         assert recorded == value or set(dict(recorded).values()) == {value}, (key, recorded, value)
+    assert route.expect_route is None or fit.record.route == route.expect_route, (fit.record.route, route.expect_route)
     base["n_cells"] = fit.record.n_cells
     post = fit.posterior
     rows = []

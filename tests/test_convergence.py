@@ -36,3 +36,15 @@ def test_same_numbers_as_arviz(chains, draws):
     r, e = rhat_and_ess(da)
     np.testing.assert_array_equal(r.values, rhat["x"].values)
     np.testing.assert_array_equal(e.values, bulk["x"].values)
+
+
+def test_parameter_slices_in_threads_give_arviz_numbers(monkeypatch):
+    """Many parameters are cut into slices that run in threads; each slice's columns land where they belong."""
+    import bayesmlm.sample.convergence as convergence
+
+    monkeypatch.setattr(convergence, "_CELLS", 4 * 300 * 3)  # 3 parameters a slice: 3 slices of the 8
+    da = xr.DataArray(_draws(7), dims=("chain", "draw", "k"))
+    rhat, bulk, tail = dataset_diagnostics(da.to_dataset(name="x"))
+    np.testing.assert_allclose(rhat["x"], az.rhat(da), rtol=1e-10, equal_nan=True)
+    np.testing.assert_allclose(bulk["x"], az.ess(da, method="bulk"), rtol=1e-10, equal_nan=True)
+    np.testing.assert_allclose(tail["x"], az.ess(da, method="tail"), rtol=1e-10, equal_nan=True)

@@ -23,7 +23,7 @@ from scipy.linalg import block_diag
 from scipy.stats import multivariate_normal
 
 import bayesmlm
-from bayesmlm.fastpath.kernels import density_kernels, pack_data
+from bayesmlm.fastpath.kernels import density_kernels, pack_data, tree_kernels
 from bayesmlm.fastpath.model import build_collapsed_model
 from bayesmlm.fastpath.nested_model import nested_data, nested_structure, tree_loglik, tree_loglik_at
 from bayesmlm.fastpath.nested_stats import nested_stats
@@ -115,6 +115,35 @@ def test_tree_gradient_is_finite_differences():
             checked += 1
     assert checked == 7  # 3 + 1 + 3 lower-triangle entries
     assert ds2 == pytest.approx((T(gt, L, s2 + h) - T(gt, L, s2 - h)) / (2 * h), rel=1e-6)
+
+
+@pytest.mark.parametrize("formula", [THREE, "y ~ 1 + x + (1 + x || s) + (1 | s:c)"])
+def test_generated_tree_kernels_are_the_generic_ones(formula):
+    """The per-structure kernels (unrolled, L's zeros skipped) give the generic kernels' T, gradient and draws."""
+    m = bayesmlm.MLM(formula, _three_levels(4, 2.0))
+    stats = nested_stats(m.design)
+    tail, qs, qoff = stats.tail(), stats.qs, stats.qoff
+    rng = np.random.default_rng(2)
+    L = block_diag(*[_random_chol(rng, int(q)) for q in qs])
+    if "||" in formula:
+        L[1, 0] = 0.0  # (1 + x || s): two uncorrelated blocks at the top level
+    nz = tuple((a, b) for a in range(len(L)) for b in range(a + 1) if L[a, b] != 0.0)
+    assert len(nz) == (7 if formula == THREE else 3)
+    kernels = tree_kernels(tuple(qs), 2, nz)
+    gt, s2 = np.array([0.4, -0.3]), 0.6
+    generic, generated = tree_terms(gt, L, s2, tail, qs, qoff), kernels.tree_terms(gt, L, s2, tail)
+    assert generated[0] == pytest.approx(generic[0], rel=1e-12)
+    np.testing.assert_allclose(generated[1], generic[1], rtol=1e-10)
+    rows, cols = zip(*nz)
+    np.testing.assert_allclose(generated[2][rows, cols], generic[2][rows, cols], rtol=1e-10, atol=1e-12)
+    assert generated[3] == pytest.approx(generic[3], rel=1e-12) and generated[4] == generic[4]
+    eps = rng.normal(size=(3, int(tail[0]), int(qs.max())))
+    draws = [np.tile(gt, (3, 1)), np.tile(L, (3, 1, 1)), np.array([0.6, 0.7, 0.8])]
+    np.testing.assert_allclose(kernels.tree_draws(*draws, tail, eps), tree_draws(*draws, tail, qs, qoff, eps),
+                               rtol=1e-10, atol=1e-12)
+    bad = L.copy()
+    bad[0, 0] = np.nan
+    assert np.isnan(kernels.tree_terms(gt, bad, s2, tail)[0])
 
 
 def test_draws_are_the_exact_joint_conditional():

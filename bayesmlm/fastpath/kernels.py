@@ -31,7 +31,7 @@ from functools import lru_cache
 from pathlib import Path
 
 __all__ = ["group_terms_kernel", "conditional_draws_kernel", "kernel_source", "DensityPlan", "density_source",
-           "density_kernels", "pack_data"]
+           "density_kernels", "pack_data", "tree_kernels"]
 
 _VERSION = 3
 # Reassociation and contraction, but not "no NaN / no infinity": a NaN must still reach the sampler.
@@ -414,11 +414,12 @@ def _grouped_terms(plan: DensityPlan, nz) -> list[str]:
 
 
 def _tree_terms(plan: DensityPlan, nz) -> list[str]:
-    """The same statements for nested factors: one call of :func:`bayesmlm.fastpath.tree_kernel.tree_terms`."""
+    """The same statements for nested factors: one call of the structure's ``tree_terms``
+    (:func:`bayesmlm.fastpath.tree_codegen.tree_terms_source`, in the same generated module)."""
     p, q = plan.p, plan.q
     lines = [f"    Lm = np.zeros(({q}, {q}))"] + [f"    Lm[{a}, {b}] = l_{a}_{b}" for a, b in nz]
     lines += [f"    gtv = np.empty({p})"] + [f"    gtv[{k}] = gt{k}" for k in range(p)]
-    lines.append(f"    tot, dgtv, dlm, ts2, nq = tree_terms(gtv, Lm, s2, d[{1 + plan.n_const}:], TREE_QS, TREE_QOFF)")
+    lines.append(f"    tot, dgtv, dlm, ts2, nq = tree_terms(gtv, Lm, s2, d[{1 + plan.n_const}:])")
     lines += [f"    dgt{k} = dgtv[{k}]" for k in range(p)] + [f"    dl_{a}_{b} = dlm[{a}, {b}]" for a, b in nz]
     return lines
 
@@ -567,14 +568,12 @@ def density_source(plan: DensityPlan, tree: tuple | None = None) -> str:
     consts = (f"N_DIM = {plan.n_dim}\nN_CONST = {plan.n_const}\nN_ROWS = {1 if tree else plan.n_rows}\n"
               f"N_EXPANDED = {plan.n_expanded}\n")
     imports = "import math\n\nimport numba\nimport numpy as np\n"
+    tree_source = ""
     if tree:  # nested factors: d[0] is the length of the tree's statistics, which follow the constants
-        from . import tree_kernel
+        from .tree_codegen import tree_terms_source
 
-        digest = hashlib.sha1(Path(tree_kernel.__file__).read_bytes()).hexdigest()[:12]
-        imports += f"\nfrom bayesmlm.fastpath.tree_kernel import tree_terms  # source {digest}\n"
-        consts += (f"TREE_QS = np.array({list(map(int, tree[0]))}, dtype=np.int64)\n"
-                   f"TREE_QOFF = np.array({list(map(int, tree[1]))}, dtype=np.int64)\n")
-    return (imports + "\n" + consts + "\n\n" + _density_source(plan, tree) + "\n\n\n"
+        tree_source = tree_terms_source(tree[0], plan.p, _read(plan, density=False)[2]) + "\n\n"
+    return (imports + "\n" + consts + "\n\n" + tree_source + _density_source(plan, tree) + "\n\n\n"
             + _expand_source(plan) + "\n\n" + _CALLBACKS)
 
 
@@ -628,4 +627,30 @@ def density_kernels(plan: DensityPlan, tree: tuple | None = None):
     signatures = {"logp_cfunc": types.int64(types.uint64, ptr, ptr, ptr, types.voidptr),
                   "expand_cfunc": types.int64(types.uint64, types.uint64, ptr, ptr, types.voidptr)}
     stem = f"density_p{plan.p}_q{plan.q}" + ("_tree" if tree else "")
-    return _load(stem, density_source(plan, tree), ("logp_grad", "expand"), signatures)
+    jitted = ("tree_terms", "logp_grad", "expand") if tree else ("logp_grad", "expand")
+    return _load(stem, density_source(plan, tree), jitted, signatures)
+
+
+@lru_cache(maxsize=None)
+def tree_kernels(qs: tuple, p: int, nz: tuple):
+    """The nested route's kernels generated for one tree structure (a module: ``tree_terms``, ``tree_draws``).
+
+    ``qs``: random terms per level (top first), ``p``: fixed-effect columns,
+    ``nz``: L's structurally non-zero lower entries; see
+    :mod:`bayesmlm.fastpath.tree_codegen`. Compiled once per machine (Numba's disk cache).
+
+    Examples
+    --------
+    >>> import numpy as np  # one top node with one leaf, one row y = 1: T = log 3 - 2/3
+    >>> tail = np.array([2., 2., 0., 1., 0., 0., 0., 1., 1., 0., 1., 1., 1., 1., 0., 0.])
+    >>> k = tree_kernels((1, 1), 1, ((0, 0), (1, 1)))
+    >>> round(float(k.tree_terms(np.zeros(1), np.eye(2), 1.0, tail)[0]), 6)
+    0.431946
+    """
+    from .tree_codegen import tree_draws_source, tree_terms_source
+
+    qs, nz = tuple(int(q) for q in qs), tuple(sorted((int(a), int(b)) for a, b in nz))
+    source = ("import math\n\nimport numpy as np\n\n\n" + tree_terms_source(qs, p, nz) + "\n\n"
+              + tree_draws_source(qs, p, nz))
+    stem = "tree_q" + "_".join(map(str, qs)) + f"_p{p}"
+    return _load(stem, source, ("tree_terms", "tree_draw", "tree_draws"))

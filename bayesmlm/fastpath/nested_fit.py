@@ -4,7 +4,8 @@
 runs when the grouping factors are nested (:mod:`bayesmlm.fastpath.nesting`).
 The sampler sees gamma, the SDs, correlations and sigma only; afterwards every
 level's u is drawn, per posterior draw, from its exact joint conditional
-(:func:`~bayesmlm.fastpath.tree_kernel.tree_draws`). The posterior has the full
+(:func:`~bayesmlm.fastpath.tree_kernel.tree_draws`, in the version generated for the
+structure by :func:`~bayesmlm.fastpath.kernels.tree_kernels`). The posterior has the full
 model's variables and dims (``u_<label>`` over ``<factor>`` and
 ``<label>_term``, :mod:`bayesmlm.schema`), so tables, plots and predictions read
 it unchanged.
@@ -12,7 +13,9 @@ it unchanged.
 
 from __future__ import annotations
 
+import os
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import xarray as xr
@@ -28,7 +31,7 @@ from .nested_model import nested_data, nested_structure, tree_loglik
 from .nested_stats import NestedStats, nested_stats
 from .nesting import level_blocks
 from .nutpie_driver import compile_collapsed, sample_collapsed
-from .tree_kernel import tree_draws
+from .kernels import tree_kernels
 
 __all__ = ["fit_nested", "recover_nested"]
 
@@ -70,13 +73,30 @@ def recover_nested(posterior: xr.Dataset, stats: NestedStats, blocks, *, seed: i
         k += b.q
     tail = stats.tail()
     n_nodes, qmax = int(tail[0]), int(stats.qs.max())
+    nz, k = [], 0
+    for b in (b for bl in blocks for b in bl):
+        nz += [(k + r, k + c) for r in range(b.q) for c in (range(r + 1) if b.correlated else (r,))]
+        k += b.q
+    tree_draws = tree_kernels(tuple(stats.qs), len(leaf.fixed_terms), tuple(nz)).tree_draws
     rng = np.random.default_rng(np.random.SeedSequence(int(seed), spawn_key=(_STREAM,)))
     u = np.empty((S, n_nodes, qmax))
     step = max(1, _CELLS_PER_SLICE // max(n_nodes, 1))
-    for a in range(0, S, step):
-        s = slice(a, min(S, a + step))
-        u[s] = tree_draws(np.ascontiguousarray(gamma[s]), np.ascontiguousarray(L[s]), sigma[s], tail, stats.qs,
-                          stats.qoff, rng.standard_normal((s.stop - s.start, n_nodes, qmax)))
+    workers = max(1, min(os.cpu_count() or 1, -(-S // step)))
+
+    def draw(s, eps):
+        u[s] = tree_draws(np.ascontiguousarray(gamma[s]), np.ascontiguousarray(L[s]), sigma[s], tail, eps)
+
+    # the kernel releases the GIL: slices are drawn side by side, their noise drawn here in order (the same draws
+    # as one slice after another); at most two slices per worker in flight bound the memory
+    with ThreadPoolExecutor(workers) as pool:
+        pending = []
+        for a in range(0, S, step):
+            s = slice(a, min(S, a + step))
+            pending.append(pool.submit(draw, s, rng.standard_normal((s.stop - s.start, n_nodes, qmax))))
+            if len(pending) >= 2 * workers:
+                pending.pop(0).result()
+        for f in pending:
+            f.result()
     out, start = {}, 0
     for lv, bl in enumerate(blocks):
         levels = list(stats.levels[lv])

@@ -10,6 +10,9 @@ sequences advance all parameters together, one lag pair per step.
 
 from __future__ import annotations
 
+import os
+from concurrent.futures import ThreadPoolExecutor
+
 import numpy as np
 import xarray as xr
 from scipy.fft import next_fast_len
@@ -44,18 +47,20 @@ def _ranks(flat: np.ndarray) -> np.ndarray:
     P, N = flat.shape
     order = np.argsort(flat, axis=1)
     s = np.take_along_axis(flat, order, axis=1)
-    idx = np.broadcast_to(np.arange(N), (P, N))
-    starts = np.ones((P, N), dtype=bool)
-    starts[:, 1:] = s[:, 1:] != s[:, :-1]
+    rows, cols = np.nonzero(s[:, 1:] == s[:, :-1])  # links: sorted element cols + 1 ties with cols
+    position = np.broadcast_to(np.arange(1.0, N + 1), (P, N))  # no ties (continuous draws): the rank is the position
+    if rows.size:  # ties are few (folded draws have one pair): average the ranks of each run of links only
+        position = position.copy()
+        new = np.ones(rows.size, dtype=bool)
+        new[1:] = (rows[1:] != rows[:-1]) | (cols[1:] != cols[:-1] + 1)
+        starts = np.flatnonzero(new)
+        ends = np.append(starts[1:] - 1, rows.size - 1)
+        mean = (cols[starts] + cols[ends] + 1) / 2.0 + 1.0  # of the run's first and last sorted positions, 1-based
+        run = np.cumsum(new) - 1
+        position[rows, cols] = mean[run]
+        position[rows, cols + 1] = mean[run]
     ranks = np.empty((P, N))
-    if starts.all():  # no ties (continuous draws): the rank is the position
-        np.put_along_axis(ranks, order, np.broadcast_to(np.arange(1.0, N + 1), (P, N)), axis=1)
-        return ranks
-    ends = np.ones((P, N), dtype=bool)
-    ends[:, :-1] = starts[:, 1:]
-    first = np.maximum.accumulate(np.where(starts, idx, 0), axis=1)
-    last = np.minimum.accumulate(np.where(ends, idx, N - 1)[:, ::-1], axis=1)[:, ::-1]
-    np.put_along_axis(ranks, order, (first + last) / 2.0 + 1.0, axis=1)
+    np.put_along_axis(ranks, order, position, axis=1)
     return ranks
 
 
@@ -257,11 +262,12 @@ def diagnostics_of(x: np.ndarray, tail: bool = True) -> tuple[np.ndarray, np.nda
     chains, draws, P = x.shape
     out = np.full((3, P), np.nan)
     step = max(1, _CELLS // max(chains * draws, 1))
-    for a in range(0, P, step):
+
+    def one(a):  # writes columns a .. a + step of out only
         part = np.ascontiguousarray(np.moveaxis(x[:, :, a:a + step], 2, 0), dtype=float)
         ok = np.flatnonzero(~_invalid(part, 1))
         if len(ok) == 0:
-            continue
+            return
         cols = a + ok
         s = _split(part[ok])
         z = _z_scale(s)
@@ -271,6 +277,15 @@ def diagnostics_of(x: np.ndarray, tail: bool = True) -> tuple[np.ndarray, np.nda
             out[0, cols] = np.maximum(_rhat(z), _rhat(_z_scale(folded)))
         if tail:
             out[2, cols] = ess_tail(part[ok])
+
+    starts = range(0, P, step)
+    workers = min(len(starts), os.cpu_count() or 1)
+    if workers > 1:  # numpy's sorts and ufuncs release the GIL: slices run side by side on the cores
+        with ThreadPoolExecutor(workers) as pool:
+            list(pool.map(one, starts))
+    else:
+        for a in starts:
+            one(a)
     return out[0], out[1], out[2]
 
 
