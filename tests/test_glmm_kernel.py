@@ -2,7 +2,7 @@
 
 - its log density is the PyMC full model's (build(), compiled), constants
   included, to 1e-8, at mapped points: bernoulli, binomial and poisson, with
-  offsets, over cells and over rows, crossed factors, centred and non-centred,
+  offsets and likelihood weights, over cells and over rows, crossed factors, centred and non-centred,
   one-term and correlated (LKJ) blocks; its gradient equals finite differences;
 - MLM.fit takes it for these families with nutpie (record.density), and
   kernel_problem names what it cannot write (those keep the PyMC model);
@@ -37,7 +37,7 @@ def _crossed(seed: int, family: str, n: int = 400) -> pd.DataFrame:
         y = rng.poisson(np.exp(eta))
     else:
         y = rng.binomial(5 if family == "binomial" else 1, 1.0 / (1.0 + np.exp(-eta)))
-    return pd.DataFrame({"y": y, "f": 5 - y, "x": x, "w": w, "off": off,
+    return pd.DataFrame({"y": y, "f": 5 - y, "x": x, "w": w, "off": off, "wt": 0.5 + w,
                          "a": [f"a{i}" for i in a], "b": [f"b{i}" for i in b]})
 
 
@@ -70,6 +70,8 @@ CASES = [  # family, formula, options, parameterization, aggregate
     ("binomial", "cbind(y, f) ~ x + (1 | a) + (1 | b)", {}, {"a": "centred", "b": "non-centred"}, True),
     ("poisson", "y ~ x + w + (1 + x | a) + (1 | b)", {"offset": "off"}, "non-centred", True),
     ("poisson", "y ~ x + (1 | a) + (1 + x || b)", {"offset": "off"}, "centred", False),
+    ("bernoulli", "y ~ x + (1 | a) + (1 | b)", {"weights": "wt"}, "non-centred", False),
+    ("poisson", "y ~ x + (1 + x | a)", {"weights": "wt", "offset": "off"}, "centred", True),
 ]
 
 
