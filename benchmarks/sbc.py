@@ -124,6 +124,8 @@ class Route:
         Random effects u_j of the first this-many levels of each block are ranked, every term.
     fit_options : dict
         More ``MLM.fit`` arguments (e.g. ``parameterization=``), checked against ``fit.record`` after the fit.
+    density : str
+        The full model's log density the fit must have used (``fit.record.density``); empty: either.
     """
 
     name: str
@@ -138,6 +140,7 @@ class Route:
     chains: int = 2
     track_groups: int = 1
     fit_options: dict = field(default_factory=dict)
+    density: str = ""
 
 
 _SLOPES = {"(Intercept)": "normal(0, 1)", "x": "normal(0, 1)", "sd(g:(Intercept))": "half_normal(1)",
@@ -167,13 +170,18 @@ ROUTES = {r.name: r for r in [
     # Rows aggregated into binomial cells (x takes 3 values), the random effects sampled centred.
     Route("bernoulli_aggregated_centred", "y ~ x + (1 + x | g)", "bernoulli", "full", _SLOPES,
           Layout(n_groups=12, rows=(60, 100), x_values=(-1.0, 0.0, 1.0)), fit_options={"parameterization": "centred"}),
+    # The generalized full model's Numba kernel (fit.record.density "kernel", bayesmlm.fastpath.glmm_kernel): two
+    # crossed factors, one with a correlated (LKJ) block, rows aggregated into cells, the parameterisation by the rule.
+    Route("bernoulli_crossed_kernel", "y ~ x + (1 + x | g) + (1 | h)", "bernoulli", "full",
+          {**_SLOPES, "sd(h:(Intercept))": "half_normal(1)"},
+          Layout(n_groups=12, rows=(20, 40), x_values=(-1.0, 0.0, 1.0), crossed=6), density="kernel"),
 ]}
 # What fitted in about 40 minutes of a 2-core machine shared with other work (a full-model fit is ~8 CPU s, most
 # of it nutpie compiling the model, which embeds the data; a collapsed fit reuses its compiled model, ~0.6 s).
 # 0: not run by default (binomial with trials= builds the same y and trials as cbind: see sbc.md).
 DEFAULT_SIMS = {"gaussian_collapsed": 200, "gaussian_full": 40, "bernoulli_full": 40, "binomial_full": 40,
                 "binomial_trials_full": 0, "poisson_offset_full": 40, "bernoulli_aggregated_centred": 40, "gaussian_crossed_full": 40,
-                "bernoulli_crossed_centred": 40}
+                "bernoulli_crossed_centred": 40, "bernoulli_crossed_kernel": 40}
 
 
 # -- drawing from the priors ------------------------------------------------------------------------------
@@ -350,6 +358,7 @@ def run_one(route_name: str, sim: int) -> list[dict]:
     for key, value in route.fit_options.items():  # the route ran as it says, or its verdict would mean nothing
         recorded = getattr(fit.record, key)
         assert recorded == value or set(dict(recorded).values()) == {value}, (key, recorded, value)
+    assert not route.density or fit.record.density == route.density, (fit.record.density, route.density)
     base["n_cells"] = fit.record.n_cells
     post = fit.posterior
     rows = []

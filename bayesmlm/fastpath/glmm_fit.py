@@ -258,7 +258,7 @@ def fit_glmm(design: Design, priors: dict[str, Prior], settings: SamplerSettings
         {n: xr.DataArray(draws[n].values, dims=("chain", "draw", *plan.dims[n]),
                          coords={d: coords[d] for d in plan.dims[n]}) for n in plan.dims},
         coords={"chain": np.arange(draws.sizes["chain"]), "draw": np.arange(draws.sizes["draw"])})
-    posterior.attrs.update({"compile_seconds": 0.0, "sampling_seconds": seconds_sample, "method": "full",
-                            "density": "kernel"})
+    posterior.attrs.update({"compile_seconds": 0.0, "sampling_time": float(draws.attrs.get("sampling_time", seconds_sample)),
+                            "method": "full", "density": "kernel"})
     tree = xr.DataTree.from_dict({"posterior": posterior, "sample_stats": trace["sample_stats"].to_dataset()})
     return tree, seconds_build, seconds_sample
