@@ -382,7 +382,11 @@ class MLM:
             u_j as parameters (centred or non-centred, see ``parameterization``); ``"auto"`` (default)
             is ``"collapsed"`` where it applies (with ``sampler="nutpie"`` or
             ``"pymc"``) and ``"full"`` otherwise.
-            ``fit.record.method`` says which ran.
+            ``fit.record.method`` says which ran. A full fit of a bernoulli,
+            binomial or poisson model with ``sampler="nutpie"`` and
+            ``init="sampler"`` computes the PyMC model's density with one
+            Numba kernel (:mod:`bayesmlm.fastpath.glmm_fit`), the others
+            compile the PyMC graph: ``fit.record.density`` says which.
         aggregate : bool
             For bernoulli, binomial and poisson models (``method="full"``):
             collapse rows that share their groups, model-matrix row and offset
