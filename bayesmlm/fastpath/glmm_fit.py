@@ -55,8 +55,8 @@ def kernel_problem(design: Design, priors: dict[str, Prior]) -> str | None:
     family = design.spec.family.name
     if family not in FAMILIES:
         return f"family '{family}' (the kernel takes {', '.join(FAMILIES)})"
-    if not design.blocks:
-        return "no random blocks"
+    if not design.blocks or not design.fixed_terms:
+        return "no random blocks" if not design.blocks else "no fixed effects (the PyMC model then has no fixef)"
     for t in design.fixed_terms:
         if priors[t].dist not in _FIXED_PRIORS:
             return f"the prior of '{t}' is {priors[t]} (the kernel takes {', '.join(_FIXED_PRIORS)} on fixed effects)"
