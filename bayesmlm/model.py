@@ -22,6 +22,7 @@ from .design.priors import Prior, priors_table, resolve_priors
 from .design.structure import FactorStructure, check_repeated_labels, factor_structure
 from .errors import ArgumentError, SpecError, UnsupportedModelError
 from .fastpath.crossed_stats import crossed_problem
+from .fastpath.glmm_fit import kernel_problem
 from .fastpath.fit import fit_collapsed
 from .fastpath.nested_fit import fit_nested
 from .fastpath.stats import GroupStats, collapse_problem, collapsed_route
@@ -381,7 +382,11 @@ class MLM:
             u_j as parameters (centred or non-centred, see ``parameterization``); ``"auto"`` (default)
             is ``"collapsed"`` where it applies (with ``sampler="nutpie"`` or
             ``"pymc"``) and ``"full"`` otherwise.
-            ``fit.record.method`` says which ran.
+            ``fit.record.method`` says which ran. A full fit of a bernoulli,
+            binomial or poisson model with ``sampler="nutpie"`` and
+            ``init="sampler"`` computes the PyMC model's density with one
+            Numba kernel (:mod:`bayesmlm.fastpath.glmm_fit`), the others
+            compile the PyMC graph: ``fit.record.density`` says which.
         aggregate : bool
             For bernoulli, binomial and poisson models (``method="full"``):
             collapse rows that share their groups, model-matrix row and offset
@@ -440,7 +445,7 @@ class MLM:
             raise ArgumentError(f"parameterization={parameterization!r} is for method='full' (the random effects "
                                 "sampled); this fit is collapsed (the random effects integrated out). Pass method='full' "
                                 "with it.")
-        cells, choice, begin = None, {}, _StartChoice("sampler", "", 0.0, None)  # where the chains start
+        cells, choice, begin, density = None, {}, _StartChoice("sampler", "", 0.0, None), ""  # where the chains start
         route = "full" if method == "full" else collapsed_route(self.design) or "one-factor"
         if method == "collapsed" and crossed:
             # imported here: Numba loads its compiled callbacks on import
@@ -457,18 +462,27 @@ class MLM:
 
             start = time.perf_counter()
             cells, choice = self._full_options(aggregate, parameterization)
-            pmodel = build_full_model(self.design, self.prior_dict, cells=cells, parameterization=choice)
-            seconds_build = time.perf_counter() - start
-            if init == "frequentist":
-                begin = self._frequentist_start(pmodel, choice)
-            idata, seconds_sample = sample_model(pmodel, settings, begin.initvals)
+            if settings.sampler == "nutpie" and init == "sampler" and kernel_problem(self.design, self.prior_dict) is None:
+                from .fastpath.glmm_fit import fit_glmm  # imported here: Numba loads its compiled callbacks on import
+
+                density, seconds_cells = "kernel", time.perf_counter() - start
+                idata, seconds_build, seconds_sample = fit_glmm(self.design, self.prior_dict, settings, cells, choice)
+                seconds_build += seconds_cells
+            else:
+                density = "pytensor"
+                pmodel = build_full_model(self.design, self.prior_dict, cells=cells, parameterization=choice)
+                seconds_build = time.perf_counter() - start
+                if init == "frequentist":
+                    begin = self._frequentist_start(pmodel, choice)
+                idata, seconds_sample = sample_model(pmodel, settings, begin.initvals)
         diag = diagnose(idata, _reported_vars(idata))
         check_convergence(diag, settings)
         n_obs = self._n_rows()
         record = FitRecord(settings, method, diag, seconds_build, seconds_sample, n_obs, self.design.rows_dropped,
                            None if cells is None else cells.n_cells, choice, begin.init, begin.note, begin.seconds,
                            route=route, centred_on={} if method != "full" else
-                           {k: list(v.fixed_terms) for k, v in block_means(self.design, choice).items()})
+                           {k: list(v.fixed_terms) for k, v in block_means(self.design, choice).items()},
+                           density=density if method == "full" else "")
         return Fit(self.design, self.prior_dict, idata, record)
 
     def _frequentist_start(self, pmodel, choice: dict[str, str]) -> "_StartChoice":

@@ -158,7 +158,7 @@ def verbagg(out: str, inits: tuple[str, ...] = ("sampler",)) -> None:
         par = ", ".join(f"{k} {v}" + (f" on {' + '.join(r.centred_on[k])}" if r.centred_on.get(k) else "")
                         for k, v in r.parameterization.items())
         ratio = f"{wall / glmer['wall']:.2f}" if glmer else "-"
-        lines.append(f"| bayesmlm, defaults | {r.init} | {par} | {wall:.1f} | {ratio} | {d.max_rhat:.3f} | {d.min_ess_bulk:.0f} | "
+        lines.append(f"| bayesmlm, defaults, density {r.density} | {r.init} | {par} | {wall:.1f} | {ratio} | {d.max_rhat:.3f} | {d.min_ess_bulk:.0f} | "
                      f"{d.min_ess_tail:.0f} | {d.divergences} | {'yes' if d.converged else 'NO'} | {gap:.2f} | "
                      f"{', '.join(d.flagged[:3]) or '-'} |")
         print(lines[-1], flush=True)

@@ -79,7 +79,8 @@ def worker(name: str, sampler: str, resample: bool) -> dict:
     d, r = fit.diagnostics, fit.record
     sampling = float(fit.posterior.attrs.get("sampling_time", float("nan")))
     return {"wall": wall, "sampling": sampling, "compile": r.seconds_sample - sampling, "build": r.seconds_build,
-            "rhat": d.max_rhat, "ess": d.min_ess_bulk, "div": d.divergences, "converged": d.converged}
+            "rhat": d.max_rhat, "ess": d.min_ess_bulk, "div": d.divergences, "converged": d.converged,
+            "density": r.density, "load": os.getloadavg()[0]}
 
 
 GLMER = """
@@ -122,11 +123,11 @@ def main() -> None:
         return
     path = os.pathsep.join([str(ROOT), *filter(None, [os.environ.get("PYTHONPATH")])])
     lines = ["| model | route | caches | wall (s) | / glmer | compile (s) | sampling (s) | max R-hat | min bulk ESS | "
-             "ESS/s | divergences |", "|---|---|---|---|---|---|---|---|---|---|---|"]
+             "ESS/s | divergences | load |", "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for name in args.models:
         g = glmer(name)
-        lines.append(f"| {name} | lme4 glmer (Laplace) | - | {g:.2f} | 1.00 | - | - | - | - | - | - |" if g else
-                     f"| {name} | lme4 glmer | not run (no Rscript) | | | | | | | | |")
+        lines.append(f"| {name} | lme4 glmer (Laplace) | - | {g:.2f} | 1.00 | - | - | - | - | - | - | {os.getloadavg()[0]:.1f} |" if g else
+                     f"| {name} | lme4 glmer | not run (no Rscript) | | | | | | | | | |")
         print(lines[-1], flush=True)
         for sampler in args.routes:
             folder = Path(tempfile.mkdtemp(prefix=f"bayesmlm-fresh-{name}-{sampler}-"))
@@ -135,9 +136,9 @@ def main() -> None:
             for caches, resample in (("empty", "0"), ("warm", "0"), ("warm, new data", "1")):
                 r = _run([name, sampler, resample], env)
                 ratio = f"{r['wall'] / g:.1f}" if g else "-"
-                lines.append(f"| {name} | {sampler} | {caches} | {r['wall']:.1f} | {ratio} | {r['compile']:.1f} | "
-                             f"{r['sampling']:.1f} | {r['rhat']:.3f} | {r['ess']:.0f} | {r['ess'] / r['sampling']:.0f} | "
-                             f"{r['div']} |")
+                lines.append(f"| {name} | {sampler}, density {r['density']} | {caches} | {r['wall']:.1f} | {ratio} | "
+                             f"{r['compile']:.1f} | {r['sampling']:.1f} | {r['rhat']:.3f} | {r['ess']:.0f} | "
+                             f"{r['ess'] / r['sampling']:.0f} | {r['div']} | {r['load']:.1f} |")
                 print(lines[-1], flush=True)
             shutil.rmtree(folder, ignore_errors=True)
     load = os.getloadavg()

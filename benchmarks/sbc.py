@@ -132,6 +132,8 @@ class Route:
         More ``MLM.fit`` arguments (e.g. ``parameterization=``), checked against ``fit.record`` after the fit.
     expect_route : str or None
         ``fit.record.route`` the fit must have taken (checked), e.g. ``"nested"``.
+    density : str
+        The full model's log density the fit must have used (``fit.record.density``); empty: either.
     """
 
     name: str
@@ -147,6 +149,7 @@ class Route:
     track_groups: int = 1
     fit_options: dict = field(default_factory=dict)
     expect_route: str | None = None
+    density: str = ""
 
 
 _SLOPES = {"(Intercept)": "normal(0, 1)", "x": "normal(0, 1)", "sd(g:(Intercept))": "half_normal(1)",
@@ -180,13 +183,18 @@ ROUTES = {r.name: r for r in [
     # Rows aggregated into binomial cells (x takes 3 values), the random effects sampled centred.
     Route("bernoulli_aggregated_centred", "y ~ x + (1 + x | g)", "bernoulli", "full", _SLOPES,
           Layout(n_groups=12, rows=(60, 100), x_values=(-1.0, 0.0, 1.0)), fit_options={"parameterization": "centred"}),
+    # The generalized full model's Numba kernel (fit.record.density "kernel", bayesmlm.fastpath.glmm_kernel): two
+    # crossed factors, one with a correlated (LKJ) block, rows aggregated into cells, the parameterisation by the rule.
+    Route("bernoulli_crossed_kernel", "y ~ x + (1 + x | g) + (1 | h)", "bernoulli", "full",
+          {**_SLOPES, "sd(h:(Intercept))": "half_normal(1)"},
+          Layout(n_groups=12, rows=(20, 40), x_values=(-1.0, 0.0, 1.0), crossed=6), density="kernel"),
 ]}
 # What fitted in about 40 minutes of a 2-core machine shared with other work (a full-model fit is ~8 CPU s, most
 # of it nutpie compiling the model, which embeds the data; a collapsed fit reuses its compiled model, ~0.6 s).
 # 0: not run by default (binomial with trials= builds the same y and trials as cbind: see sbc.md).
 DEFAULT_SIMS = {"gaussian_collapsed": 200, "gaussian_full": 40, "bernoulli_full": 40, "binomial_full": 40,
                 "binomial_trials_full": 0, "poisson_offset_full": 40, "bernoulli_aggregated_centred": 40, "gaussian_crossed_full": 40,
-                "bernoulli_crossed_centred": 40, "gaussian_nested_collapsed": 40}
+                "bernoulli_crossed_centred": 40, "gaussian_nested_collapsed": 40, "bernoulli_crossed_kernel": 40}
 
 
 # -- drawing from the priors ------------------------------------------------------------------------------
@@ -364,6 +372,7 @@ def run_one(route_name: str, sim: int) -> list[dict]:
         recorded = getattr(fit.record, key)
         assert recorded == value or set(dict(recorded).values()) == {value}, (key, recorded, value)
     assert route.expect_route is None or fit.record.route == route.expect_route, (fit.record.route, route.expect_route)
+    assert not route.density or fit.record.density == route.density, (fit.record.density, route.density)
     base["n_cells"] = fit.record.n_cells
     post = fit.posterior
     rows = []

@@ -31,10 +31,12 @@ import numba
 import numpy as np
 from numba import types
 
+from .prior_density import PRIOR_CODES
+from .prior_density import prior_logp as _prior
+
 __all__ = ["PRIOR_CODES", "NON_CENTRED", "CENTRED", "COLLAPSED", "HEAD", "pack_buffer", "logp_grad", "expand",
            "logp_cfunc", "expand_cfunc"]
 
-PRIOR_CODES = {"normal": 0, "student_t": 1, "half_normal": 2, "half_student_t": 3, "exponential": 4}
 COLLAPSED, NON_CENTRED, CENTRED = 0, 1, 2
 HEAD = 12  # d[0] = buffer length, then n_dim, p, M, J_c, nnz(W'W), nnz(B), K, n_obs, n_expanded, unused x2
 # Reassociation and contraction, but not "no NaN / no infinity": a NaN must still reach the sampler.
@@ -98,27 +100,6 @@ def pack_buffer(stats, kinds, mu_index, prior_rows, fixed_rows, sigma_row, paren
     d = np.concatenate([np.asarray(a, dtype=np.float64).ravel() for a in [head, blocks, *parts, *maps]])
     d[0] = len(d)
     return d
-
-
-@numba.njit(**_OPTIONS)
-def _prior(code, a, b, c, v):
-    """(log density, derivative) of a prior at v; parameters in design.priors' order."""
-    if code == 0:  # normal(mu, sigma)
-        z = (v - a) / b
-        return -0.5 * z * z - 0.5 * _LOG_2PI - math.log(b), -z / b
-    if code == 1:  # student_t(nu, mu, sigma)
-        r = v - b
-        lp = (math.lgamma((a + 1.0) / 2.0) - math.lgamma(a / 2.0) - 0.5 * math.log(a * math.pi * c * c)
-              - (a + 1.0) / 2.0 * math.log1p(r * r / (a * c * c)))
-        return lp, -(a + 1.0) * r / (a * c * c + r * r)
-    if code == 2:  # half_normal(sigma)
-        z = v / a
-        return -0.5 * z * z + 0.5 * math.log(2.0 / math.pi) - math.log(a), -z / a
-    if code == 3:  # half_student_t(nu, sigma)
-        lp = (math.log(2.0) + math.lgamma((a + 1.0) / 2.0) - math.lgamma(a / 2.0) - 0.5 * math.log(a * math.pi * b * b)
-              - (a + 1.0) / 2.0 * math.log1p(v * v / (a * b * b)))
-        return lp, -(a + 1.0) * v / (a * b * b + v * v)
-    return math.log(a) - a * v, -a  # exponential(lam)
 
 
 @numba.njit(**_OPTIONS)

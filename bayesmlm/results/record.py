@@ -50,6 +50,11 @@ class FitRecord:
         Per centred block (full model), the fixed effects its group
         coefficients are centred on (:mod:`bayesmlm.design.block_means`):
         the same-named terms, the intercept and group-level covariates.
+    density : str
+        How a full-model fit computed its log density: ``"kernel"`` (bernoulli,
+        binomial and poisson with nutpie: one Numba kernel compiled once per machine,
+        :mod:`bayesmlm.fastpath.glmm_fit`) or ``"pytensor"`` (the PyMC model's graph,
+        compiled per model); empty for the collapsed routes. The model is the same either way.
     """
 
     settings: SamplerSettings
@@ -66,3 +71,4 @@ class FitRecord:
     seconds_init: float = 0.0
     route: str = ""
     centred_on: dict = field(default_factory=dict)
+    density: str = ""

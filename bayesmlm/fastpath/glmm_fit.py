@@ -1,0 +1,264 @@
+"""The generalized full model on a Numba kernel: design -> kernel buffer -> nutpie -> posterior.
+
+For a bernoulli, binomial or poisson model, the density that
+:func:`bayesmlm.build.full.build_full_model` writes as a PyMC graph (every
+random effect sampled, centred or non-centred per factor, over cells where the
+rows aggregate) is :mod:`bayesmlm.fastpath.glmm_kernel`'s one Numba function,
+compiled once per machine; the data are its runtime buffer. nutpie calls it as
+a C callback from its own threads, so nothing is compiled per model and chains
+run in parallel. The posterior has the PyMC model's reported variables with
+their names and dimensions (``fixef``, ``sd_<b>``, ``cor_<b>``, ``u_<b>``), so
+every table, plot and prediction reads it unchanged.
+
+:func:`kernel_problem` says why a model cannot take the kernel (another
+family, a prior it does not write, ...); those keep the PyMC model.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+
+import numpy as np
+import xarray as xr
+from scipy.special import gammaln
+
+from ..build.full import centred_basis, model_coords
+from ..design.aggregate import Cells
+from ..design.block_means import block_means
+from ..design.matrices import Design
+from ..design.priors import Prior, cor_name, sd_name
+from ..sample.nuts import SamplerSettings
+from ..schema import FIXED, FIXED_DIM, cor_var, sd_var, u_var, variable_dims
+from .prior_density import POSITIVE, prior_row, support_point
+
+__all__ = ["FAMILIES", "kernel_problem", "GlmmPlan", "glmm_plan", "fit_glmm"]
+
+FAMILIES = ("bernoulli", "binomial", "poisson")
+_FIXED_PRIORS = ("normal", "student_t")
+
+
+def kernel_problem(design: Design, priors: dict[str, Prior]) -> str | None:
+    """Why the kernel cannot write this full model's density (None: it can).
+
+    Examples
+    --------
+    >>> import bayesmlm
+    >>> m = bayesmlm.MLM("incidence ~ period + (1 | herd)", bayesmlm.datasets.load("cbpp"), trials="size",
+    ...                  family="binomial")
+    >>> kernel_problem(m.design, m.prior_dict) is None
+    True
+    >>> kernel_problem(bayesmlm.MLM("Reaction ~ Days + (1 | Subject)", bayesmlm.datasets.load("sleepstudy")).design,
+    ...                {})
+    "family 'gaussian' (the kernel takes bernoulli, binomial, poisson)"
+    """
+    family = design.spec.family.name
+    if family not in FAMILIES:
+        return f"family '{family}' (the kernel takes {', '.join(FAMILIES)})"
+    if not design.blocks or not design.fixed_terms:
+        return "no random blocks" if not design.blocks else "no fixed effects (the PyMC model then has no fixef)"
+    for t in design.fixed_terms:
+        if priors[t].dist not in _FIXED_PRIORS:
+            return f"the prior of '{t}' is {priors[t]} (the kernel takes {', '.join(_FIXED_PRIORS)} on fixed effects)"
+    for b in design.blocks:
+        for t in b.terms:
+            prior = priors[sd_name(b.label, t)]
+            if prior.dist not in POSITIVE:
+                return f"the prior of {sd_name(b.label, t)} is {prior} (the kernel takes {', '.join(POSITIVE)})"
+        if b.correlated and len({priors[sd_name(b.label, t)].dist for t in b.terms}) != 1:
+            return f"the SDs of the correlated block '{b.label}' have different prior distributions"
+    return None
+
+
+class GlmmPlan:
+    """What the kernel samples for one model: its blocks, the buffer, and the posterior's layout.
+
+    Attributes
+    ----------
+    design : Design
+    parameterization : dict of str to str
+        ``"centred"`` or ``"non-centred"`` per grouping factor.
+    buffer : ndarray
+        :func:`bayesmlm.fastpath.glmm_kernel.pack_buffer`.
+    n_dim : int
+    dims : dict of str to tuple
+        The dimensions of each reported variable, in the order :func:`~bayesmlm.fastpath.glmm_kernel.expand` writes them.
+    """
+
+    def __init__(self, design: Design, priors: dict[str, Prior], cells: Cells | None, parameterization: dict[str, str]):
+        problem = kernel_problem(design, priors)
+        if problem:
+            raise ValueError(f"The full model's kernel cannot fit this model: {problem}.")
+        from . import glmm_kernel as kernel  # imported here: Numba loads its compiled callbacks on import
+
+        self.design, self.priors, self.parameterization = design, priors, dict(parameterization)
+        rows = slice(None) if cells is None else cells.first
+        means = block_means(design, self.parameterization)
+        blocks = []
+        for b in design.blocks:
+            centred = self.parameterization.get(b.group, "non-centred") == "centred"
+            f = design.factors[b.group]
+            eta = priors[cor_name(b.label)].kwargs["eta"] if b.correlated else 1.0
+            blocks.append(kernel.KernelBlock(
+                kernel.CENTRED if centred else kernel.NON_CENTRED, b.correlated, f.index[rows], b.Z[rows],
+                [prior_row(priors[sd_name(b.label, t)]) for t in b.terms], eta, f.n_levels,
+                H=means[b.label].H if centred else None, A=np.linalg.inv(centred_basis(b)) if centred else None))
+        self.blocks = blocks
+        y, trials, weights, offset, constant = _units(design, cells)
+        family = kernel.POISSON if design.spec.family.name == "poisson" else kernel.BINOMIAL
+        intercept = design.fixed_terms.index("(Intercept)") if design.has_intercept else -1
+        fixed_rows = np.array([prior_row(priors[t]) for t in design.fixed_terms]).reshape(-1, 4)
+        self.buffer = kernel.pack_buffer(family, y, trials, weights, offset, design.X[rows], design.x_centre, fixed_rows,
+                                         blocks, constant, intercept)
+        self.n_dim = int(self.buffer[1])
+        self.dims = {FIXED: (FIXED_DIM,)}
+        for b in design.blocks:
+            block_dims = variable_dims(b.label, b.group, b.correlated)
+            self.dims[sd_var(b.label)] = block_dims[sd_var(b.label)]
+            if b.correlated:
+                self.dims[cor_var(b.label)] = block_dims[cor_var(b.label)]
+            self.dims[u_var(b.label)] = block_dims[u_var(b.label)]
+
+    def initial_point(self, seed) -> np.ndarray:
+        """A start as PyMC draws one: each prior's support point (z = 0, v at its mean, L = I), jittered by U(-1, 1)."""
+        design, priors = self.design, self.priors
+        b = np.array([support_point(priors[t]) for t in design.fixed_terms], dtype=np.float64)
+        x = [b]
+        for blk in self.blocks:
+            x.append((np.zeros((blk.n_levels, blk.q)) if blk.H is None else blk.H @ b).ravel())
+        for blk, bd in zip(self.blocks, design.blocks):
+            if blk.correlated:
+                x.append(np.zeros(blk.n_sd))
+            else:
+                x.append(np.log([support_point(priors[sd_name(bd.label, t)]) for t in bd.terms]))
+        x = np.concatenate(x)
+        return x + np.random.default_rng(seed).uniform(-1.0, 1.0, self.n_dim)
+
+    def logp(self, x) -> tuple[float, np.ndarray]:
+        """The log density and its gradient at an unconstrained vector (for tests and checks).
+
+        Examples
+        --------
+        >>> import bayesmlm
+        >>> m = bayesmlm.MLM("incidence ~ period + (1 | herd)", bayesmlm.datasets.load("cbpp"), trials="size",
+        ...                  family="binomial")
+        >>> plan = glmm_plan(m.design, m.prior_dict)
+        >>> value, grad = plan.logp(plan.initial_point(1))
+        >>> grad.shape  # 4 fixed effects, 15 herds, 1 SD
+        (20,)
+        """
+        from .glmm_kernel import logp_grad
+
+        grad = np.empty(self.n_dim)
+        value = logp_grad(np.ascontiguousarray(x, dtype=np.float64), self.buffer, grad)
+        return float(value), grad
+
+
+def _units(design: Design, cells: Cells | None):
+    """(y, trials, weights, offset, constant) per unit: the cells, or the rows."""
+    family = design.spec.family.name
+    if cells is not None:
+        C = cells.n_cells
+        y = np.asarray(cells.y, dtype=np.float64)
+        offset = np.zeros(C) if cells.offset is None else np.asarray(cells.offset, dtype=np.float64)
+        trials = np.ones(C) if cells.trials is None else np.asarray(cells.trials, dtype=np.float64)
+        constant = float(cells.constant)
+        if not cells.weighted:  # PyMC's Binomial and Poisson keep their normalising terms
+            constant += float(np.sum(_log_normaliser(family, y, trials)))
+        return y, trials, np.ones(C), offset, constant
+    N = design.n_obs
+    y = np.asarray(design.y, dtype=np.float64)
+    trials = np.ones(N) if design.trials is None else np.asarray(design.trials, dtype=np.float64)
+    weights = np.ones(N) if design.weights is None else np.asarray(design.weights, dtype=np.float64)
+    offset = np.zeros(N) if design.offset is None else np.asarray(design.offset, dtype=np.float64)
+    return y, trials, weights, offset, float(np.sum(weights * _log_normaliser(family, y, trials)))
+
+
+def _log_normaliser(family: str, y: np.ndarray, trials: np.ndarray) -> np.ndarray:
+    if family == "poisson":
+        return -gammaln(y + 1.0)
+    return gammaln(trials + 1.0) - gammaln(y + 1.0) - gammaln(trials - y + 1.0)
+
+
+def glmm_plan(design: Design, priors: dict[str, Prior], cells: Cells | None = None,
+              parameterization: dict[str, str] | None = None) -> GlmmPlan:
+    """The kernel's plan of a generalized full model (see :class:`GlmmPlan`); factors not named are non-centred.
+
+    Examples
+    --------
+    >>> import bayesmlm
+    >>> m = bayesmlm.MLM("incidence ~ period + (1 | herd)", bayesmlm.datasets.load("cbpp"), trials="size",
+    ...                  family="binomial")
+    >>> glmm_plan(m.design, m.prior_dict, parameterization={"herd": "centred"}).n_dim
+    20
+    """
+    return GlmmPlan(design, priors, cells, parameterization or {})
+
+
+def _nutpie_model(plan: GlmmPlan):
+    from nutpie.compile_pymc import CompiledPyMCModel
+
+    from . import glmm_kernel as kernel
+
+    coords = model_coords(plan.design)
+    names = list(plan.dims)
+    shapes = [tuple(len(coords[d]) for d in plan.dims[n]) for n in names]
+    offsets = np.cumsum([0, *[int(np.prod(s)) for s in shapes]])
+    slices = [slice(int(offsets[i]), int(offsets[i + 1])) for i in range(len(names))]
+    return CompiledPyMCModel(
+        dims=plan.dims, _coords=coords, _n_dim=plan.n_dim, _shapes=dict(zip(names, shapes)),
+        compiled_logp_func=kernel.logp_cfunc, compiled_expand_func=kernel.expand_cfunc,
+        initial_point_func=plan.initial_point, shared_data={}, shared_var_keys={}, user_data=plan.buffer,
+        n_expanded=int(plan.buffer[6]), shape_info=(names, slices, shapes), logp_func=None, expand_func=None), coords
+
+
+def fit_glmm(design: Design, priors: dict[str, Prior], settings: SamplerSettings, cells: Cells | None,
+             parameterization: dict[str, str]):
+    """Sample a bernoulli, binomial or poisson full model on the kernel with nutpie.
+
+    Parameters
+    ----------
+    design : Design
+    priors : dict of str to Prior
+    settings : SamplerSettings
+        ``sampler="nutpie"`` only (the density is a Numba C callback).
+    cells : Cells or None
+        The aggregated rows (:func:`bayesmlm.design.aggregate.aggregate_rows`), or None: over the rows.
+    parameterization : dict of str to str
+        Per grouping factor (:func:`bayesmlm.design.parameterization.choose_parameterization`).
+
+    Returns
+    -------
+    idata : DataTree
+        ``posterior`` with ``fixef``, ``sd_*``, ``cor_*``, ``u_*``; nutpie's ``sample_stats``.
+    seconds_build, seconds_sample : float
+
+    Examples
+    --------
+    >>> idata, _, _ = fit_glmm(m.design, m.prior_dict, SamplerSettings(draws=200, tune=200, seed=1), None, {})  # doctest: +SKIP
+    >>> sorted(idata["posterior"].data_vars)  # doctest: +SKIP
+    ['fixef', 'sd_herd', 'u_herd']
+    """
+    import nutpie
+
+    s = settings.resolved()
+    if s.sampler != "nutpie":
+        raise ValueError(f"The full model's kernel runs with sampler='nutpie': its density is a Numba C callback that "
+                         f"sampler='{s.sampler}' cannot call.")
+    start = time.perf_counter()
+    plan = glmm_plan(design, priors, cells, parameterization)
+    seconds_build = time.perf_counter() - start
+    start = time.perf_counter()
+    model, coords = _nutpie_model(plan)
+    trace = nutpie.sample(model, draws=s.draws, tune=s.tune, chains=s.chains, cores=min(s.chains, os.cpu_count() or 1),
+                          seed=s.seed, progress_bar=s.progressbar, save_warmup=False, target_accept=s.target_accept)
+    seconds_sample = time.perf_counter() - start
+    draws = trace["posterior"]
+    posterior = xr.Dataset(
+        {n: xr.DataArray(draws[n].values, dims=("chain", "draw", *plan.dims[n]),
+                         coords={d: coords[d] for d in plan.dims[n]}) for n in plan.dims},
+        coords={"chain": np.arange(draws.sizes["chain"]), "draw": np.arange(draws.sizes["draw"])})
+    posterior.attrs.update({"compile_seconds": 0.0, "sampling_time": float(draws.attrs.get("sampling_time", seconds_sample)),
+                            "method": "full", "density": "kernel"})
+    tree = xr.DataTree.from_dict({"posterior": posterior, "sample_stats": trace["sample_stats"].to_dataset()})
+    return tree, seconds_build, seconds_sample

@@ -1,0 +1,445 @@
+"""Stage 4, sample (generalized full model): its log density and gradient as one Numba kernel, and nutpie's C callbacks.
+
+The model is :func:`bayesmlm.build.full.build_full_model`'s for a bernoulli,
+binomial (logit link) or poisson (log link) outcome, over cells or rows. With
+units i (cells or rows), weights w_i (1 without), trials n_i and offsets o_i,
+
+    eta_i = Xc_i b + sum_k Z_ki u_k[g_k(i)] + o_i
+    loglik = sum_i w_i (y_i eta_i - n_i softplus(eta_i))      (bernoulli, binomial)
+             sum_i w_i (y_i eta_i - exp(eta_i))               (poisson)
+             + the constant (binomial coefficients, log y!, the aggregation's)
+
+with Xc = X minus its centre and b = ``b_centred``. The unconstrained vector x is
+
+    b_centred (p) | per block its effects (J_k x q_k, by level) | per block its SD parameters
+
+Each block is non-centred (u_j = L z_j, z ~ N(0, I)) or centred (v_j, with
+u_j = A (v_j - H_j b), A^-1 :func:`bayesmlm.build.full.centred_basis` and H
+:func:`bayesmlm.design.block_means.block_means`). The centred density, PyMC's
+MvNormal(H_j b, chol(A^-1 L L' A^-T)) (or Normal(H_j b, sd) for a diagonal
+block with A = I), is written as log N(u_j | 0, L L'): A is unit triangular, so
+the two are equal exactly. L is diag(SD) with the SDs on the log scale
+(uncorrelated block) or PyMC's packed LKJ Cholesky factor, rows of the lower
+triangle with the diagonal on the log scale, and the density of
+``pm.LKJCholeskyCov`` (the same terms as :mod:`bayesmlm.fastpath.kernels`).
+Priors are :mod:`bayesmlm.fastpath.prior_density`'s, as PyMC's, with the log
+Jacobians, so the kernel's log density is the PyMC model's, constants included.
+
+Everything the kernel reads is one float64 buffer (:func:`pack_buffer`);
+index arrays are stored as int64 bit patterns. The kernel is the same for every
+model (nothing is generated), so Numba compiles it once per machine.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numba
+import numpy as np
+from numba import types
+
+from .prior_density import prior_logp
+
+__all__ = ["HEAD", "BLOCK_FIELDS", "NON_CENTRED", "CENTRED", "BINOMIAL", "POISSON", "KernelBlock", "pack_buffer",
+           "logp_grad", "expand", "logp_cfunc", "expand_cfunc"]
+
+NON_CENTRED, CENTRED = 1, 2
+BINOMIAL, POISSON = 0, 1
+HEAD = 16  # d[0] length, n_dim, p, K, N, family, n_expanded, constant, intercept, o_blocks, o_units, o_fixed, o_xc, o_X
+BLOCK_FIELDS = 16
+_OPTIONS = {"cache": True, "error_model": "numpy", "nogil": True, "fastmath": {"nsz", "arcp", "contract", "afn", "reassoc"}}
+_LOG_2PI = math.log(2.0 * math.pi)
+
+
+class KernelBlock:
+    """One random block as the kernel reads it.
+
+    Attributes
+    ----------
+    kind : int
+        :data:`NON_CENTRED` or :data:`CENTRED`.
+    correlated : bool
+    index : ndarray (N,) of int
+        Each unit's level.
+    Z : ndarray (N, q)
+    priors : ndarray (q, 4)
+        The SD prior of each term (:func:`bayesmlm.fastpath.prior_density.prior_row`).
+    eta : float
+        The LKJ shape (correlated blocks).
+    n_levels : int
+    H : ndarray (J, q, p) or None
+        A centred block's mean, ``H[j] @ b_centred`` (None: zero).
+    A : ndarray (q, q)
+        u_j = A (v_j - H_j b) for a centred block (the inverse of its basis).
+    """
+
+    def __init__(self, kind, correlated, index, Z, priors, eta, n_levels, H=None, A=None):
+        self.kind, self.correlated, self.eta, self.n_levels = int(kind), bool(correlated), float(eta), int(n_levels)
+        self.index = np.asarray(index, dtype=np.int64)
+        self.Z = np.ascontiguousarray(Z, dtype=np.float64)
+        self.q = self.Z.shape[1]
+        self.priors = np.asarray(priors, dtype=np.float64).reshape(self.q, 4)
+        self.H = None if H is None or not np.any(H) else np.ascontiguousarray(H, dtype=np.float64)
+        self.A = np.eye(self.q) if A is None else np.asarray(A, dtype=np.float64)
+
+    @property
+    def n_sd(self) -> int:
+        """The SD parameters in x: q log SDs, or the q (q + 1) / 2 packed Cholesky entries."""
+        return self.q * (self.q + 1) // 2 if self.correlated else self.q
+
+
+def pack_buffer(family, y, trials, weights, offset, X, x_centre, fixed_priors, blocks, constant, intercept) -> np.ndarray:
+    """The one buffer the kernel reads.
+
+    Parameters
+    ----------
+    family : int
+        :data:`BINOMIAL` (bernoulli and binomial) or :data:`POISSON`.
+    y, trials, weights, offset : arrays (N,)
+        Per unit (cell or row); trials are ignored for poisson.
+    X : array (N, p)
+        The fixed-effect columns, uncentred; ``x_centre`` (p,) is subtracted (and kept, for ``fixef``).
+    fixed_priors : array (p, 4)
+        Prior rows of ``b_centred``.
+    blocks : list of KernelBlock
+    constant : float
+        Added to the log density (binomial coefficients, log y!, the aggregation's constant).
+    intercept : int
+        The intercept's column (-1: none), for ``fixef``.
+
+    Examples
+    --------
+    >>> b = KernelBlock(NON_CENTRED, False, [0, 1], np.ones((2, 1)), [[2, 1, 0, 0]], 1.0, 2)
+    >>> d = pack_buffer(BINOMIAL, [1, 0], [1, 1], [1, 1], [0, 0], np.ones((2, 1)), [0.0], [[0, 0, 2.5, 0]], [b], 0.0, 0)
+    >>> int(d[1]), int(d[6])  # n_dim (1 + 2 + 1), n_expanded (fixef, sd, u)
+    (4, 4)
+    """
+    X = np.ascontiguousarray(np.asarray(X, dtype=np.float64) - np.asarray(x_centre, dtype=np.float64))
+    N, p = X.shape
+    K = len(blocks)
+    bits = lambda a: np.asarray(a, dtype=np.int64).view(np.float64)  # noqa: E731  (read back through d.view)
+    o_blocks = HEAD
+    o_units = o_blocks + BLOCK_FIELDS * K
+    o_fixed = o_units + 4 * N
+    o_xc = o_fixed + 4 * p
+    o_X = o_xc + p
+    end = o_X + N * p
+    parts, table = [], []
+    x_at = p + sum(b.n_levels * b.q for b in blocks)
+    n_dim = x_at + sum(b.n_sd for b in blocks)
+    e_at, out_at = p, p
+    for b in blocks:
+        arrays = [b.priors.ravel(), bits(b.index), b.Z.ravel(), b.A.ravel()] + ([b.H.ravel()] if b.H is not None else [])
+        starts = np.cumsum([end] + [a.size for a in arrays])
+        parts += arrays
+        end = int(starts[-1])
+        table.append([b.kind, b.q, b.n_levels, int(b.correlated), e_at, x_at, b.eta, starts[0], starts[1], starts[2],
+                      starts[4] if b.H is not None else -1, starts[3], out_at, 0, 0, 0])
+        e_at += b.n_levels * b.q
+        x_at += b.n_sd
+        out_at += b.q + (b.q * (b.q - 1) // 2 if b.correlated else 0) + b.n_levels * b.q
+    head = [0.0, n_dim, p, K, N, family, out_at, constant, intercept, o_blocks, o_units, o_fixed, o_xc, o_X, 0, 0]
+    units = [np.asarray(a, dtype=np.float64).ravel() for a in (y, trials, weights, offset)]
+    d = np.concatenate([np.asarray(head, dtype=np.float64), np.asarray(table, dtype=np.float64).ravel(), *units,
+                        np.asarray(fixed_priors, dtype=np.float64).ravel(), np.asarray(x_centre, dtype=np.float64),
+                        X.ravel(), *parts])
+    d[0] = len(d)
+    return d
+
+
+@numba.njit(**_OPTIONS)
+def _cholesky_factor(x, d, r, L):
+    """L (q x q, lower) of block row r from x: diag(exp) of the log SDs, or the packed Cholesky factor."""
+    q, corr, sd_at = int(d[r + 1]), int(d[r + 3]), int(d[r + 5])
+    for a in range(q):
+        for c in range(q):
+            L[a, c] = 0.0
+    if corr == 0:
+        for a in range(q):
+            L[a, a] = math.exp(x[sd_at + a])
+        return
+    i = sd_at
+    for a in range(q):
+        for c in range(a + 1):
+            L[a, c] = math.exp(x[i]) if c == a else x[i]
+            i += 1
+
+
+@numba.njit(**_OPTIONS)
+def _effects(x, d, r, L, u):
+    """u (J x q) of block row r: L z_j (non-centred) or A (v_j - H_j b) (centred); u is flat, by level."""
+    kind, q, J, e_at, h_at, a_at = int(d[r]), int(d[r + 1]), int(d[r + 2]), int(d[r + 4]), int(d[r + 10]), int(d[r + 11])
+    p = int(d[2])
+    e = np.empty(q)
+    for j in range(J):
+        for a in range(q):
+            e[a] = x[e_at + j * q + a]
+        if kind == 2 and h_at >= 0:
+            for a in range(q):
+                m = 0.0
+                for t in range(p):
+                    m += d[h_at + (j * q + a) * p + t] * x[t]
+                e[a] -= m
+        for a in range(q):
+            acc = 0.0
+            if kind == 1:
+                for c in range(a + 1):
+                    acc += L[a, c] * e[c]
+            else:
+                for c in range(q):
+                    acc += d[a_at + a * q + c] * e[c]
+            u[j * q + a] = acc
+
+
+@numba.njit(**_OPTIONS)
+def _sd_prior(x, d, r, L, dL, grad):
+    """The SD priors (or the LKJ Cholesky density) of block row r, with dL chained into x; returns the log density."""
+    q, corr, sd_at, eta, pr_at = int(d[r + 1]), int(d[r + 3]), int(d[r + 5]), d[r + 6], int(d[r + 7])
+    lp = 0.0
+    if corr == 0:
+        for a in range(q):
+            s = L[a, a]
+            o = pr_at + 4 * a
+            v, dv = prior_logp(int(d[o]), d[o + 1], d[o + 2], d[o + 3], s)
+            lp += v + x[sd_at + a]
+            grad[sd_at + a] += (dL[a, a] + dv) * s + 1.0
+        return lp
+    # pm.LKJCholeskyCov: the LKJ normalising constant, then per row r its SD's prior and the LKJ terms
+    lp += (q - 1) * math.lgamma(eta + 0.5 * (q - 1))
+    for k in range(1, q):
+        lp -= 0.5 * k * math.log(math.pi) + math.lgamma(eta + 0.5 * (q - 1 - k))
+    i = sd_at
+    for a in range(q):
+        ss = 0.0
+        for c in range(a + 1):
+            ss += L[a, c] * L[a, c]
+        s = math.sqrt(ss)
+        o = pr_at + 4 * a
+        v, dv = prior_logp(int(d[o]), d[o + 1], d[o + 2], d[o + 3], s)
+        w = 2.0 * eta - 2.0 + q - a
+        lp += v + w * math.log(L[a, a] / s) - a * math.log(s)
+        dsd = (dv - (2.0 * eta + q - 2.0) / s) / s
+        for c in range(a + 1):
+            g = dL[a, c] + dsd * L[a, c]
+            if c == a:
+                g += w / L[a, a]
+                lp += x[i]
+                grad[i] += g * L[a, a] + 1.0
+            else:
+                grad[i] += g
+            i += 1
+    return lp
+
+
+@numba.njit(**_OPTIONS)
+def _block_density(x, d, r, L, u, gu, dL, grad):
+    """The effects' own density of block row r and the likelihood's gradient gu chained into x; fills dL."""
+    kind, q, J, e_at, h_at, a_at = int(d[r]), int(d[r + 1]), int(d[r + 2]), int(d[r + 4]), int(d[r + 10]), int(d[r + 11])
+    p = int(d[2])
+    for a in range(q):
+        for c in range(q):
+            dL[a, c] = 0.0
+    lp = -0.5 * J * q * _LOG_2PI
+    w = np.empty(q)
+    g = np.empty(q)
+    t = np.empty(q)
+    for j in range(J):
+        o = j * q
+        if kind == 1:  # z ~ N(0, I), u = L z
+            for c in range(q):
+                z = x[e_at + o + c]
+                acc = 0.0
+                for a in range(c, q):
+                    acc += L[a, c] * gu[o + a]
+                lp -= 0.5 * z * z
+                grad[e_at + o + c] += acc - z
+                for a in range(c, q):
+                    dL[a, c] += gu[o + a] * z
+            continue
+        # centred: log N(u | 0, L L'); w = L^-1 u, g = L^-T w = (L L')^-1 u
+        for a in range(q):
+            acc = u[o + a]
+            for c in range(a):
+                acc -= L[a, c] * w[c]
+            w[a] = acc / L[a, a]
+        for a in range(q - 1, -1, -1):
+            acc = w[a]
+            for c in range(a + 1, q):
+                acc -= L[c, a] * g[c]
+            g[a] = acc / L[a, a]
+        for a in range(q):
+            lp -= 0.5 * w[a] * w[a]
+            for c in range(a + 1):
+                dL[a, c] += g[a] * w[c]
+        for c in range(q):  # d/dv = A' (gu - g); the mean H_j b takes minus that
+            acc = 0.0
+            for a in range(q):
+                acc += d[a_at + a * q + c] * (gu[o + a] - g[a])
+            t[c] = acc
+            grad[e_at + o + c] += acc
+        if h_at >= 0:
+            for a in range(q):
+                for s in range(p):
+                    grad[s] -= d[h_at + (o + a) * p + s] * t[a]
+    if kind == 2:
+        for a in range(q):
+            lp -= J * math.log(L[a, a])
+            dL[a, a] -= J / L[a, a]
+    return lp
+
+
+@numba.njit(**_OPTIONS)
+def logp_grad(x, d, grad):
+    """The log density at x (see the module's docstring); its gradient is written into grad."""
+    n_dim, p, K, N, family = int(d[1]), int(d[2]), int(d[3]), int(d[4]), int(d[5])
+    o_blocks, o_units, o_fixed, o_xc, o_X = int(d[9]), int(d[10]), int(d[11]), int(d[12]), int(d[13])
+    di = d.view(np.int64)
+    for i in range(n_dim):
+        grad[i] = 0.0
+    lp = d[7]
+    for t in range(p):
+        o = o_fixed + 4 * t
+        v, dv = prior_logp(int(d[o]), d[o + 1], d[o + 2], d[o + 3], x[t])
+        lp += v
+        grad[t] += dv
+    n_eff, qmax = 0, 1
+    for k in range(K):
+        r = o_blocks + BLOCK_FIELDS * k
+        n_eff += int(d[r + 1]) * int(d[r + 2])
+        qmax = max(qmax, int(d[r + 1]))
+    Ls = np.zeros((K, qmax, qmax))
+    u = np.empty(n_eff)
+    gu = np.zeros(n_eff)
+    for k in range(K):
+        r = o_blocks + BLOCK_FIELDS * k
+        _cholesky_factor(x, d, r, Ls[k])
+        _effects(x, d, r, Ls[k], u[int(d[r + 4]) - p:])
+    # the likelihood in passes over the units (each a plain loop the compiler can keep in registers):
+    # eta, then r_i = d loglik / d eta_i, then r to b and to each block's effects
+    eta = np.empty(N)
+    for i in range(N):
+        acc = d[o_units + 3 * N + i]
+        row = o_X + i * p
+        for t in range(p):
+            acc += d[row + t] * x[t]
+        eta[i] = acc
+    for k in range(K):
+        r = o_blocks + BLOCK_FIELDS * k
+        q, at, ix, zs = int(d[r + 1]), int(d[r + 4]) - p, int(d[r + 8]), int(d[r + 9])
+        if q == 1:
+            for i in range(N):
+                eta[i] += d[zs + i] * u[at + di[ix + i]]
+        else:
+            for i in range(N):
+                o = at + q * di[ix + i]
+                acc = 0.0
+                for a in range(q):
+                    acc += d[zs + i * q + a] * u[o + a]
+                eta[i] += acc
+    res = np.empty(N)
+    ll = 0.0
+    if family == 1:
+        for i in range(N):
+            mu = math.exp(eta[i])
+            w = d[o_units + 2 * N + i]
+            ll += w * (d[o_units + i] * eta[i] - mu)
+            res[i] = w * (d[o_units + i] - mu)
+    else:
+        for i in range(N):
+            e = eta[i]
+            ex = math.exp(-abs(e))
+            sp = max(e, 0.0) + math.log1p(ex)
+            prob = (1.0 if e > 0.0 else ex) / (1.0 + ex)
+            w, n = d[o_units + 2 * N + i], d[o_units + N + i]
+            ll += w * (d[o_units + i] * e - n * sp)
+            res[i] = w * (d[o_units + i] - n * prob)
+    for i in range(N):
+        ri = res[i]
+        row = o_X + i * p
+        for t in range(p):
+            grad[t] += ri * d[row + t]
+    for k in range(K):
+        r = o_blocks + BLOCK_FIELDS * k
+        q, at, ix, zs = int(d[r + 1]), int(d[r + 4]) - p, int(d[r + 8]), int(d[r + 9])
+        if q == 1:
+            for i in range(N):
+                gu[at + di[ix + i]] += res[i] * d[zs + i]
+        else:
+            for i in range(N):
+                o = at + q * di[ix + i]
+                for a in range(q):
+                    gu[o + a] += res[i] * d[zs + i * q + a]
+    lp += ll
+    dL = np.empty((qmax, qmax))
+    for k in range(K):
+        r = o_blocks + BLOCK_FIELDS * k
+        at = int(d[r + 4]) - p
+        lp += _block_density(x, d, r, Ls[k], u[at:], gu[at:], dL, grad)
+        lp += _sd_prior(x, d, r, Ls[k], dL, grad)
+    return lp
+
+
+@numba.njit(**_OPTIONS)
+def expand(x, d, out):
+    """fixef (p), then per block its SDs, correlations (upper triangle by rows) and u (by level), from x."""
+    p, K, o_blocks, o_xc, i0 = int(d[2]), int(d[3]), int(d[9]), int(d[12]), int(d[8])
+    for t in range(p):
+        out[t] = x[t]
+    if i0 >= 0:
+        for t in range(p):
+            out[i0] -= x[t] * d[o_xc + t]
+    for k in range(K):
+        r = o_blocks + BLOCK_FIELDS * k
+        q, J, corr, at = int(d[r + 1]), int(d[r + 2]), int(d[r + 3]), int(d[r + 12])
+        L = np.zeros((q, q))
+        _cholesky_factor(x, d, r, L)
+        sd = np.empty(q)
+        for a in range(q):
+            ss = 0.0
+            for c in range(a + 1):
+                ss += L[a, c] * L[a, c]
+            sd[a] = math.sqrt(ss)
+            out[at + a] = sd[a]
+        at += q
+        if corr == 1:
+            for a in range(q):
+                for b in range(a + 1, q):
+                    cv = 0.0
+                    for c in range(a + 1):
+                        cv += L[b, c] * L[a, c]
+                    out[at] = cv / (sd[a] * sd[b])
+                    at += 1
+        _effects(x, d, r, L, out[at:at + J * q])
+    return 0
+
+
+_PTR = types.CPointer(types.double)
+
+
+@numba.cfunc(types.int64(types.uint64, _PTR, _PTR, _PTR, types.voidptr), **_OPTIONS)
+def logp_cfunc(dim, x_, grad_, logp_, data_):
+    """nutpie's log-density callback: the buffer is the model's user data."""
+    head = numba.carray(data_, (HEAD,), dtype=np.float64)
+    if dim != int(head[1]):
+        return -1
+    d = numba.carray(data_, (int(head[0]),), dtype=np.float64)
+    x = numba.carray(x_, (dim,))
+    grad = numba.carray(grad_, (dim,))
+    value = logp_grad(x, d, grad)
+    logp_[0] = value
+    for i in range(dim):
+        if not math.isfinite(grad[i]):
+            return 3
+    if not math.isfinite(value):
+        return 4
+    return 0
+
+
+@numba.cfunc(types.int64(types.uint64, types.uint64, _PTR, _PTR, types.voidptr), **_OPTIONS)
+def expand_cfunc(dim, n_expanded, x_, out_, data_):
+    """nutpie's callback writing the stored values of a draw."""
+    head = numba.carray(data_, (HEAD,), dtype=np.float64)
+    if dim != int(head[1]) or n_expanded != int(head[6]):
+        return -1
+    d = numba.carray(data_, (int(head[0]),), dtype=np.float64)
+    return expand(numba.carray(x_, (dim,)), d, numba.carray(out_, (n_expanded,)))
