@@ -51,7 +51,7 @@ def _dense_log_density(m, plan, x: np.ndarray) -> float:
     p = len(design.fixed_terms)
     b_c = x[:p]
     lp = sum(_log_prior(priors[t], b_c[i]) for i, t in enumerate(design.fixed_terms))
-    sizes = [design.factors[b.group].n_levels for b in plan.blocks[:-1]]
+    sizes = [design.factors[b.group].n_levels for b in plan.sampled]
     starts = np.cumsum([p, *sizes])[:-1]
     K = len(plan.blocks)
     log_sd = x[p + sum(sizes): p + sum(sizes) + K]
@@ -61,13 +61,19 @@ def _dense_log_density(m, plan, x: np.ndarray) -> float:
     for k, b in enumerate(plan.blocks):
         lp += _log_prior(priors[_sd_key(m, b)], sd[k]) + log_sd[k]
     eta = (design.X - design.x_centre) @ b_c
-    for k, b in enumerate(plan.blocks[:-1]):
+    for k, b in enumerate(plan.sampled):
         v = x[starts[k]: starts[k] + sizes[k]]
+        parent = plan.parents[k]
         if plan.kinds[k] == kernel.NON_CENTRED:
             lp += stats.norm.logpdf(v).sum()
             u = sd[k] * v
+        elif parent is not None and plan.kinds[parent[0]] == kernel.MARGINAL:
+            # the parent's effects integrated out by hand: e = v - mu = u + P u_parent ~ N(0, tau^2 I + tau_p^2 P P')
+            pk, levels = parent
+            P = np.eye(levels.max() + 1)[levels]
+            u = v - (b_c[plan.mu_index[k]] if plan.mu_index[k] >= 0 else 0.0)
+            lp += stats.multivariate_normal.logpdf(u, np.zeros(len(u)), sd[k] ** 2 * np.eye(len(u)) + sd[pk] ** 2 * P @ P.T)
         else:
-            parent = plan.parents[k]
             if parent is not None:
                 pk, levels = parent
                 mu = x[starts[pk]: starts[pk] + sizes[pk]][levels]
@@ -94,8 +100,10 @@ def test_log_density_equals_the_dense_marginal(parameterization):
     m = bayesmlm.MLM("y ~ 1 + x + (1 | a) + (1 | b) + (0 + x | b) + (1 | c)", _small(1))
     plan = crossed_plan(m.design, m.prior_dict, parameterization)
     assert plan.parameterization["a"] == "collapsed"
-    if parameterization == "centred":  # c is nested in b: centred on b's intercepts, not on the fixed intercept
-        assert [p is not None for p in plan.parents] == [False, False, True, False]
+    if parameterization == "centred":  # c is nested in b: b's intercepts integrated out of c's prior
+        assert [b.label for b in plan.blocks] == ["b.1", "c", "b", "a"]
+        assert plan.kinds == (kernel.CENTRED, kernel.CENTRED, kernel.MARGINAL, kernel.COLLAPSED)
+        assert plan.parents[1][0] == 2 and plan.parameterization == {"a": "collapsed", "b": "centred", "c": "centred"}
     rng = np.random.default_rng(2)
     for _ in range(3):
         x = plan.initial_point(int(rng.integers(1000))) + rng.normal(scale=0.3, size=plan.n_dim)
