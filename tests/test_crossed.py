@@ -179,3 +179,32 @@ def test_recovers_known_parameters_from_simulated_crossed_data():
     for name, u in (("a", u_a), ("b", u_b)):
         est = post[u_var(name)].mean(("chain", "draw")).values.ravel()
         assert np.corrcoef(est, u)[0, 1] > 0.9, name
+
+
+def test_integrated_parent_effects_are_drawn_from_their_exact_conditional():
+    """b's intercepts, integrated out of c's prior, drawn afterwards: their mean and covariance given c's e = v - mu
+    equal the dense Gaussian conditional of (u_b, e) with e = u_c + P u_b, and u_c + P u_b gives e back."""
+    import xarray as xr
+
+    from bayesmlm.fastpath.crossed_fit import recover_integrated
+
+    m = bayesmlm.MLM("y ~ 1 + x + (1 | a) + (1 | b) + (0 + x | b) + (1 | c)", _small(1))
+    plan = crossed_plan(m.design, m.prior_dict, "centred")
+    child, parent = plan.blocks[1], plan.blocks[2]
+    levels = plan.parents[1][1]
+    e = np.random.default_rng(4).normal(size=len(levels))
+    tau, tau_p, S = 0.7, 1.3, 40_000
+    post = xr.Dataset({u_var(child.label): (("chain", "draw", "c", "c_term"), np.broadcast_to(e[None, None, :, None], (2, S // 2, len(e), 1))),
+                       sd_var(child.label): (("chain", "draw", "c_term"), np.full((2, S // 2, 1), tau)),
+                       sd_var(parent.label): (("chain", "draw", "b_term"), np.full((2, S // 2, 1), tau_p))})
+    out = recover_integrated(post, plan, seed=5)
+    u_b = out[u_var(parent.label)].values.reshape(S, -1)
+    np.testing.assert_allclose(out[u_var(child.label)].values.reshape(S, -1) + u_b[:, levels], np.broadcast_to(e, (S, len(e))),
+                               atol=1e-12)
+    P = np.eye(u_b.shape[1])[levels]
+    cov_e = tau ** 2 * np.eye(len(e)) + tau_p ** 2 * P @ P.T
+    gain = tau_p ** 2 * P.T @ np.linalg.inv(cov_e)
+    mean, cov = gain @ e, tau_p ** 2 * np.eye(P.shape[1]) - gain @ P * tau_p ** 2
+    se = np.sqrt(np.diag(cov) / S)
+    assert np.all(np.abs(u_b.mean(axis=0) - mean) < 4 * se), (u_b.mean(axis=0), mean)
+    np.testing.assert_allclose(np.cov(u_b.T), cov, atol=0.03)

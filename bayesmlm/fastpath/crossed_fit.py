@@ -363,7 +363,7 @@ def fit_crossed(design: Design, priors: dict[str, Prior], settings: SamplerSetti
     model, dims, coords = _nutpie_model(plan)
     trace = nutpie.sample(model, draws=s.draws, tune=s.tune, chains=s.chains, cores=min(s.chains, os.cpu_count() or 1),
                           seed=s.seed, progress_bar=s.progressbar, save_warmup=False, target_accept=s.target_accept,
-                          low_rank_modified_mass_matrix=plan.n_dim <= LOW_RANK_MAX_DIM, **NUTPIE_OPTIONS)
+                          adaptation="low_rank" if plan.n_dim <= LOW_RANK_MAX_DIM else "diag", **NUTPIE_OPTIONS)
     sampling_seconds = time.perf_counter() - start
     draws = trace["posterior"]
     posterior = xr.Dataset(
