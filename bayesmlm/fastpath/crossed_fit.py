@@ -361,9 +361,10 @@ def fit_crossed(design: Design, priors: dict[str, Prior], settings: SamplerSetti
     seconds_build = time.perf_counter() - start
     start = time.perf_counter()
     model, dims, coords = _nutpie_model(plan)
+    options = {"save_warmup": False, "adaptation": "low_rank" if plan.n_dim <= LOW_RANK_MAX_DIM else "diag",
+               **NUTPIE_OPTIONS}
     trace = nutpie.sample(model, draws=s.draws, tune=s.tune, chains=s.chains, cores=min(s.chains, os.cpu_count() or 1),
-                          seed=s.seed, progress_bar=s.progressbar, save_warmup=False, target_accept=s.target_accept,
-                          adaptation="low_rank" if plan.n_dim <= LOW_RANK_MAX_DIM else "diag", **NUTPIE_OPTIONS)
+                          seed=s.seed, progress_bar=s.progressbar, target_accept=s.target_accept, **options)
     sampling_seconds = time.perf_counter() - start
     draws = trace["posterior"]
     posterior = xr.Dataset(

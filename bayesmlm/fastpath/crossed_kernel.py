@@ -46,7 +46,7 @@ __all__ = ["PRIOR_CODES", "NON_CENTRED", "CENTRED", "COLLAPSED", "MARGINAL", "HE
 PRIOR_CODES = {"normal": 0, "student_t": 1, "half_normal": 2, "half_student_t": 3, "exponential": 4}
 COLLAPSED, NON_CENTRED, CENTRED, MARGINAL = 0, 1, 2, 3
 REC = 11  # per block: kind, x start, size, mu_at, map_at, parent's x start, prior (4), parent block
-HEAD = 12  # d[0] = buffer length, then n_dim, p, M, J_c, nnz(W'W), nnz(B), K, n_obs, n_expanded, U (distinct n_j), unused
+HEAD = 12  # d[0] = buffer length, then n_dim, p, M, J_c, nnz(W'W), B's ones, K, n_obs, n_expanded, U (distinct n_j), B's others
 # Reassociation and contraction, but not "no NaN / no infinity": a NaN must still reach the sampler.
 _OPTIONS = {"cache": True, "error_model": "numpy", "nogil": True, "fastmath": {"nsz", "arcp", "contract", "afn", "reassoc"}}
 _LOG_2PI = math.log(2.0 * math.pi)
@@ -100,13 +100,21 @@ def pack_buffer(stats, kinds, mu_index, prior_rows, fixed_rows, sigma_row, paren
     # the collapsed levels' a_j = sigma^2 + n_j tau_c^2 take few distinct values (n_j rows per level): their logs
     # and inverses are computed once per distinct n_j, not once per level
     n_values, n_index = np.unique(stats.zcz, return_inverse=True)
+    # B = Z_c'W holds mostly ones (one rating of a lecturer by a student): those entries are kept as column
+    # indices only, which halves what each gradient reads; the rest keep their values
+    is_one = stats.b.data == 1.0
+    ones, rest = stats.b.copy(), stats.b.copy()
+    ones.data = is_one.astype(np.float64)
+    rest.data = np.where(is_one, 0.0, stats.b.data)
+    ones.eliminate_zeros()
+    rest.eliminate_zeros()
 
     def bits(a):  # indices kept as int64 bit patterns, read back through d.view(np.int64)
         return np.asarray(a, dtype=np.int64).view(np.float64)
 
     parts = [np.ravel(fixed_rows), sigma_row, stats.x_centre, [stats.y_shift, stats.yty], stats.wty,
-             bits(stats.wtw.indptr), bits(stats.wtw.indices), stats.wtw.data, bits(stats.b.indptr), bits(stats.b.indices),
-             stats.b.data, stats.zcy, stats.zcz, n_values, bits(n_index)]
+             bits(stats.wtw.indptr), bits(stats.wtw.indices), stats.wtw.data, bits(ones.indptr), bits(ones.indices),
+             bits(rest.indptr), bits(rest.indices), rest.data, stats.zcy, stats.zcz, n_values, bits(n_index)]
     end = HEAD + REC * K + sum(np.size(a) for a in parts)
     blocks, maps = [], []
     for k in range(K):
@@ -119,7 +127,7 @@ def pack_buffer(stats, kinds, mu_index, prior_rows, fixed_rows, sigma_row, paren
             end += len(parents[k][1])
         blocks += [kinds[k], starts[k] if in_x[k] else -1, sizes[k], mu_index[k], map_at, parent_start,
                    *prior_rows[k], parent_block]
-    head = [0.0, n_dim, p, M, Jc, stats.wtw.nnz, stats.b.nnz, K, stats.n_obs, n_expanded, len(n_values), 0.0]
+    head = [0.0, n_dim, p, M, Jc, stats.wtw.nnz, ones.nnz, K, stats.n_obs, n_expanded, len(n_values), rest.nnz]
     d = np.concatenate([np.asarray(a, dtype=np.float64).ravel() for a in [head, blocks, *parts, *maps]])
     d[0] = len(d)
     return d
@@ -159,14 +167,18 @@ def _layout(d):
     o_wp = o_wty + M
     o_wi = o_wp + M + 1
     o_wd = o_wi + nw
+    nr = int(d[11])
     o_bp = o_wd + nw
     o_bi = o_bp + Jc + 1
-    o_bd = o_bi + nb
-    o_zcy = o_bd + nb
+    o_rp = o_bi + nb
+    o_ri = o_rp + Jc + 1
+    o_rd = o_ri + nr
+    o_zcy = o_rd + nr
     o_zcz = o_zcy + Jc
     o_nu = o_zcz + Jc
     o_ni = o_nu + int(d[10])
-    return (o_blocks, o_fixed, o_sigma, o_xc, o_ys, o_wty, o_wp, o_wi, o_wd, o_bp, o_bi, o_bd, o_zcy, o_nu, o_ni)
+    return (o_blocks, o_fixed, o_sigma, o_xc, o_ys, o_wty, o_wp, o_wi, o_wd, o_bp, o_bi, o_rp, o_ri, o_rd, o_zcy, o_nu,
+            o_ni)
 
 
 @numba.njit(**_OPTIONS)
@@ -244,7 +256,8 @@ def _marginal_prior(x, d, grad, gtheta, r, start, size, mu_at, map_at, at_sd, lt
 def logp_grad(x, d, grad):
     """The log density at x (see the module's docstring); its gradient is written into grad."""
     p, M, Jc, K, n_obs = int(d[2]), int(d[3]), int(d[4]), int(d[7]), d[8]
-    (o_blocks, o_fixed, o_sigma, o_xc, o_ys, o_wty, o_wp, o_wi, o_wd, o_bp, o_bi, o_bd, o_zcy, o_nu, o_ni) = _layout(d)
+    (o_blocks, o_fixed, o_sigma, o_xc, o_ys, o_wty, o_wp, o_wi, o_wd, o_bp, o_bi, o_rp, o_ri, o_rd, o_zcy, o_nu,
+     o_ni) = _layout(d)
     n_eff = M - p
     o_sd = p + n_eff
     n_dim = o_sd + K + 1
@@ -308,8 +321,11 @@ def logp_grad(x, d, grad):
     for j in range(Jc):
         s = d[o_zcy + j]
         k0, k1 = di[o_bp + j], di[o_bp + j + 1]
+        r0, r1 = di[o_rp + j], di[o_rp + j + 1]
         for k in range(k0, k1):
-            s -= d[o_bd + k] * theta[di[o_bi + k]]
+            s -= theta[di[o_bi + k]]
+        for k in range(r0, r1):
+            s -= d[o_rd + k] * theta[di[o_ri + k]]
         u = di[o_ni + j]
         ia = inv_a[u]
         ss = s * s
@@ -320,7 +336,9 @@ def logp_grad(x, d, grad):
         ds2_b += ss * c_s2[u]
         ws = t2 * s * ia
         for k in range(k0, k1):
-            gtheta[di[o_bi + k]] -= d[o_bd + k] * ws
+            gtheta[di[o_bi + k]] -= ws
+        for k in range(r0, r1):
+            gtheta[di[o_ri + k]] -= d[o_rd + k] * ws
     ds2 = ds2_a + t2 * ds2_b / (s2 * s2)
     lp += -0.5 * (n_obs * _LOG_2PI + (n_obs - Jc) * math.log(s2) + logdet + rr / s2 - t2 * quad / s2)
     grad[n_dim - 1] += -0.5 * ((n_obs - Jc) / s2 + ds2 - rr / (s2 * s2)) * 2.0 * s2
