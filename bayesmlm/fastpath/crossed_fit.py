@@ -35,7 +35,13 @@ from ..errors import SpecError
 from ..sample.nuts import SamplerSettings
 from ..schema import FIXED, FIXED_DIM, SIGMA, sd_var, term_dim, u_var, variable_dims
 from . import crossed_kernel as kernel
-from .crossed_stats import CrossedStats, collapsed_factor, crossed_problem, crossed_stats, is_nested
+from .crossed_stats import (
+    CrossedStats,
+    collapsed_factor,
+    crossed_problem,
+    crossed_stats,
+    is_nested,
+)
 
 __all__ = ["ROUTE", "LOW_RANK_MAX_DIM", "CrossedPlan", "crossed_plan", "fit_crossed", "recover_collapsed",
            "recover_integrated"]
