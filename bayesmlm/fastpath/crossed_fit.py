@@ -250,6 +250,9 @@ def _nutpie_model(plan: CrossedPlan):
 def recover_collapsed(posterior: xr.Dataset, plan: CrossedPlan, *, seed: int) -> xr.DataArray:
     """Draws of the collapsed factor's ``u_<b>`` from its exact Gaussian conditional, one per posterior draw.
 
+    It reads the sampled blocks' effects as the sampler stored them (theta): call
+    it before :func:`recover_integrated` splits a child's e into u_child and u_parent.
+
     Examples
     --------
     >>> u = recover_collapsed(fit.posterior, plan, seed=1)  # doctest: +SKIP
