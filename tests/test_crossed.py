@@ -51,7 +51,7 @@ def _dense_log_density(m, plan, x: np.ndarray) -> float:
     p = len(design.fixed_terms)
     b_c = x[:p]
     lp = sum(_log_prior(priors[t], b_c[i]) for i, t in enumerate(design.fixed_terms))
-    sizes = [design.factors[b.group].n_levels for b in plan.blocks[:-1]]
+    sizes = [design.factors[b.group].n_levels for b in plan.sampled]
     starts = np.cumsum([p, *sizes])[:-1]
     K = len(plan.blocks)
     log_sd = x[p + sum(sizes): p + sum(sizes) + K]
@@ -61,13 +61,19 @@ def _dense_log_density(m, plan, x: np.ndarray) -> float:
     for k, b in enumerate(plan.blocks):
         lp += _log_prior(priors[_sd_key(m, b)], sd[k]) + log_sd[k]
     eta = (design.X - design.x_centre) @ b_c
-    for k, b in enumerate(plan.blocks[:-1]):
+    for k, b in enumerate(plan.sampled):
         v = x[starts[k]: starts[k] + sizes[k]]
+        parent = plan.parents[k]
         if plan.kinds[k] == kernel.NON_CENTRED:
             lp += stats.norm.logpdf(v).sum()
             u = sd[k] * v
+        elif parent is not None and plan.kinds[parent[0]] == kernel.MARGINAL:
+            # the parent's effects integrated out by hand: e = v - mu = u + P u_parent ~ N(0, tau^2 I + tau_p^2 P P')
+            pk, levels = parent
+            P = np.eye(levels.max() + 1)[levels]
+            u = v - (b_c[plan.mu_index[k]] if plan.mu_index[k] >= 0 else 0.0)
+            lp += stats.multivariate_normal.logpdf(u, np.zeros(len(u)), sd[k] ** 2 * np.eye(len(u)) + sd[pk] ** 2 * P @ P.T)
         else:
-            parent = plan.parents[k]
             if parent is not None:
                 pk, levels = parent
                 mu = x[starts[pk]: starts[pk] + sizes[pk]][levels]
@@ -94,8 +100,10 @@ def test_log_density_equals_the_dense_marginal(parameterization):
     m = bayesmlm.MLM("y ~ 1 + x + (1 | a) + (1 | b) + (0 + x | b) + (1 | c)", _small(1))
     plan = crossed_plan(m.design, m.prior_dict, parameterization)
     assert plan.parameterization["a"] == "collapsed"
-    if parameterization == "centred":  # c is nested in b: centred on b's intercepts, not on the fixed intercept
-        assert [p is not None for p in plan.parents] == [False, False, True, False]
+    if parameterization == "centred":  # c is nested in b: b's intercepts integrated out of c's prior
+        assert [b.label for b in plan.blocks] == ["b.1", "c", "b", "a"]
+        assert plan.kinds == (kernel.CENTRED, kernel.CENTRED, kernel.MARGINAL, kernel.COLLAPSED)
+        assert plan.parents[1][0] == 2 and plan.parameterization == {"a": "collapsed", "b": "centred", "c": "centred"}
     rng = np.random.default_rng(2)
     for _ in range(3):
         x = plan.initial_point(int(rng.integers(1000))) + rng.normal(scale=0.3, size=plan.n_dim)
@@ -171,3 +179,32 @@ def test_recovers_known_parameters_from_simulated_crossed_data():
     for name, u in (("a", u_a), ("b", u_b)):
         est = post[u_var(name)].mean(("chain", "draw")).values.ravel()
         assert np.corrcoef(est, u)[0, 1] > 0.9, name
+
+
+def test_integrated_parent_effects_are_drawn_from_their_exact_conditional():
+    """b's intercepts, integrated out of c's prior, drawn afterwards: their mean and covariance given c's e = v - mu
+    equal the dense Gaussian conditional of (u_b, e) with e = u_c + P u_b, and u_c + P u_b gives e back."""
+    import xarray as xr
+
+    from bayesmlm.fastpath.crossed_fit import recover_integrated
+
+    m = bayesmlm.MLM("y ~ 1 + x + (1 | a) + (1 | b) + (0 + x | b) + (1 | c)", _small(1))
+    plan = crossed_plan(m.design, m.prior_dict, "centred")
+    child, parent = plan.blocks[1], plan.blocks[2]
+    levels = plan.parents[1][1]
+    e = np.random.default_rng(4).normal(size=len(levels))
+    tau, tau_p, S = 0.7, 1.3, 40_000
+    post = xr.Dataset({u_var(child.label): (("chain", "draw", "c", "c_term"), np.broadcast_to(e[None, None, :, None], (2, S // 2, len(e), 1))),
+                       sd_var(child.label): (("chain", "draw", "c_term"), np.full((2, S // 2, 1), tau)),
+                       sd_var(parent.label): (("chain", "draw", "b_term"), np.full((2, S // 2, 1), tau_p))})
+    out = recover_integrated(post, plan, seed=5)
+    u_b = out[u_var(parent.label)].values.reshape(S, -1)
+    np.testing.assert_allclose(out[u_var(child.label)].values.reshape(S, -1) + u_b[:, levels], np.broadcast_to(e, (S, len(e))),
+                               atol=1e-12)
+    P = np.eye(u_b.shape[1])[levels]
+    cov_e = tau ** 2 * np.eye(len(e)) + tau_p ** 2 * P @ P.T
+    gain = tau_p ** 2 * P.T @ np.linalg.inv(cov_e)
+    mean, cov = gain @ e, tau_p ** 2 * np.eye(P.shape[1]) - gain @ P * tau_p ** 2
+    se = np.sqrt(np.diag(cov) / S)
+    assert np.all(np.abs(u_b.mean(axis=0) - mean) < 4 * se), (u_b.mean(axis=0), mean)
+    np.testing.assert_allclose(np.cov(u_b.T), cov, atol=0.03)

@@ -35,12 +35,20 @@ from ..errors import SpecError
 from ..sample.nuts import SamplerSettings
 from ..schema import FIXED, FIXED_DIM, SIGMA, sd_var, term_dim, u_var, variable_dims
 from . import crossed_kernel as kernel
-from .crossed_stats import CrossedStats, crossed_problem, crossed_stats, is_nested
+from .crossed_stats import (
+    CrossedStats,
+    collapsed_factor,
+    crossed_problem,
+    crossed_stats,
+    is_nested,
+)
 
-__all__ = ["ROUTE", "LOW_RANK_MAX_DIM", "CrossedPlan", "crossed_plan", "fit_crossed", "recover_collapsed"]
+__all__ = ["ROUTE", "LOW_RANK_MAX_DIM", "CrossedPlan", "crossed_plan", "fit_crossed", "recover_collapsed",
+           "recover_integrated"]
 
 ROUTE = "crossed"
 _STREAM = 0xC205  # spawn key of the random stream of the collapsed factor's effects
+_STREAM_PARENTS = 0xC206  # and of the integrated-out parent blocks' effects
 _POSITIVE = ("half_normal", "half_student_t", "exponential")
 _DRAWS_PER_SLICE = 500
 # nutpie's low-rank mass matrix, for models of at most LOW_RANK_MAX_DIM sampled dimensions: the collapsed factor
@@ -67,8 +75,13 @@ class CrossedPlan:
     parameterization : dict of str to str
         Per grouping factor ``"centred"``, ``"non-centred"`` or ``"collapsed"``
         (the factor integrated out); what ``fit.record.parameterization`` says.
+    sampled : list of BlockDesign
+        The blocks whose effects the sampler sees, in ``stats.sampled_blocks`` order.
     blocks : list of BlockDesign
-        The sampled blocks in ``stats.sampled_blocks`` order, then the collapsed block.
+        ``sampled``, then the parent blocks integrated out of their child's
+        prior (:data:`~bayesmlm.fastpath.crossed_kernel.MARGINAL`: a centred
+        block whose levels each hold levels of one centred child block, such as
+        departments over their lecturers), then the collapsed block.
     buffer : ndarray
         :func:`bayesmlm.fastpath.crossed_kernel.pack_buffer`.
     n_dim : int
@@ -85,34 +98,43 @@ class CrossedPlan:
                 raise SpecError(f"The crossed route takes normal or student_t priors on fixed effects; '{name}' has "
                                 f"{priors[name]}. Use method='full'.")
         self.design = design
-        self.stats: CrossedStats = crossed_stats(design)
-        s = self.stats
-        if isinstance(requested, dict) and s.collapsed in requested:
-            raise SpecError(f"parameterization names '{s.collapsed}', the factor the crossed route integrates out; "
-                            f"name only the sampled factors ({', '.join(sorted({b.group for b in design.blocks} - {s.collapsed}))}).")
+        collapsed = collapsed_factor(design)
+        if isinstance(requested, dict) and collapsed in requested:
+            raise SpecError(f"parameterization names '{collapsed}', the factor the crossed route integrates out; "
+                            f"name only the sampled factors ({', '.join(sorted({b.group for b in design.blocks} - {collapsed}))}).")
         if isinstance(requested, str):
-            requested = {b.group: requested for b in design.blocks if b.group != s.collapsed}
-        choice = choose_parameterization(design, priors, {**requested, s.collapsed: "non-centred"})
-        sampled = {f: v for f, v in choice.items() if f != s.collapsed}
-        by_label = {b.label: b for b in design.blocks}
-        self.blocks = [by_label[lab] for lab in s.sampled_blocks] + [by_label[s.collapsed_block]]
-        centred = [b for b in self.blocks[:-1] if sampled[b.group] == "centred"]
+            requested = {b.group: requested for b in design.blocks if b.group != collapsed}
+        choice = choose_parameterization(design, priors, {**requested, collapsed: "non-centred"})
+        sampled = {f: v for f, v in choice.items() if f != collapsed}
+        others = [b for b in design.blocks if b.group != collapsed]
+        centred = [b for b in others if sampled[b.group] == "centred"]
         parents = {b.label: _parent(design, b, centred) for b in centred}
+        marginal = _integrated_parents(parents)
+        integrated_labels = {b.label for b in marginal}
+        self.stats: CrossedStats = crossed_stats(design, leave_out=tuple(b.label for b in marginal))
+        s = self.stats
+        by_label = {b.label: b for b in design.blocks}
+        self.sampled = [by_label[lab] for lab in s.sampled_blocks]
+        self.blocks = self.sampled + marginal + [by_label[s.collapsed_block]]
         on = centred_fixed_terms(design, {f: v for f, v in sampled.items()
                                           if not any(parents[b.label] for b in centred if b.group == f)})
         kinds, mu_index, self.parents = [], [], []
         for b in self.blocks[:-1]:
-            is_centred = sampled[b.group] == "centred"
-            kinds.append(kernel.CENTRED if is_centred else kernel.NON_CENTRED)
-            terms = on.get(b.label, ()) if is_centred else ()
-            mu_index.append(design.fixed_terms.index(terms[0]) if terms else -1)
             parent = parents.get(b.label)
+            is_centred = sampled[b.group] == "centred"
+            kinds.append(kernel.MARGINAL if b.label in integrated_labels else
+                         kernel.CENTRED if is_centred else kernel.NON_CENTRED)
+            owner = parent if parent is not None and parent.label in integrated_labels else b
+            terms = on.get(owner.label, ()) if is_centred else ()
+            mu_index.append(design.fixed_terms.index(terms[0]) if terms else -1)
             self.parents.append(None if parent is None else
                                 (self.blocks.index(parent), _parent_levels(design, b.group, parent.group)))
         self.parents.append(None)
         kinds.append(kernel.COLLAPSED)
         mu_index.append(-1)
-        self.parameterization = {f: choice[f] if f != s.collapsed else "collapsed" for f in design.spec.groups}
+        integrated = {s.collapsed} | {b.group for b in marginal
+                                      if all(c.label in integrated_labels for c in design.blocks if c.group == b.group)}
+        self.parameterization = {f: choice[f] if f not in integrated else "collapsed" for f in design.spec.groups}
         self.kinds = tuple(kinds)
         self.mu_index = tuple(mu_index)
         sd_rows = [_row(priors[sd_name(b.label, b.terms[0])]) for b in self.blocks]
@@ -126,6 +148,8 @@ class CrossedPlan:
         design, priors = self.design, self.priors
         x = [priors[t].kwargs.get("mu", 0.0) for t in design.fixed_terms]
         for b, kind, mu_at in zip(self.blocks[:-1], self.kinds, self.mu_index):
+            if kind == kernel.MARGINAL:
+                continue
             level = x[mu_at] if kind == kernel.CENTRED and mu_at >= 0 else 0.0
             x += [level] * design.factors[b.group].n_levels
         for b in self.blocks:
@@ -157,6 +181,16 @@ def _parent(design: Design, block, centred: list):
                and design.factors[b.group].n_levels < design.factors[block.group].n_levels
                and is_nested(design, block.group, b.group)]
     return max(options, key=lambda b: design.factors[b.group].n_levels, default=None)
+
+
+def _integrated_parents(parents: dict) -> list:
+    """The centred parent blocks integrated out of their child's prior: those with one child and no parent."""
+    children: dict[str, list] = {}
+    for label, parent in parents.items():
+        if parent is not None:
+            children.setdefault(parent.label, []).append(label)
+    return [p for p in {id(p): p for p in parents.values() if p is not None}.values()
+            if len(children[p.label]) == 1 and parents.get(p.label) is None]
 
 
 def _parent_levels(design: Design, inner: str, outer: str) -> np.ndarray:
@@ -191,7 +225,7 @@ def _output_layout(plan: CrossedPlan):
     for b in plan.blocks:
         dims[sd_var(b.label)] = (term_dim(b.label),)
     dims[SIGMA] = ()
-    for b in plan.blocks[:-1]:
+    for b in plan.sampled:
         dims[u_var(b.label)] = variable_dims(b.label, b.group, b.correlated)[u_var(b.label)]
     coords = model_coords(design)
     shapes = [tuple(len(coords[d]) for d in dims[n]) for n in dims]
@@ -216,6 +250,9 @@ def _nutpie_model(plan: CrossedPlan):
 def recover_collapsed(posterior: xr.Dataset, plan: CrossedPlan, *, seed: int) -> xr.DataArray:
     """Draws of the collapsed factor's ``u_<b>`` from its exact Gaussian conditional, one per posterior draw.
 
+    It reads the sampled blocks' effects as the sampler stored them (theta): call
+    it before :func:`recover_integrated` splits a child's e into u_child and u_parent.
+
     Examples
     --------
     >>> u = recover_collapsed(fit.posterior, plan, seed=1)  # doctest: +SKIP
@@ -229,7 +266,7 @@ def recover_collapsed(posterior: xr.Dataset, plan: CrossedPlan, *, seed: int) ->
     theta = [fixef.reshape(S, -1).copy()]
     if design.has_intercept:
         theta[0][:, 0] += theta[0][:, 1:] @ s.x_centre[1:] - s.y_shift
-    theta += [posterior[u_var(b.label)].values.reshape(S, -1) for b in plan.blocks[:-1]]
+    theta += [posterior[u_var(b.label)].values.reshape(S, -1) for b in plan.sampled]
     theta = np.concatenate(theta, axis=1)
     cblock = plan.blocks[-1]
     t2 = posterior[sd_var(cblock.label)].values.reshape(S) ** 2
@@ -248,6 +285,50 @@ def recover_collapsed(posterior: xr.Dataset, plan: CrossedPlan, *, seed: int) ->
     return xr.DataArray(u.reshape(chains, draws, J, 1), dims=dims,
                         coords={"chain": np.arange(chains), "draw": np.arange(draws),
                                 dims[2]: list(design.factors[cblock.group].levels), dims[3]: list(cblock.terms)})
+
+
+def recover_integrated(posterior: xr.Dataset, plan: CrossedPlan, *, seed: int) -> dict[str, xr.DataArray]:
+    """Draws of each integrated-out parent block's ``u_<b>``, and its child's ``u_<b>`` net of them.
+
+    The sampler's child draws are e = u_child + u_parent[level's parent] (v - mu).
+    Per draw and parent level l with n_l children, given e, the child's SD tau
+    and the parent's tau_p, exactly
+
+        u_parent_l | e ~ N(tau_p^2 S_l / a_l, tau^2 tau_p^2 / a_l),   S_l = sum of e over l's children,
+        a_l = tau^2 + n_l tau_p^2,
+
+    and u_child = e - u_parent[parent]. Returns the new variables by name
+    (empty when no block is integrated out of its child's prior).
+
+    Examples
+    --------
+    >>> sorted(recover_integrated(fit.posterior, plan, seed=1))  # doctest: +SKIP
+    ['u_d', 'u_dept']
+    """
+    out = {}
+    rng = np.random.default_rng(np.random.SeedSequence(int(seed), spawn_key=(_STREAM_PARENTS,)))
+    for k, parent in enumerate(plan.parents):
+        if parent is None or plan.kinds[parent[0]] != kernel.MARGINAL:
+            continue
+        child, pblock, levels = plan.blocks[k], plan.blocks[parent[0]], parent[1]
+        e = posterior[u_var(child.label)]
+        chains, draws = e.sizes["chain"], e.sizes["draw"]
+        ev = e.values.reshape(chains * draws, -1)
+        L = int(levels.max()) + 1
+        n = np.bincount(levels, minlength=L).astype(float)
+        sums = np.zeros((ev.shape[0], L))
+        np.add.at(sums.T, levels, ev.T)
+        t2 = posterior[sd_var(child.label)].values.reshape(-1, 1) ** 2
+        p2 = posterior[sd_var(pblock.label)].values.reshape(-1, 1) ** 2
+        a = t2 + n[None, :] * p2
+        u_parent = p2 * sums / a + np.sqrt(t2 * p2 / a) * rng.standard_normal(a.shape)
+        out[u_var(child.label)] = e.copy(data=(ev - u_parent[:, levels]).reshape(e.shape))
+        dims = ("chain", "draw", *variable_dims(pblock.label, pblock.group, pblock.correlated)[u_var(pblock.label)])
+        out[u_var(pblock.label)] = xr.DataArray(
+            u_parent.reshape(chains, draws, L, 1), dims=dims,
+            coords={"chain": e["chain"].values, "draw": e["draw"].values,
+                    dims[2]: list(plan.design.factors[pblock.group].levels), dims[3]: list(pblock.terms)})
+    return out
 
 
 def fit_crossed(design: Design, priors: dict[str, Prior], settings: SamplerSettings,
@@ -289,9 +370,10 @@ def fit_crossed(design: Design, priors: dict[str, Prior], settings: SamplerSetti
     seconds_build = time.perf_counter() - start
     start = time.perf_counter()
     model, dims, coords = _nutpie_model(plan)
+    options = {"save_warmup": False, "adaptation": "low_rank" if plan.n_dim <= LOW_RANK_MAX_DIM else "diag",
+               **NUTPIE_OPTIONS}
     trace = nutpie.sample(model, draws=s.draws, tune=s.tune, chains=s.chains, cores=min(s.chains, os.cpu_count() or 1),
-                          seed=s.seed, progress_bar=s.progressbar, save_warmup=False, target_accept=s.target_accept,
-                          low_rank_modified_mass_matrix=plan.n_dim <= LOW_RANK_MAX_DIM, **NUTPIE_OPTIONS)
+                          seed=s.seed, progress_bar=s.progressbar, target_accept=s.target_accept, **options)
     sampling_seconds = time.perf_counter() - start
     draws = trace["posterior"]
     posterior = xr.Dataset(
@@ -301,6 +383,7 @@ def fit_crossed(design: Design, priors: dict[str, Prior], settings: SamplerSetti
     mark = time.perf_counter()
     cblock = plan.blocks[-1]
     posterior = posterior.assign({u_var(cblock.label): recover_collapsed(posterior, plan, seed=s.seed)})
+    posterior = posterior.assign(recover_integrated(posterior, plan, seed=s.seed))
     order = [FIXED, *[sd_var(b.label) for b in design.blocks], *[u_var(b.label) for b in design.blocks], SIGMA]
     posterior = posterior[order]
     posterior.attrs.update({"compile_seconds": 0.0, "compiled_model_reused": 1, "sampling_seconds": sampling_seconds,

@@ -156,8 +156,13 @@ def _column_matrix(block, factor, n: int) -> sp.csr_matrix:
     return sp.csr_matrix((block.Z[:, 0].astype(float), (np.arange(n), factor.index)), shape=(n, factor.n_levels))
 
 
-def crossed_stats(design: Design) -> CrossedStats:
+def crossed_stats(design: Design, leave_out: tuple[str, ...] = ()) -> CrossedStats:
     """The crossed route's sparse cross-products of an in-memory design, in O(N).
+
+    ``leave_out`` names blocks (labels) left out of W: a block nested in a
+    sampled block of the same term, whose effects the sampled block's absorb
+    (Z_parent = Z_child P), so that the density integrates them out of the
+    child's prior (:data:`bayesmlm.fastpath.crossed_kernel.MARGINAL`).
 
     Examples
     --------
@@ -166,6 +171,8 @@ def crossed_stats(design: Design) -> CrossedStats:
     >>> s = crossed_stats(m.design)
     >>> s.collapsed, s.sampled_blocks, s.b.shape, s.zcz[:3].tolist()
     ('plate', ('sample',), (24, 7), [6.0, 6.0, 6.0])
+    >>> crossed_stats(m.design, leave_out=("sample",)).b.shape
+    (24, 1)
     """
     problem = crossed_problem(design)
     if problem:
@@ -176,7 +183,7 @@ def crossed_stats(design: Design) -> CrossedStats:
     y = design.y - design.offset if design.offset is not None else design.y
     y_shift = float(y.mean()) if design.has_intercept else 0.0
     y = y - y_shift
-    sampled = [b for b in design.blocks if b.group != collapsed]
+    sampled = [b for b in design.blocks if b.group != collapsed and b.label not in leave_out]
     (cblock,) = [b for b in design.blocks if b.group == collapsed]
     W = sp.hstack([sp.csr_matrix(design.X - x_centre)]
                   + [_column_matrix(b, design.factors[b.group], n) for b in sampled], format="csc")
