@@ -270,3 +270,12 @@ def test_a_first_chunk_of_one_distinct_row_a_group_is_judged_by_its_rows(tmp_pat
     memory = bayesmlm.MLM("y ~ x + (1 | g)", rows, family="bernoulli")
     files = bayesmlm.MLM.from_files("y ~ x + (1 | g)", path, family="bernoulli")
     assert _same_cells(memory, files).n_cells == 30
+
+
+@pytest.mark.parametrize("family", ["bernoulli", "gaussian"])
+def test_a_stateful_transform_over_several_chunks_is_refused(data, tmp_path, family):
+    # center(x)'s mean would be the first chunk's, not all rows': a model other than the in-memory one, so refused
+    path = tmp_path / "rows.parquet"
+    data.to_parquet(path, row_group_size=2_500)
+    with pytest.raises(bayesmlm.SpecError, match=r"center\(\).*first chunk's, not all rows'"):
+        bayesmlm.MLM.from_files("y ~ center(x) + (1 | g)", path, family=family, chunksize=1_500)

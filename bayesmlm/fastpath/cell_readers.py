@@ -39,14 +39,12 @@ Nothing here imports PyMC.
 
 from __future__ import annotations
 
-import re
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from formulae.transforms import TRANSFORMS
 
 from ..arguments import check_count
 from ..design.aggregate import AGGREGATE_MAX_RATIO, AGGREGATED_FAMILIES, Cells, cell_constant, cell_sums
@@ -54,7 +52,8 @@ from ..design.data_checks import check_outcome_varies, response_columns
 from ..design.matrices import BlockDesign, Design, GroupingFactor, build_design, centring, group_labels, outcome_arrays
 from ..errors import DataError, RowsDroppedWarning, SeparationWarning, SpecError
 from ..spec.formula import ModelSpec
-from .readers import ColumnMoments, SummaryDesign, chunk_matrices, clean_chunk, model_file_columns, read_chunks
+from .readers import (ColumnMoments, SummaryDesign, chunk_matrices, clean_chunk, model_file_columns, read_chunks,
+                      stateful_transforms)
 
 __all__ = ["MAX_FILE_CELLS", "CellBlock", "CellDesign", "ReducedCells", "reduce_cell_frames", "reduce_cell_files",
            "reduce_cell_dask"]
@@ -148,7 +147,7 @@ def _template(spec: ModelSpec, first: pd.DataFrame, trials: str | None, offset: 
         raise SpecError(f"Cells are read from files for the families {', '.join(AGGREGATED_FAMILIES)}; this model's is "
                         f"'{spec.family.name}'. Gaussian models read their sufficient statistics instead: "
                         "MLM.from_files(formula, paths) with family='gaussian'.")
-    distinct = first if _has_stateful_transform(spec) else first.iloc[_combine(
+    distinct = first if stateful_transforms(spec) else first.iloc[_combine(
         [_value_codes(first[c]) for c in first.columns])[1]].reset_index(drop=True)
     try:
         with warnings.catch_warnings():
@@ -165,12 +164,6 @@ def _template(spec: ModelSpec, first: pd.DataFrame, trials: str | None, offset: 
         raise type(err)(f"In the first chunk of {where} ({len(first)} rows): {err} The first chunk fixes the design, so it "
                         "must vary in every predictor and hold two or more groups: pass a larger chunksize=, or "
                         "shuffle the rows.") from None
-
-
-def _has_stateful_transform(spec: ModelSpec) -> bool:
-    """Whether the formula calls one of formulae's stateful transforms (state from the rows: mean, SD, knots)."""
-    names = [k for k, f in TRANSFORMS.items() if getattr(f, "__stateful_transform__", False)]
-    return re.search(r"\b(" + "|".join(map(re.escape, names)) + r")\s*\(", spec.formula) is not None
 
 
 def _outcome(clean: pd.DataFrame, template: Design, chunk_no: int) -> tuple[np.ndarray, np.ndarray | None]:

@@ -18,6 +18,7 @@ Nothing here imports PyMC.
 
 from __future__ import annotations
 
+import re
 import warnings
 import zlib
 from dataclasses import dataclass, field, replace
@@ -25,6 +26,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from formulae.transforms import TRANSFORMS
 
 from ..arguments import check_count
 from ..design.data_checks import (
@@ -50,7 +52,7 @@ from .nested_stats import NestedStats, nested_from_leaf
 from .nesting import level_blocks, nesting_order, parent_index
 from .stats import STATISTICS, GroupStats, accumulate, collapse_problem, default_shift
 
-__all__ = ["ColumnMoments", "SummaryDesign", "Reduced", "reduce_frames", "reduce_files", "reduce_dask", "read_chunks",
+__all__ = ["ColumnMoments", "SummaryDesign", "Reduced", "stateful_transforms", "reduce_frames", "reduce_files", "reduce_dask", "read_chunks",
            "clean_chunk", "chunk_matrices", "model_file_columns"]
 
 
@@ -203,13 +205,36 @@ def _group_codes(clean: pd.DataFrame, template: Design) -> tuple[np.ndarray, np.
     return rank[codes], labels[order]
 
 
+def stateful_transforms(spec: ModelSpec) -> list[str]:
+    """The formula's calls of formulae's stateful transforms (their state is a mean, an SD or knots of the rows).
+
+    Examples
+    --------
+    >>> from bayesmlm.spec.formula import parse_formula
+    >>> stateful_transforms(parse_formula("y ~ center(x) + (1 | g)"))
+    ['center']
+    """
+    names = [k for k, f in TRANSFORMS.items() if getattr(f, "__stateful_transform__", False)]
+    return sorted(set(re.findall(r"\b(" + "|".join(map(re.escape, names)) + r")\s*\(", spec.formula)))
+
+
 def chunk_matrices(clean: pd.DataFrame, template: Design, chunk_no: int):
     """X, Z (all blocks, side by side) and the offset of a chunk, with the first chunk's formulae encodings.
+
+    A stateful transform (``center(x)``) would take its state from the first
+    chunk only, so a model that is not the in-memory one: refused from the
+    second chunk on.
 
     Examples
     --------
     >>> X, Z, offset = chunk_matrices(clean, template, 3)  # doctest: +SKIP
     """
+    calls = stateful_transforms(template.spec) if chunk_no > 0 else []
+    if calls:
+        raise SpecError(f"The formula calls {', '.join(c + '()' for c in calls)}, whose state (a mean, an SD or knots) "
+                        "is computed over the rows; read in chunks it would be the first chunk's, not all rows'. "
+                        "Transform the column in the files (e.g. subtract its mean) and use it plainly, or read the "
+                        "data in one chunk (a chunksize= larger than the rows) or in memory (MLM(formula, data)).")
     try:
         nd = new_data_design(template, clean, groups=False)
         Z = np.column_stack([b.Z_matrix.evaluate_new_data(clean).as_dataframe().to_numpy(dtype=float)
