@@ -198,3 +198,11 @@ def test_config_takes_the_new_families_and_checks_the_link():
                          "family": "negbinomial"}).family == "negbinomial"
     with pytest.raises(ConfigError, match="Key 'link' is 'probit'. Allowed values for family 'poisson': log"):
         parse_config({"data": "wine", "formula": "rating ~ temp + (1 | judge)", "family": "poisson", "link": "probit"})
+
+
+def test_a_cumulative_model_is_written_with_its_thresholds():
+    # link(P(y <= k)) = theta_k - eta, no intercept of its own (the thresholds are), as clmm and brms write it
+    eq = bayesmlm.MLM("rating ~ temp + contact + (1 | judge)", bayesmlm.datasets.load("wine"), family="cumulative",
+                      link="probit").equations()
+    assert eq.combined_text == "probit(P(rating_ij ≤ k)) = θ_k − (γ10·tempwarm_ij + γ20·contactyes_ij + u0_j)"
+    assert eq.level1.startswith(r"\operatorname{probit}(P(\text{rating}_{ij} \le k)) = \theta_k - \left(\beta_{0j}")

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-__all__ = ["Equations", "tex_name"]
+__all__ = ["Equations", "tex_name", "outcome_sides"]
 
 
 @dataclass(frozen=True)
@@ -58,4 +58,28 @@ def tex_name(name: str) -> str:
     """
     return r"\text{" + name.replace("_", r"\_").replace("(Intercept)", "1") + "}"
 
+
+_LINK_LHS = {"identity": ("{y}_{{{sub}}}", "{y}_{sub}"), "logit": (r"\operatorname{{logit}}(p_{{{sub}}})", "logit(p_{sub})"),
+             "log": (r"\log(\lambda_{{{sub}}})", "log(λ_{sub})")}
+
+
+def outcome_sides(family, y: str, sub: str) -> tuple[str, str, str, str]:
+    """An equation's left side and the form of its right side (LaTeX, text, LaTeX, text).
+
+    A cumulative model's linear predictor moves every category's threshold:
+    ``link(P(y <= k)) = theta_k - (eta)``, with no intercept of its own (the
+    thresholds are the intercepts), as ordinal::clmm and brms write it.
+
+    Examples
+    --------
+    >>> from bayesmlm.spec.formula import family_of
+    >>> lhs_tex, lhs, rhs_tex, rhs = outcome_sides(family_of("cumulative"), "rating", "ij")
+    >>> lhs + " = " + rhs.format("β1_j·temp_ij")
+    'logit(P(rating_ij ≤ k)) = θ_k − (β1_j·temp_ij)'
+    """
+    if family.name == "cumulative":
+        return (rf"\operatorname{{{family.link}}}(P({tex_name(y)}_{{{sub}}} \le k))",
+                f"{family.link}(P({y}_{sub} ≤ k))", r"\theta_k - \left({}\right)", "θ_k − ({})")
+    tex, txt = _LINK_LHS[family.link]
+    return tex.format(y=tex_name(y), sub=sub), txt.format(y=y, sub=sub), "{}", "{}"
 

@@ -8,17 +8,13 @@ sigma^2 for the residual variance.
 
 from __future__ import annotations
 
-from .equation_forms import Equations, tex_name
+from .equation_forms import Equations, outcome_sides, tex_name
 from .equations3 import three_level_equations
 from .levels import level_structure
 from .matrices import Design
 from .structure import factor_structure
 
 __all__ = ["model_equations"]
-
-_LHS = {"identity": ("{y}_{{ij}}", "{y}_ij"), "logit": (r"\operatorname{{logit}}(p_{{ij}})", "logit(p_ij)"),
-        "log": (r"\log(\lambda_{{ij}})", "log(λ_ij)")}
-
 
 def model_equations(design: Design) -> Equations:
     """Write a design as level equations and as the combined model.
@@ -40,9 +36,7 @@ def model_equations(design: Design) -> Equations:
         if hierarchy:
             return three_level_equations(design, *hierarchy)
     ls = level_structure(design)
-    link = design.spec.family.link
-    y = design.spec.response
-    lhs_tex, lhs_txt = _LHS[link][0].format(y=tex_name(y)), _LHS[link][1].format(y=y)
+    lhs_tex, lhs_txt, form_tex, form_txt = outcome_sides(design.spec.family, design.spec.response, "ij")
     resid_tex, resid_txt = (r" + e_{ij}", " + e_ij") if design.spec.family.has_sigma else ("", "")
     k_of = {t: k for k, t in enumerate(ls.level1_terms)} if "(Intercept)" in ls.level1_terms else \
         {t: k + 1 for k, t in enumerate(ls.level1_terms)}
@@ -52,8 +46,8 @@ def model_equations(design: Design) -> Equations:
         x_txt = "" if t == "(Intercept)" else "·" + t + "_ij"
         l1_tex.append(rf"\beta_{{{k}j}}{x_tex}")
         l1_txt.append(f"β{k}_j{x_txt}")
-    level1 = f"{lhs_tex} = " + " + ".join(l1_tex) + resid_tex
-    level1_text = f"{lhs_txt} = " + " + ".join(l1_txt) + resid_txt
+    level1 = f"{lhs_tex} = " + form_tex.format(" + ".join(l1_tex)) + resid_tex
+    level1_text = f"{lhs_txt} = " + form_txt.format(" + ".join(l1_txt)) + resid_txt
     level2, level2_text, comb_tex, comb_txt = [], [], [], []
     for t, k in k_of.items():
         m, rhs_tex, rhs_txt = 0, [], []
@@ -79,8 +73,8 @@ def model_equations(design: Design) -> Equations:
         k = k_of[t]
         comb_tex.append(rf"u_{{{k}j}}" + ("" if t == "(Intercept)" else " " + tex_name(t) + "_{ij}"))
         comb_txt.append(f"u{k}_j" + ("" if t == "(Intercept)" else "·" + t + "_ij"))
-    combined = f"{lhs_tex} = " + " + ".join(comb_tex) + resid_tex
-    combined_text = f"{lhs_txt} = " + " + ".join(comb_txt) + resid_txt
+    combined = f"{lhs_tex} = " + form_tex.format(" + ".join(comb_tex)) + resid_tex
+    combined_text = f"{lhs_txt} = " + form_txt.format(" + ".join(comb_txt)) + resid_txt
     random, random_text = _random_equation(design, ls.random_terms, k_of)
     return Equations(level1, tuple(level2), random, combined, level1_text, tuple(level2_text), random_text, combined_text)
 

@@ -11,14 +11,12 @@ schools) and a level-3 part W_s (constant within schools), each 1 when absent.
 
 from __future__ import annotations
 
-from .equation_forms import Equations, tex_name
+from .equation_forms import Equations, outcome_sides, tex_name
 from .levels import is_group_level, split_interaction
 from .matrices import Design, lme4_name
 
 __all__ = ["three_level_equations"]
 
-_LHS = {"identity": ("{y}_{{ijk}}", "{y}_ijk"), "logit": (r"\operatorname{{logit}}(p_{{ijk}})", "logit(p_ijk)"),
-        "log": (r"\log(\lambda_{{ijk}})", "log(λ_ijk)")}
 _SUB = {1: ("_{{ijk}}", "_ijk"), 2: ("_{{jk}}", "_jk"), 3: ("_{{k}}", "_k")}
 
 
@@ -69,15 +67,13 @@ def three_level_equations(design: Design, school: str, klass: str) -> Equations:
     q_of = {p: _index([x for a, x, _ in fixed if a == p] + [x for a, x in school_random if a == p]) for p in p_of}
     s_of = {(p, q): _index([w for a, x, w in fixed if (a, x) == (p, q)]) for p in p_of for q in q_of[p]}
 
-    y = design.spec.response
-    link = design.spec.family.link
-    lhs_tex, lhs_txt = _LHS[link][0].format(y=tex_name(y)), _LHS[link][1].format(y=y)
+    lhs_tex, lhs_txt, form_tex, form_txt = outcome_sides(design.spec.family, design.spec.response, "ijk")
     has_sigma = design.spec.family.has_sigma
     resid_tex, resid_txt = (r" + e_{ijk}", " + e_ijk") if has_sigma else ("", "")
 
     l1 = [(rf"\pi_{{{p_of[p]}jk}}" + _times(p, 1)[0], f"π{p_of[p]}_jk" + _times(p, 1)[1]) for p in p_of]
-    level1 = (f"{lhs_tex} = " + " + ".join(t for t, _ in l1) + resid_tex,
-              f"{lhs_txt} = " + " + ".join(t for _, t in l1) + resid_txt)
+    level1 = (f"{lhs_tex} = " + form_tex.format(" + ".join(t for t, _ in l1)) + resid_tex,
+              f"{lhs_txt} = " + form_txt.format(" + ".join(t for _, t in l1)) + resid_txt)
     level2, level3, combined = [], [], []
     for p, pi in p_of.items():
         rhs = [(rf"\beta_{{{pi}{q_of[p][q]}k}}" + _times(q, 2)[0], f"β{pi}{q_of[p][q]}_k" + _times(q, 2)[1])
@@ -100,8 +96,8 @@ def three_level_equations(design: Design, school: str, klass: str) -> Equations:
             level3.append((rf"\beta_{{{pi}{qi}k}} = " + (" + ".join(t for t, _ in rhs3) or "0"),
                            f"β{pi}{qi}_k = " + (" + ".join(t for _, t in rhs3) or "0")))
     fixed_first = sorted(combined, key=lambda c: "γur".index(c[1][0]))  # fixed, then school, then class effects
-    comb = (f"{lhs_tex} = " + " + ".join(t for t, _ in fixed_first) + resid_tex,
-            f"{lhs_txt} = " + " + ".join(t for _, t in fixed_first) + resid_txt)
+    comb = (f"{lhs_tex} = " + form_tex.format(" + ".join(t for t, _ in fixed_first)) + resid_tex,
+            f"{lhs_txt} = " + form_txt.format(" + ".join(t for _, t in fixed_first)) + resid_txt)
     r_sym = [(rf"r_{{{p_of[p]}jk}}", f"r{p_of[p]}_jk", str(p_of[p])) for p in class_random]
     u_sym = [(rf"u_{{{p_of[p]}{q_of[p][q]}k}}", f"u{p_of[p]}{q_of[p][q]}_k", f"{p_of[p]}{q_of[p][q]}")
              for p, q in school_random]
