@@ -1,13 +1,13 @@
 """The generalized full model on a Numba kernel: design -> kernel buffer -> nutpie -> posterior.
 
-For a bernoulli, binomial or poisson model, the density that
+For a bernoulli, binomial, poisson or cumulative (logit, probit) model, the density that
 :func:`bayesmlm.build.full.build_full_model` writes as a PyMC graph (every
 random effect sampled, centred or non-centred per factor, over cells where the
 rows aggregate) is :mod:`bayesmlm.fastpath.glmm_kernel`'s one Numba function,
 compiled once per machine; the data are its runtime buffer. nutpie calls it as
 a C callback from its own threads, so nothing is compiled per model and chains
 run in parallel. The posterior has the PyMC model's reported variables with
-their names and dimensions (``fixef``, ``sd_<b>``, ``cor_<b>``, ``u_<b>``), so
+their names and dimensions (``fixef``, ``sd_<b>``, ``cor_<b>``, ``u_<b>``, ``thresholds``), so
 every table, plot and prediction reads it unchanged.
 
 :func:`kernel_problem` says why a model cannot take the kernel (another
@@ -50,7 +50,7 @@ def kernel_problem(design: Design, priors: dict[str, Prior]) -> str | None:
     True
     >>> kernel_problem(bayesmlm.MLM("Reaction ~ Days + (1 | Subject)", bayesmlm.datasets.load("sleepstudy")).design,
     ...                {})
-    "family 'gaussian' (the kernel takes bernoulli, binomial, poisson)"
+    "family 'gaussian' (the kernel takes bernoulli, binomial, poisson, cumulative)"
     """
     family = design.spec.family.name
     if family not in FAMILIES:
@@ -251,7 +251,7 @@ def _nutpie_model(plan: GlmmPlan):
 
 def fit_glmm(design: Design, priors: dict[str, Prior], settings: SamplerSettings, cells: Cells | None,
              parameterization: dict[str, str]):
-    """Sample a bernoulli, binomial or poisson full model on the kernel with nutpie.
+    """Sample a bernoulli, binomial, poisson or cumulative full model on the kernel with nutpie.
 
     Parameters
     ----------
