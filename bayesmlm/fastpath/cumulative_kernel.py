@@ -37,12 +37,13 @@ import numpy as np
 
 from .prior_density import prior_logp
 
-__all__ = ["CUMULATIVE", "LOGIT", "PROBIT", "extend_buffer", "threshold_mean", "add_location_grad", "loglik",
+__all__ = ["CUMULATIVE", "LOGIT", "PROBIT", "LOCATION_FIELD", "extend_buffer", "threshold_mean", "add_location_grad", "loglik",
            "finish", "expand_thresholds", "log_diff_cdf"]
 
 CUMULATIVE = 2
 LOGIT, PROBIT = 0, 1
 _SECTION = 16
+LOCATION_FIELD = 13  # the block table's entry read by glmm_kernel's _effects and _block_density
 _OPTIONS = {"cache": True, "error_model": "numpy", "nogil": True}
 _HALF_LOG_2PI = 0.5 * math.log(2.0 * math.pi)
 _SQRT_HALF = math.sqrt(0.5)
@@ -62,7 +63,8 @@ def extend_buffer(d: np.ndarray, link: int, counts, prior_row, located: dict[int
     prior_row : sequence of 4 floats
         The thresholds' prior (:func:`bayesmlm.fastpath.prior_density.prior_row`), the same for each.
     located : dict of int to int
-        Block position -> the term it centres on -mean(c) (a centred block's intercept).
+        A block's row in d's block table (``HEAD + BLOCK_FIELDS * k``) -> the term it centres on -mean(c)
+        (a centred block's intercept).
     x_mean : array (p,)
         X's column means: the reported thresholds are c + x_mean . b_centred.
 
@@ -76,15 +78,13 @@ def extend_buffer(d: np.ndarray, link: int, counts, prior_row, located: dict[int
     >>> int(d[1]), int(d[6])  # n_dim (1 + 2 + 1 + 2 thresholds), n_expanded (fixef, sd, u, thresholds)
     (6, 6)
     """
-    from .glmm_kernel import BLOCK_FIELDS, HEAD
-
     counts = np.asarray(counts, dtype=np.float64)
     N, n_cat = counts.shape
     if N != int(d[4]) or n_cat < 2:
         raise ValueError(f"counts must be (units, categories >= 2), got {counts.shape} for {int(d[4])} units.")
     d = d.copy()
-    for k, term in located.items():
-        d[HEAD + BLOCK_FIELDS * k + 13] = term + 1
+    for row, term in located.items():
+        d[row + LOCATION_FIELD] = term + 1
     at = len(d)
     head = np.zeros(_SECTION)
     head[:8] = [link, n_cat - 1, d[1], *prior_row, d[6]]

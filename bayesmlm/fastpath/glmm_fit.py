@@ -205,7 +205,7 @@ def _cumulative_buffer(design: Design, priors: dict[str, Prior], cells: Cells | 
     d = kernel.pack_buffer(cumulative.CUMULATIVE, np.zeros(N), np.ones(N), np.ones(N), offset, design.X[rows], x_mean,
                            fixed_rows, blocks, 0.0, -1)
     located = centred_fixed_terms(design, parameterization, ("(Intercept)",))
-    at = {k: b.terms.index("(Intercept)") for k, b in enumerate(design.blocks)
+    at = {kernel.HEAD + kernel.BLOCK_FIELDS * k: b.terms.index("(Intercept)") for k, b in enumerate(design.blocks)
           if "(Intercept)" in located.get(b.label, ())}
     link = cumulative.PROBIT if design.spec.family.link == "probit" else cumulative.LOGIT
     return cumulative.extend_buffer(d, link, counts, prior_row(priors[THRESHOLDS]), at, x_mean)

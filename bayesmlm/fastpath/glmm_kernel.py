@@ -171,7 +171,7 @@ def _cholesky_factor(x, d, r, L):
 def _effects(x, d, r, L, u):
     """u (J x q) of block row r: L z_j (non-centred) or A (v_j - H_j b) (centred); u is flat, by level."""
     kind, q, J, e_at, h_at, a_at = int(d[r]), int(d[r + 1]), int(d[r + 2]), int(d[r + 4]), int(d[r + 10]), int(d[r + 11])
-    p, loc = int(d[2]), int(d[r + 13])
+    p, loc = int(d[2]), int(d[r + cumulative.LOCATION_FIELD])
     shift = cumulative.threshold_mean(x, d) if loc > 0 else 0.0  # a cumulative model's intercept, centred on -mean(c)
     e = np.empty(q)
     for j in range(J):
@@ -286,8 +286,8 @@ def _block_density(x, d, r, L, u, gu, dL, grad):
             for a in range(q):
                 for s in range(p):
                     grad[s] -= d[h_at + (o + a) * p + s] * t[a]
-        if d[r + 13] > 0:
-            cumulative.add_location_grad(d, grad, t[int(d[r + 13]) - 1])
+        if d[r + cumulative.LOCATION_FIELD] > 0:
+            cumulative.add_location_grad(d, grad, t[int(d[r + cumulative.LOCATION_FIELD]) - 1])
     if kind == 2:
         for a in range(q):
             lp -= J * math.log(L[a, a])
