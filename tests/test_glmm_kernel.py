@@ -60,6 +60,8 @@ def _point(pmodel, plan, x: np.ndarray) -> dict:
         else:
             out |= {f"sd_{safe_name(b.label)}[{k}]_log__": x[i + k] for k in range(blk.q)}
         i += blk.n_sd
+    if design.categories is not None:  # the thresholds come last, as the kernel orders them
+        out["thresholds_centred_ordered__"] = x[i:]
     assert set(out) == set(names)
     return out
 
@@ -75,21 +77,50 @@ CASES = [  # family, formula, options, parameterization, aggregate
 ]
 
 
-@pytest.mark.parametrize("family, formula, options, par, aggregate", CASES)
+def _ordinal(seed: int, n: int) -> pd.DataFrame:
+    """_crossed's design with a 4-category ordinal outcome (cumulative logit of its eta, minus the intercept)."""
+    df = _crossed(seed, "bernoulli", n)
+    rng = np.random.default_rng(seed + 1)
+    eta = 0.4 * df["x"].to_numpy() + rng.normal(size=12)[df["a"].str[1:].astype(int)] + rng.logistic(size=n)
+    df["r"] = np.digitize(eta, [-1.0, 0.2, 1.5])
+    return df
+
+
+CUMULATIVE_CASES = [  # link, formula, options, parameterization, aggregate
+    ("logit", "r ~ x + w + (1 + x | a) + (1 | b)", {"offset": "off"}, "centred", True),
+    ("logit", "r ~ x + w + (1 + x | a) + (1 | b)", {}, "non-centred", False),
+    ("probit", "r ~ x + (1 + x | a) + (1 | b)", {}, {"a": "centred", "b": "centred"}, True),
+    ("probit", "r ~ x + (1 | a) + (1 + x || b)", {"weights": "wt"}, "non-centred", True),
+    ("logit", "r ~ x + (1 | a)", {"weights": "wt"}, "centred", False),
+]
+
+
+@pytest.mark.parametrize("family, formula, options, par, aggregate",
+                         CASES + [(("cumulative", link), *rest) for link, *rest in CUMULATIVE_CASES])
 def test_log_density_is_the_pymc_models(family, formula, options, par, aggregate):
+    n = 2000 if aggregate else 400
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", bayesmlm.NestingWarning)
-        m = bayesmlm.MLM(formula, _crossed(1, family, 2000 if aggregate else 400), family=family, **options)
+        if isinstance(family, tuple):
+            # 2.7, not float32-exact: PyTensor computes log(sigma) of a float32-exact Python float in float32 (5e-9 off)
+            m = bayesmlm.MLM(formula, _ordinal(1, n), family=family[0], link=family[1],
+                             priors={"thresholds": "normal(0.0, 2.7)"}, **options)
+        else:
+            m = bayesmlm.MLM(formula, _crossed(1, family, n), family=family, **options)
     pmodel = m.build(aggregate=aggregate, parameterization=par)
     cells, choice = m._full_options(aggregate, par)
     assert (cells is not None) == aggregate  # the cells case is exercised
     plan = glmm_plan(m.design, m.prior_dict, cells, choice)
     logp = pmodel.compile_logp()
+    # PyTensor's log_diff_normal_cdf (the probit PyMC model's) is off by up to ~1e-8 relatively (the kernel's is
+    # held to scipy in test_probit_log_difference_is_exact); the logit likelihood is held to 1e-8 absolutely
+    tol = 2e-8 if family == ("cumulative", "probit") else 0.0
     rng = np.random.default_rng(3)
     for s in range(3):
         x = plan.initial_point(s) + 0.3 * rng.normal(size=plan.n_dim)
         value, grad = plan.logp(x)
-        assert value == pytest.approx(float(logp(_point(pmodel, plan, x))), abs=1e-8)
+        # the cumulative likelihood is a sum of K log-differences per unit: 1e-8 of a few thousand, relatively
+        assert value == pytest.approx(float(logp(_point(pmodel, plan, x))), abs=1e-8, rel=tol)
     eps = 1e-6
     fd = np.array([(plan.logp(x + eps * e)[0] - plan.logp(x - eps * e)[0]) / (2 * eps) for e in np.eye(plan.n_dim)])
     np.testing.assert_allclose(grad, fd, rtol=1e-5, atol=1e-5 * max(1.0, np.abs(grad).max()))
@@ -145,3 +176,18 @@ def test_recovers_a_crossed_model_with_a_correlated_block():
         assert lo < value < hi, (name, term, lo, hi)
     lo, hi = np.quantile(post[cor_var("g")].values, [0.025, 0.975])
     assert lo < rho < hi
+
+
+def test_probit_and_logit_log_differences_are_exact():
+    from scipy.special import expit, ndtr
+
+    from bayesmlm.fastpath.cumulative_kernel import LOGIT, PROBIT, log_diff_cdf
+
+    for b, a in [(1.0, -1.0), (-3.0, -4.0), (9.0, 8.5), (-8.5, -9.0), (0.3, 0.2999)]:
+        upper = a > 0  # the tail where each difference has no cancellation in float64
+        exact = ndtr(-a) - ndtr(-b) if upper else ndtr(b) - ndtr(a)
+        assert log_diff_cdf(PROBIT, b, a) == pytest.approx(np.log(exact), rel=1e-12)
+        exact = expit(-a) - expit(-b) if upper else expit(b) - expit(a)
+        assert log_diff_cdf(LOGIT, b, a) == pytest.approx(np.log(exact), rel=1e-12)
+    assert log_diff_cdf(PROBIT, -40.0, -41.0) == pytest.approx(-0.5 * 40.0 ** 2 - np.log(40.0) - 0.5 * np.log(2 * np.pi),
+                                                               abs=1e-3)

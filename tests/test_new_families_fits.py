@@ -111,6 +111,7 @@ def test_student_recovers_nu_and_ignores_the_outliers(student_fit):
 
 def test_cumulative_within_half_a_posterior_sd_of_clmm(wine_fit):
     """clmm(rating ~ temp + contact + (1 | judge), data = wine): tests/reference/wine_clmm.json."""
+    assert wine_fit.record.density == "kernel"  # the cumulative full model's Numba kernel (fastpath.cumulative_kernel)
     ref = reference("wine_clmm")
     fe, th = wine_fit.fixef(), wine_fit.thresholds()
     for term, v in ref["fixef"].items():

@@ -1,13 +1,13 @@
 """The generalized full model on a Numba kernel: design -> kernel buffer -> nutpie -> posterior.
 
-For a bernoulli, binomial or poisson model, the density that
+For a bernoulli, binomial, poisson or cumulative (logit, probit) model, the density that
 :func:`bayesmlm.build.full.build_full_model` writes as a PyMC graph (every
 random effect sampled, centred or non-centred per factor, over cells where the
 rows aggregate) is :mod:`bayesmlm.fastpath.glmm_kernel`'s one Numba function,
 compiled once per machine; the data are its runtime buffer. nutpie calls it as
 a C callback from its own threads, so nothing is compiled per model and chains
 run in parallel. The posterior has the PyMC model's reported variables with
-their names and dimensions (``fixef``, ``sd_<b>``, ``cor_<b>``, ``u_<b>``), so
+their names and dimensions (``fixef``, ``sd_<b>``, ``cor_<b>``, ``u_<b>``, ``thresholds``), so
 every table, plot and prediction reads it unchanged.
 
 :func:`kernel_problem` says why a model cannot take the kernel (another
@@ -23,18 +23,18 @@ import numpy as np
 import xarray as xr
 from scipy.special import gammaln
 
-from ..build.full import centred_basis, model_coords
+from ..build.full import centred_basis, centred_fixed_terms, model_coords
 from ..design.aggregate import Cells
 from ..design.block_means import block_means
 from ..design.matrices import Design
 from ..design.priors import Prior, cor_name, sd_name
 from ..sample.nuts import SamplerSettings
-from ..schema import FIXED, FIXED_DIM, cor_var, sd_var, u_var, variable_dims
+from ..schema import FIXED, FIXED_DIM, THRESHOLD_DIM, THRESHOLDS, cor_var, sd_var, u_var, variable_dims
 from .prior_density import POSITIVE, prior_row, support_point
 
 __all__ = ["FAMILIES", "kernel_problem", "GlmmPlan", "glmm_plan", "fit_glmm"]
 
-FAMILIES = ("bernoulli", "binomial", "poisson")
+FAMILIES = ("bernoulli", "binomial", "poisson", "cumulative")
 _FIXED_PRIORS = ("normal", "student_t")
 
 
@@ -50,11 +50,15 @@ def kernel_problem(design: Design, priors: dict[str, Prior]) -> str | None:
     True
     >>> kernel_problem(bayesmlm.MLM("Reaction ~ Days + (1 | Subject)", bayesmlm.datasets.load("sleepstudy")).design,
     ...                {})
-    "family 'gaussian' (the kernel takes bernoulli, binomial, poisson)"
+    "family 'gaussian' (the kernel takes bernoulli, binomial, poisson, cumulative)"
     """
     family = design.spec.family.name
     if family not in FAMILIES:
         return f"family '{family}' (the kernel takes {', '.join(FAMILIES)})"
+    if family == "cumulative" and design.spec.family.link not in ("logit", "probit"):
+        return f"link '{design.spec.family.link}' (the kernel's cumulative family takes logit and probit)"
+    if family == "cumulative" and priors[THRESHOLDS].dist not in _FIXED_PRIORS:
+        return f"the prior of {THRESHOLDS} is {priors[THRESHOLDS]} (the kernel takes {', '.join(_FIXED_PRIORS)})"
     if not design.blocks or not design.fixed_terms:
         return "no random blocks" if not design.blocks else "no fixed effects (the PyMC model then has no fixef)"
     for t in design.fixed_terms:
@@ -104,12 +108,15 @@ class GlmmPlan:
                 [prior_row(priors[sd_name(b.label, t)]) for t in b.terms], eta, f.n_levels,
                 H=means[b.label].H if centred else None, A=np.linalg.inv(centred_basis(b)) if centred else None))
         self.blocks = blocks
-        y, trials, weights, offset, constant = _units(design, cells)
-        family = kernel.POISSON if design.spec.family.name == "poisson" else kernel.BINOMIAL
-        intercept = design.fixed_terms.index("(Intercept)") if design.has_intercept else -1
         fixed_rows = np.array([prior_row(priors[t]) for t in design.fixed_terms]).reshape(-1, 4)
-        self.buffer = kernel.pack_buffer(family, y, trials, weights, offset, design.X[rows], design.x_centre, fixed_rows,
-                                         blocks, constant, intercept)
+        intercept = design.fixed_terms.index("(Intercept)") if design.has_intercept else -1
+        if design.spec.family.name == "cumulative":
+            self.buffer = _cumulative_buffer(design, priors, cells, rows, fixed_rows, blocks, self.parameterization)
+        else:
+            y, trials, weights, offset, constant = _units(design, cells)
+            family = kernel.POISSON if design.spec.family.name == "poisson" else kernel.BINOMIAL
+            self.buffer = kernel.pack_buffer(family, y, trials, weights, offset, design.X[rows], design.x_centre,
+                                             fixed_rows, blocks, constant, intercept)
         self.n_dim = int(self.buffer[1])
         self.dims = {FIXED: (FIXED_DIM,)}
         for b in design.blocks:
@@ -118,6 +125,8 @@ class GlmmPlan:
             if b.correlated:
                 self.dims[cor_var(b.label)] = block_dims[cor_var(b.label)]
             self.dims[u_var(b.label)] = block_dims[u_var(b.label)]
+        if design.categories is not None:
+            self.dims[THRESHOLDS] = (THRESHOLD_DIM,)
 
     def initial_point(self, seed) -> np.ndarray:
         """A start as PyMC draws one: each prior's support point (z = 0, v at its mean, L = I), jittered by U(-1, 1)."""
@@ -131,6 +140,9 @@ class GlmmPlan:
                 x.append(np.zeros(blk.n_sd))
             else:
                 x.append(np.log([support_point(priors[sd_name(bd.label, t)]) for t in bd.terms]))
+        if design.categories is not None:  # PyMC's initval, linspace(-1.5, 1.5, K - 1), through the ordered transform
+            c = np.linspace(-1.5, 1.5, len(design.categories) - 1)
+            x.append(np.concatenate([c[:1], np.log(np.diff(c))]))
         x = np.concatenate(x)
         return x + np.random.default_rng(seed).uniform(-1.0, 1.0, self.n_dim)
 
@@ -174,6 +186,31 @@ def _units(design: Design, cells: Cells | None):
     return y, trials, weights, offset, float(np.sum(weights * _log_normaliser(family, y, trials)))
 
 
+def _cumulative_buffer(design: Design, priors: dict[str, Prior], cells: Cells | None, rows, fixed_rows, blocks,
+                       parameterization: dict[str, str]) -> np.ndarray:
+    """The kernel's buffer of a cumulative model: X centred at its plain column means, category counts per unit."""
+    from . import cumulative_kernel as cumulative
+    from . import glmm_kernel as kernel
+
+    K = len(design.categories)
+    if cells is not None:
+        counts = np.asarray(cells.y, dtype=np.float64)
+        offset = np.zeros(cells.n_cells) if cells.offset is None else np.asarray(cells.offset, dtype=np.float64)
+    else:  # a row is its (weighted) count in its own category
+        counts = np.zeros((design.n_obs, K))
+        counts[np.arange(design.n_obs), design.y.astype(np.int64)] = 1.0 if design.weights is None else design.weights
+        offset = np.zeros(design.n_obs) if design.offset is None else np.asarray(design.offset, dtype=np.float64)
+    N = counts.shape[0]
+    x_mean = design.X.mean(axis=0)  # as build_full_model's cumulative model: unweighted, no intercept
+    d = kernel.pack_buffer(cumulative.CUMULATIVE, np.zeros(N), np.ones(N), np.ones(N), offset, design.X[rows], x_mean,
+                           fixed_rows, blocks, 0.0, -1)
+    located = centred_fixed_terms(design, parameterization, ("(Intercept)",))
+    at = {kernel.HEAD + kernel.BLOCK_FIELDS * k: b.terms.index("(Intercept)") for k, b in enumerate(design.blocks)
+          if "(Intercept)" in located.get(b.label, ())}
+    link = cumulative.PROBIT if design.spec.family.link == "probit" else cumulative.LOGIT
+    return cumulative.extend_buffer(d, link, counts, prior_row(priors[THRESHOLDS]), at, x_mean)
+
+
 def _log_normaliser(family: str, y: np.ndarray, trials: np.ndarray) -> np.ndarray:
     if family == "poisson":
         return -gammaln(y + 1.0)
@@ -214,7 +251,7 @@ def _nutpie_model(plan: GlmmPlan):
 
 def fit_glmm(design: Design, priors: dict[str, Prior], settings: SamplerSettings, cells: Cells | None,
              parameterization: dict[str, str]):
-    """Sample a bernoulli, binomial or poisson full model on the kernel with nutpie.
+    """Sample a bernoulli, binomial, poisson or cumulative full model on the kernel with nutpie.
 
     Parameters
     ----------

@@ -38,6 +38,7 @@ import numba
 import numpy as np
 from numba import types
 
+from . import cumulative_kernel as cumulative
 from .prior_density import prior_logp
 
 __all__ = ["HEAD", "BLOCK_FIELDS", "NON_CENTRED", "CENTRED", "BINOMIAL", "POISSON", "KernelBlock", "pack_buffer",
@@ -94,7 +95,8 @@ def pack_buffer(family, y, trials, weights, offset, X, x_centre, fixed_priors, b
     Parameters
     ----------
     family : int
-        :data:`BINOMIAL` (bernoulli and binomial) or :data:`POISSON`.
+        :data:`BINOMIAL` (bernoulli and binomial), :data:`POISSON`, or
+        :data:`bayesmlm.fastpath.cumulative_kernel.CUMULATIVE` (then extended by its ``extend_buffer``).
     y, trials, weights, offset : arrays (N,)
         Per unit (cell or row); trials are ignored for poisson.
     X : array (N, p)
@@ -169,7 +171,8 @@ def _cholesky_factor(x, d, r, L):
 def _effects(x, d, r, L, u):
     """u (J x q) of block row r: L z_j (non-centred) or A (v_j - H_j b) (centred); u is flat, by level."""
     kind, q, J, e_at, h_at, a_at = int(d[r]), int(d[r + 1]), int(d[r + 2]), int(d[r + 4]), int(d[r + 10]), int(d[r + 11])
-    p = int(d[2])
+    p, loc = int(d[2]), int(d[r + cumulative.LOCATION_FIELD])
+    shift = cumulative.threshold_mean(x, d) if loc > 0 else 0.0  # a cumulative model's intercept, centred on -mean(c)
     e = np.empty(q)
     for j in range(J):
         for a in range(q):
@@ -180,6 +183,8 @@ def _effects(x, d, r, L, u):
                 for t in range(p):
                     m += d[h_at + (j * q + a) * p + t] * x[t]
                 e[a] -= m
+        if loc > 0:
+            e[loc - 1] += shift
         for a in range(q):
             acc = 0.0
             if kind == 1:
@@ -281,6 +286,8 @@ def _block_density(x, d, r, L, u, gu, dL, grad):
             for a in range(q):
                 for s in range(p):
                     grad[s] -= d[h_at + (o + a) * p + s] * t[a]
+        if d[r + cumulative.LOCATION_FIELD] > 0:
+            cumulative.add_location_grad(d, grad, t[int(d[r + cumulative.LOCATION_FIELD]) - 1])
     if kind == 2:
         for a in range(q):
             lp -= J * math.log(L[a, a])
@@ -338,7 +345,9 @@ def logp_grad(x, d, grad):
                 eta[i] += acc
     res = np.empty(N)
     ll = 0.0
-    if family == 1:
+    if family == cumulative.CUMULATIVE:
+        ll = cumulative.loglik(x, d, eta, res, grad)
+    elif family == 1:
         for i in range(N):
             mu = math.exp(eta[i])
             w = d[o_units + 2 * N + i]
@@ -376,6 +385,8 @@ def logp_grad(x, d, grad):
         at = int(d[r + 4]) - p
         lp += _block_density(x, d, r, Ls[k], u[at:], gu[at:], dL, grad)
         lp += _sd_prior(x, d, r, Ls[k], dL, grad)
+    if family == cumulative.CUMULATIVE:
+        lp += cumulative.finish(x, d, grad)
     return lp
 
 
@@ -410,6 +421,8 @@ def expand(x, d, out):
                     out[at] = cv / (sd[a] * sd[b])
                     at += 1
         _effects(x, d, r, L, out[at:at + J * q])
+    if int(d[5]) == cumulative.CUMULATIVE:
+        cumulative.expand_thresholds(x, d, out)
     return 0
 
 

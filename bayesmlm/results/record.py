@@ -51,7 +51,7 @@ class FitRecord:
         coefficients are centred on (:mod:`bayesmlm.design.block_means`):
         the same-named terms, the intercept and group-level covariates.
     density : str
-        How a full-model fit computed its log density: ``"kernel"`` (bernoulli,
+        How a full-model fit computed its log density: ``"kernel"`` (bernoulli, cumulative,
         binomial and poisson with nutpie: one Numba kernel compiled once per machine,
         :mod:`bayesmlm.fastpath.glmm_fit`) or ``"pytensor"`` (the PyMC model's graph,
         compiled per model); empty for the collapsed routes. The model is the same either way.
