@@ -1,0 +1,91 @@
+"""The generalized full model's kernel on VerbAgg: one gradient's time, and compiling it on an empty Numba cache.
+
+- ``gradient``: ``logp_grad`` in a loop at one fixed point of VerbAgg's
+  plan at the default parameterisation (microseconds per call, best of 5
+  repeats of 200 calls);
+- ``compile``: a fresh process with NUMBA_CACHE_DIR at a new empty folder
+  imports :mod:`bayesmlm.fastpath.glmm_kernel` and makes one call of
+  ``logp_grad`` and one of ``expand`` (seconds, the import of numba and
+  numpy excluded).
+
+    python benchmarks/glmm_kernel_timing.py [--out FILE]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+import tempfile
+import time
+import warnings
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+VERBAGG = "r2 ~ Anger + Gender + btype + situ + (1 | id) + (1 | item)"
+
+_COMPILE = """
+import time, numpy as np, numba
+t = time.perf_counter()
+from bayesmlm.fastpath import glmm_kernel as k
+b = k.KernelBlock(k.CENTRED, False, [0, 1], np.ones((2, 1)), [[2, 1, 0, 0]], 1.0, 2, H=np.ones((2, 1, 1)))
+d = k.pack_buffer(k.BINOMIAL, [1, 0], [1, 1], [1, 1], [0, 0], np.ones((2, 1)), [0.0], [[0, 0, 2.5, 0]], [b], 0.0, 0)
+g = np.empty(int(d[1]))
+k.logp_grad(np.zeros(int(d[1])), d, g)
+k.expand(np.zeros(int(d[1])), d, np.empty(int(d[6])))
+print(time.perf_counter() - t)
+"""
+
+
+def gradient_us() -> tuple[float, int]:
+    import bayesmlm
+    from bayesmlm.fastpath.glmm_fit import glmm_plan
+    from bayesmlm.fastpath.glmm_kernel import logp_grad
+
+    frame = bayesmlm.datasets.load("verbagg").assign(r2=lambda d: (d.r2 == "Y").astype(int))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        m = bayesmlm.MLM(VERBAGG, frame, family="bernoulli")
+        cells, choice = m._full_options(True, "auto")
+    plan = glmm_plan(m.design, m.prior_dict, cells, choice)
+    x = plan.initial_point(1)
+    grad = np.empty(plan.n_dim)
+    logp_grad(x, plan.buffer, grad)
+    best = np.inf
+    for _ in range(5):
+        t = time.perf_counter()
+        for _ in range(200):
+            logp_grad(x, plan.buffer, grad)
+        best = min(best, (time.perf_counter() - t) / 200)
+    return best * 1e6, int(plan.buffer[4])
+
+
+def compile_seconds() -> float:
+    with tempfile.TemporaryDirectory() as cache:
+        env = dict(os.environ, NUMBA_CACHE_DIR=cache, PYTHONPATH=str(ROOT))
+        run = subprocess.run([sys.executable, "-c", _COMPILE], env=env, capture_output=True, text=True, cwd=ROOT)
+        if run.returncode:
+            raise RuntimeError(run.stderr)
+        return float(run.stdout.strip().splitlines()[-1])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", default=None)
+    args = parser.parse_args()
+    us, units = gradient_us()
+    seconds = compile_seconds()
+    load = os.getloadavg()
+    text = (f"| VerbAgg units | one gradient (us) | compile on an empty cache (s) |\n|---|---|---|\n"
+            f"| {units} | {us:.0f} | {seconds:.1f} |\n"
+            f"Machine: {os.cpu_count()} cores, load average {load[0]:.1f} / {load[1]:.1f} / {load[2]:.1f} (shared).")
+    print(text)
+    if args.out:
+        Path(args.out).write_text(text + "\n")
+
+
+if __name__ == "__main__":
+    main()
