@@ -205,15 +205,18 @@ def _cholesky_factor(x, d, r, L):
 
 
 @numba.njit(**_OPTIONS)
-def _effects(x, d, r, L, u, with_mean):
-    """u (J x q) of block row r: L z_j (non-centred) or A (v_j - H_j b) (centred; A v_j without the mean); flat, by level."""
+def _effects(x, d, r, L, u, mean):
+    """u (J x q) of block row r: L z_j (non-centred) or A (v_j - mean H_j b) (centred); flat, by level.
+
+    ``mean`` is 1.0 or 0.0 (A v_j, what the likelihood reads), a float so that Numba compiles one version, not one per
+    literal."""
     kind, q, J, e_at, h_at, a_at = int(d[r]), int(d[r + 1]), int(d[r + 2]), int(d[r + 4]), int(d[r + 10]), int(d[r + 11])
     p = int(d[2])
     e = np.empty(q)
     for j in range(J):
         for a in range(q):
             e[a] = x[e_at + j * q + a]
-        if kind == 2 and h_at >= 0 and with_mean:
+        if kind == 2 and h_at >= 0 and mean != 0.0:
             for a in range(q):
                 m = 0.0
                 for t in range(p):
@@ -360,9 +363,9 @@ def logp_grad(x, d, grad):
         at = int(d[r + 4]) - p
         kq[k], kat[k], kix[k], kzs[k] = int(d[r + 1]), at, int(d[r + 8]), int(d[r + 9])
         _cholesky_factor(x, d, r, Ls[k])
-        _effects(x, d, r, Ls[k], u[at:], True)
+        _effects(x, d, r, Ls[k], u[at:], 1.0)
         if int(d[r]) == 2 and int(d[r + 10]) >= 0:
-            _effects(x, d, r, Ls[k], w[at:], False)
+            _effects(x, d, r, Ls[k], w[at:], 0.0)
         else:
             for c in range(kq[k] * int(d[r + 2])):
                 w[at + c] = u[at + c]
@@ -451,7 +454,7 @@ def expand(x, d, out):
                         cv += L[b, c] * L[a, c]
                     out[at] = cv / (sd[a] * sd[b])
                     at += 1
-        _effects(x, d, r, L, out[at:at + J * q], True)
+        _effects(x, d, r, L, out[at:at + J * q], 1.0)
     return 0
 
 
