@@ -397,7 +397,8 @@ def logp_grad(x, d, grad):
             ri = wi * (yi - mu)
         else:
             ex = math.exp(-abs(e))
-            sp = max(e, 0.0) + math.log1p(ex)
+            # log(1 + ex), not log1p: twice as fast here, and as 1 + ex lies in (1, 2] its error is absolute, < 1.2e-16
+            sp = max(e, 0.0) + math.log(1.0 + ex)
             prob = (1.0 if e > 0.0 else ex) / (1.0 + ex)
             n = d[o_units + N + i]
             ll += wi * (yi * e - n * sp)
