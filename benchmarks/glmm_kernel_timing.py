@@ -8,7 +8,9 @@
   callbacks) and makes one call of ``logp_grad`` and one of ``expand``
   (seconds; importing bayesmlm excluded), median of 3 processes.
 
-    python benchmarks/glmm_kernel_timing.py [--out FILE]
+    python benchmarks/glmm_kernel_timing.py [--checkout DIR] [--out FILE]
+
+``--checkout`` times another checkout's kernel (e.g. main's, for a before/after).
 """
 
 from __future__ import annotations
@@ -41,7 +43,8 @@ print(time.perf_counter() - t)
 """
 
 
-def gradient_us() -> tuple[float, int]:
+def gradient_us(root: Path = ROOT) -> tuple[float, int]:
+    sys.path.insert(0, str(root))  # that checkout's bayesmlm, not an installed one
     import bayesmlm
     from bayesmlm.fastpath.glmm_fit import glmm_plan
     from bayesmlm.fastpath.glmm_kernel import logp_grad
@@ -78,13 +81,14 @@ def compile_seconds(root: Path = ROOT, repeats: int = 3) -> float:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--checkout", default=str(ROOT))
     parser.add_argument("--out", default=None)
     args = parser.parse_args()
-    us, units = gradient_us()
-    seconds = compile_seconds()
+    us, units = gradient_us(Path(args.checkout))
+    seconds = compile_seconds(Path(args.checkout))
     load = os.getloadavg()
-    text = (f"| VerbAgg units | one gradient (us) | compile on an empty cache (s) |\n|---|---|---|\n"
-            f"| {units} | {us:.0f} | {seconds:.1f} |\n"
+    text = (f"| checkout | VerbAgg units | one gradient (us) | compile on an empty cache (s) |\n|---|---|---|---|\n"
+            f"| {Path(args.checkout).name} | {units} | {us:.0f} | {seconds:.1f} |\n"
             f"Machine: {os.cpu_count()} cores, load average {load[0]:.1f} / {load[1]:.1f} / {load[2]:.1f} (shared).")
     print(text)
     if args.out:
