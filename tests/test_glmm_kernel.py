@@ -27,7 +27,8 @@ from bayesmlm.schema import FIXED, cor_var, safe_name, sd_var
 
 
 def _crossed(seed: int, family: str, n: int = 400) -> pd.DataFrame:
-    """a (12 levels) crossed with b (6); x and w discrete, so rows share cells; za constant within a; an offset of two values."""
+    """a (12 levels) crossed with b (6); x and w discrete, so rows share cells; za constant within a; an offset of
+    two values."""
     rng = np.random.default_rng(seed)
     a, b = rng.integers(0, 12, n), rng.integers(0, 6, n)
     x, w = rng.integers(0, 3, n).astype(float), rng.integers(0, 2, n).astype(float)

@@ -105,7 +105,8 @@ def reduced_design(Xc: np.ndarray, blocks) -> tuple[np.ndarray, np.ndarray]:
 
     Examples
     --------
-    >>> b = KernelBlock(CENTRED, False, [0, 1], np.ones((2, 1)), [[2, 1, 0, 0]], 1.0, 2, H=np.array([[[1.0, 0.0]], [[1.0, 0.0]]]))
+    >>> H = np.array([[[1.0, 0.0]], [[1.0, 0.0]]])  # both levels' mean is b[0]
+    >>> b = KernelBlock(CENTRED, False, [0, 1], np.ones((2, 1)), [[2, 1, 0, 0]], 1.0, 2, H=H)
     >>> Xr, cols = reduced_design(np.array([[1.0, 0.5], [1.0, -0.5]]), [b])
     >>> cols.tolist(), Xr.ravel().tolist()  # the first column is the block's mean: it drops
     ([1], [0.5, -0.5])
