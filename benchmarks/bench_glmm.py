@@ -127,6 +127,13 @@ cat(sprintf('{{"wall": %.3f, "fixef": {{%s}}}}\n', t,
 """
 
 
+def _gradients_per_draw(fit) -> str:
+    """The mean leapfrog steps (gradients) per kept draw, from the sampler's stats (nutpie's n_steps)."""
+    stats = fit.idata["sample_stats"]
+    name = "n_steps" if "n_steps" in stats else "tree_size" if "tree_size" in stats else None
+    return f"{float(stats[name].mean()):.1f}" if name else "-"
+
+
 def verbagg(out: str, inits: tuple[str, ...] = ("sampler",)) -> None:
     frame = bayesmlm.datasets.load("verbagg").assign(r2=lambda d: (d.r2 == "Y").astype(int))
     glmer = None
@@ -141,10 +148,10 @@ def verbagg(out: str, inits: tuple[str, ...] = ("sampler",)) -> None:
                 print(run.stderr, file=sys.stderr)
     lines = [f"**verbagg, `{VERBAGG}`, family=\"bernoulli\", 7,584 rows, default fit settings**", "",
              "| fit | init | parameterisation | wall (s) | / glmer | max R-hat | min bulk ESS | min tail ESS | divergences | "
-             "converged | max abs(fixef - glmer) / posterior SD | worst parameters |",
-             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+             "converged | max abs(fixef - glmer) / posterior SD | worst parameters | gradients per draw |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     if glmer:
-        lines.append(f"| lme4 glmer (Laplace) | - | - | {glmer['wall']:.2f} | 1.00 | - | - | - | - | - | - | - |")
+        lines.append(f"| lme4 glmer (Laplace) | - | - | {glmer['wall']:.2f} | 1.00 | - | - | - | - | - | - | - | - |")
     for init in inits:
         model = bayesmlm.MLM(VERBAGG, frame, family="bernoulli")
         start = time.perf_counter()
@@ -160,7 +167,7 @@ def verbagg(out: str, inits: tuple[str, ...] = ("sampler",)) -> None:
         ratio = f"{wall / glmer['wall']:.2f}" if glmer else "-"
         lines.append(f"| bayesmlm, defaults, density {r.density} | {r.init} | {par} | {wall:.1f} | {ratio} | {d.max_rhat:.3f} | {d.min_ess_bulk:.0f} | "
                      f"{d.min_ess_tail:.0f} | {d.divergences} | {'yes' if d.converged else 'NO'} | {gap:.2f} | "
-                     f"{', '.join(d.flagged[:3]) or '-'} |")
+                     f"{', '.join(d.flagged[:3]) or '-'} | {_gradients_per_draw(fit)} |")
         print(lines[-1], flush=True)
     load = os.getloadavg()
     lines.append(f"Machine: {os.cpu_count()} cores, load average {load[0]:.1f} / {load[1]:.1f} / {load[2]:.1f} at the end "

@@ -27,17 +27,20 @@ from bayesmlm.schema import FIXED, cor_var, safe_name, sd_var
 
 
 def _crossed(seed: int, family: str, n: int = 400) -> pd.DataFrame:
-    """a (12 levels) crossed with b (6); x and w discrete, so rows share cells; an offset of two values."""
+    """a (12 levels) crossed with b (6); x and w discrete, so rows share cells; za constant within a; an offset of
+    two values."""
     rng = np.random.default_rng(seed)
     a, b = rng.integers(0, 12, n), rng.integers(0, 6, n)
     x, w = rng.integers(0, 3, n).astype(float), rng.integers(0, 2, n).astype(float)
     off = rng.choice([0.0, 0.3], n)
     eta = -0.3 + 0.4 * x + 0.2 * w + rng.normal(size=12)[a] + 0.5 * rng.normal(size=12)[a] * x + 0.5 * rng.normal(size=6)[b] + off
+    za = rng.integers(0, 3, 12).astype(float)[a]  # constant within a: a centred a absorbs it
+    eta = eta + 0.3 * za
     if family == "poisson":
         y = rng.poisson(np.exp(eta))
     else:
         y = rng.binomial(5 if family == "binomial" else 1, 1.0 / (1.0 + np.exp(-eta)))
-    return pd.DataFrame({"y": y, "f": 5 - y, "x": x, "w": w, "off": off, "wt": 0.5 + w,
+    return pd.DataFrame({"y": y, "f": 5 - y, "x": x, "w": w, "za": za, "off": off, "wt": 0.5 + w,
                          "a": [f"a{i}" for i in a], "b": [f"b{i}" for i in b]})
 
 
@@ -67,6 +70,7 @@ def _point(pmodel, plan, x: np.ndarray) -> dict:
 
 
 CASES = [  # family, formula, options, parameterization, aggregate
+    ("bernoulli", "y ~ x + za + w + (1 + x | a) + (1 | b)", {"offset": "off"}, "centred", False),
     ("bernoulli", "y ~ x + w + (1 + x | a) + (1 | b)", {"offset": "off"}, "centred", True),
     ("bernoulli", "y ~ x + w + (1 + x | a) + (1 | b)", {"offset": "off"}, "non-centred", False),
     ("binomial", "cbind(y, f) ~ x + (1 | a) + (1 | b)", {}, {"a": "centred", "b": "non-centred"}, True),
@@ -111,6 +115,8 @@ def test_log_density_is_the_pymc_models(family, formula, options, par, aggregate
     cells, choice = m._full_options(aggregate, par)
     assert (cells is not None) == aggregate  # the cells case is exercised
     plan = glmm_plan(m.design, m.prior_dict, cells, choice)
+    if "za" in formula:  # the block means absorb the intercept, x and za: the likelihood reads only w
+        assert int(plan.buffer[14]) == 1
     logp = pmodel.compile_logp()
     # PyTensor's log_diff_normal_cdf (the probit PyMC model's) is off by up to ~1e-8 relatively (the kernel's is
     # held to scipy in test_probit_log_difference_is_exact); the logit likelihood is held to 1e-8 absolutely

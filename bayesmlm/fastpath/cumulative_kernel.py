@@ -20,7 +20,7 @@ adds the prior and chains them through the transform. A centred random
 intercept is centred on -mean(c) (the intercept the thresholds absorb): the
 block's table entry 13 is then the intercept's term + 1.
 
-The section of the buffer (:func:`extend_buffer`), at ``d[14]``:
+The section of the buffer (:func:`extend_buffer`), at ``d[SECTION_SLOT]``:
 
     link, K - 1, x index of the thresholds, prior row (4), out index, X's means' offset, then n (N x K)
 
@@ -37,12 +37,13 @@ import numpy as np
 
 from .prior_density import prior_logp
 
-__all__ = ["CUMULATIVE", "LOGIT", "PROBIT", "LOCATION_FIELD", "extend_buffer", "threshold_mean", "add_location_grad", "loglik",
-           "finish", "expand_thresholds", "log_diff_cdf"]
+__all__ = ["CUMULATIVE", "LOGIT", "PROBIT", "LOCATION_FIELD", "SECTION_SLOT", "extend_buffer", "threshold_mean",
+           "add_location_grad", "loglik", "finish", "expand_thresholds", "log_diff_cdf"]
 
 CUMULATIVE = 2
 LOGIT, PROBIT = 0, 1
 _SECTION = 16
+SECTION_SLOT = 16  # the kernel's header slot holding this section's offset (glmm_kernel.HEAD - 1)
 LOCATION_FIELD = 13  # the block table's entry read by glmm_kernel's _effects and _block_density
 _OPTIONS = {"cache": True, "error_model": "numpy", "nogil": True}
 _HALF_LOG_2PI = 0.5 * math.log(2.0 * math.pi)
@@ -90,7 +91,7 @@ def extend_buffer(d: np.ndarray, link: int, counts, prior_row, located: dict[int
     head[:8] = [link, n_cat - 1, d[1], *prior_row, d[6]]
     head[9] = at + _SECTION + N * n_cat
     d = np.concatenate([d, head, counts.ravel(), np.asarray(x_mean, dtype=np.float64)])
-    d[14] = at
+    d[SECTION_SLOT] = at
     d[1] += n_cat - 1
     d[6] += n_cat - 1
     d[0] = len(d)
@@ -100,7 +101,7 @@ def extend_buffer(d: np.ndarray, link: int, counts, prior_row, located: dict[int
 @numba.njit(**_OPTIONS)
 def _thresholds(x, d, c):
     """c (K - 1) from the unconstrained vector: PyMC's ordered transform."""
-    o = int(d[14])
+    o = int(d[SECTION_SLOT])
     k, at = int(d[o + 1]), int(d[o + 2])
     c[0] = x[at]
     for j in range(1, k):
@@ -110,7 +111,7 @@ def _thresholds(x, d, c):
 @numba.njit(**_OPTIONS)
 def threshold_mean(x, d):
     """mean(c): minus the location a centred random intercept is centred on."""
-    k = int(d[int(d[14]) + 1])
+    k = int(d[int(d[SECTION_SLOT]) + 1])
     c = np.empty(k)
     _thresholds(x, d, c)
     return c.sum() / k
@@ -119,7 +120,7 @@ def threshold_mean(x, d):
 @numba.njit(**_OPTIONS)
 def add_location_grad(d, grad, g):
     """Chain g = d log p / d mean(c) into the gradient's threshold entries (still d/dc)."""
-    o = int(d[14])
+    o = int(d[SECTION_SLOT])
     k, at = int(d[o + 1]), int(d[o + 2])
     for j in range(k):
         grad[at + j] += g / k
@@ -179,7 +180,7 @@ def log_diff_cdf(link, b, a):
 def loglik(x, d, eta, res, grad):
     """sum_i sum_k n_ik log p_k(eta_i); res_i = its derivative in eta_i, d/dc added to grad's threshold entries."""
     N = int(d[4])
-    o = int(d[14])
+    o = int(d[SECTION_SLOT])
     link, k, at = int(d[o]), int(d[o + 1]), int(d[o + 2])
     n_at = o + _SECTION
     c = np.empty(k)
@@ -218,7 +219,7 @@ def loglik(x, d, eta, res, grad):
 @numba.njit(**_OPTIONS)
 def finish(x, d, grad):
     """The thresholds' prior and log Jacobian; their gradient chained from d/dc to the unconstrained entries."""
-    o = int(d[14])
+    o = int(d[SECTION_SLOT])
     k, at = int(d[o + 1]), int(d[o + 2])
     code, pa, pb, pc = int(d[o + 3]), d[o + 4], d[o + 5], d[o + 6]
     c = np.empty(k)
@@ -242,7 +243,7 @@ def finish(x, d, grad):
 @numba.njit(**_OPTIONS)
 def expand_thresholds(x, d, out):
     """The reported thresholds, c + mean(X) . b_centred, at their place in the expanded draw."""
-    o = int(d[14])
+    o = int(d[SECTION_SLOT])
     k, out_at, xm = int(d[o + 1]), int(d[o + 7]), int(d[o + 9])
     p = int(d[2])
     c = np.empty(k)

@@ -25,6 +25,15 @@ triangle with the diagonal on the log scale, and the density of
 Priors are :mod:`bayesmlm.fastpath.prior_density`'s, as PyMC's, with the log
 Jacobians, so the kernel's log density is the PyMC model's, constants included.
 
+The likelihood reads eta = Xr b + sum_k Z_k w_k with w = L z (non-centred), A v
+(centred) and Xr = Xc - sum_k Z_k A_k H_k without its vanishing columns
+(:func:`reduced_design`): a fixed effect a block absorbs costs no per-unit work,
+and one pass over the units gives eta, the log likelihood and its gradient.
+A cumulative model (:mod:`bayesmlm.fastpath.cumulative_kernel`) takes two: eta
+into an array, its log likelihood over all units, then d/deta into b and the
+effects; its located intercept's shift is in w as in u, so the shift's gradient
+takes the likelihood's part as well as the prior's.
+
 Everything the kernel reads is one float64 buffer (:func:`pack_buffer`);
 index arrays are stored as int64 bit patterns. The kernel is the same for every
 model (nothing is generated), so Numba compiles it once per machine.
@@ -41,12 +50,14 @@ from numba import types
 from . import cumulative_kernel as cumulative
 from .prior_density import prior_logp
 
-__all__ = ["HEAD", "BLOCK_FIELDS", "NON_CENTRED", "CENTRED", "BINOMIAL", "POISSON", "KernelBlock", "pack_buffer",
+__all__ = ["HEAD", "BLOCK_FIELDS", "NON_CENTRED", "CENTRED", "BINOMIAL", "POISSON", "KernelBlock", "reduced_design", "pack_buffer",
            "logp_grad", "expand", "logp_cfunc", "expand_cfunc"]
 
 NON_CENTRED, CENTRED = 1, 2
 BINOMIAL, POISSON = 0, 1
-HEAD = 16  # d[0] length, n_dim, p, K, N, family, n_expanded, constant, intercept, o_blocks, o_units, o_fixed, o_xc, o_X
+HEAD = 17  # d[0] length, n_dim, p, K, N, family, n_expanded, constant, intercept, o_blocks, o_units, o_fixed, o_xc,
+#           o_X (the reduced design), its number of columns, o_cols (their indices in b), the family's section
+#           (cumulative_kernel.SECTION_SLOT; 0 without)
 BLOCK_FIELDS = 16
 _OPTIONS = {"cache": True, "error_model": "numpy", "nogil": True, "fastmath": {"nsz", "arcp", "contract", "afn", "reassoc"}}
 _LOG_2PI = math.log(2.0 * math.pi)
@@ -89,6 +100,37 @@ class KernelBlock:
         return self.q * (self.q + 1) // 2 if self.correlated else self.q
 
 
+def reduced_design(Xc: np.ndarray, blocks) -> tuple[np.ndarray, np.ndarray]:
+    """The fixed design the likelihood reads, Xc - sum_k Z_k A_k H_k, without the columns that vanish.
+
+    A centred block's effects are u_j = A (v_j - H_j b), so
+    eta = Xc b + Z u = (Xc - Z A H) b + Z A v: a fixed column that a block
+    absorbs (and the centred intercept) is zero to rounding there for every
+    unit, and the kernel then does no per-unit work for it. Returns the kept
+    columns (N x p_kept) and their indices in b.
+
+    Examples
+    --------
+    >>> H = np.array([[[1.0, 0.0]], [[1.0, 0.0]]])  # both levels' mean is b[0]
+    >>> b = KernelBlock(CENTRED, False, [0, 1], np.ones((2, 1)), [[2, 1, 0, 0]], 1.0, 2, H=H)
+    >>> Xr, cols = reduced_design(np.array([[1.0, 0.5], [1.0, -0.5]]), [b])
+    >>> cols.tolist(), Xr.ravel().tolist()  # the first column is the block's mean: it drops
+    ([1], [0.5, -0.5])
+    """
+    Xr = np.array(Xc, dtype=np.float64)
+    scale = np.abs(Xr).max(axis=0, initial=0.0)
+    for b in blocks:
+        if b.kind == CENTRED and b.H is not None:
+            ZA = b.Z @ b.A
+            for lo in range(0, len(Xr), 1 << 20):  # in chunks: H by unit is N x q x p
+                part = slice(lo, lo + (1 << 20))
+                absorbed = np.einsum("ib,ibt->it", ZA[part], b.H[b.index[part]])
+                scale = np.maximum(scale, np.abs(absorbed).max(axis=0, initial=0.0))
+                Xr[part] -= absorbed
+    cols = np.flatnonzero(np.abs(Xr).max(axis=0, initial=0.0) > 1e-12 * np.maximum(scale, 1.0))
+    return np.ascontiguousarray(Xr[:, cols]), cols
+
+
 def pack_buffer(family, y, trials, weights, offset, X, x_centre, fixed_priors, blocks, constant, intercept) -> np.ndarray:
     """The one buffer the kernel reads.
 
@@ -119,13 +161,15 @@ def pack_buffer(family, y, trials, weights, offset, X, x_centre, fixed_priors, b
     X = np.ascontiguousarray(np.asarray(X, dtype=np.float64) - np.asarray(x_centre, dtype=np.float64))
     N, p = X.shape
     K = len(blocks)
+    Xr, cols = reduced_design(X, blocks)
     bits = lambda a: np.asarray(a, dtype=np.int64).view(np.float64)  # noqa: E731  (read back through d.view)
     o_blocks = HEAD
     o_units = o_blocks + BLOCK_FIELDS * K
     o_fixed = o_units + 4 * N
     o_xc = o_fixed + 4 * p
-    o_X = o_xc + p
-    end = o_X + N * p
+    o_cols = o_xc + p
+    o_X = o_cols + len(cols)
+    end = o_X + Xr.size
     parts, table = [], []
     x_at = p + sum(b.n_levels * b.q for b in blocks)
     n_dim = x_at + sum(b.n_sd for b in blocks)
@@ -140,11 +184,13 @@ def pack_buffer(family, y, trials, weights, offset, X, x_centre, fixed_priors, b
         e_at += b.n_levels * b.q
         x_at += b.n_sd
         out_at += b.q + (b.q * (b.q - 1) // 2 if b.correlated else 0) + b.n_levels * b.q
-    head = [0.0, n_dim, p, K, N, family, out_at, constant, intercept, o_blocks, o_units, o_fixed, o_xc, o_X, 0, 0]
+    head = [0.0, n_dim, p, K, N, family, out_at, constant, intercept, o_blocks, o_units, o_fixed, o_xc, o_X, len(cols),
+            o_cols, 0.0]
+    assert len(head) == HEAD and cumulative.SECTION_SLOT == HEAD - 1
     units = [np.asarray(a, dtype=np.float64).ravel() for a in (y, trials, weights, offset)]
     d = np.concatenate([np.asarray(head, dtype=np.float64), np.asarray(table, dtype=np.float64).ravel(), *units,
                         np.asarray(fixed_priors, dtype=np.float64).ravel(), np.asarray(x_centre, dtype=np.float64),
-                        X.ravel(), *parts])
+                        bits(cols), Xr.ravel(), *parts])
     d[0] = len(d)
     return d
 
@@ -168,8 +214,11 @@ def _cholesky_factor(x, d, r, L):
 
 
 @numba.njit(**_OPTIONS)
-def _effects(x, d, r, L, u):
-    """u (J x q) of block row r: L z_j (non-centred) or A (v_j - H_j b) (centred); u is flat, by level."""
+def _effects(x, d, r, L, u, mean):
+    """u (J x q) of block row r: L z_j (non-centred) or A (v_j - mean H_j b) (centred); flat, by level.
+
+    ``mean`` is 1.0 or 0.0 (A v_j, what the likelihood reads), a float so that Numba compiles one version, not one per
+    literal."""
     kind, q, J, e_at, h_at, a_at = int(d[r]), int(d[r + 1]), int(d[r + 2]), int(d[r + 4]), int(d[r + 10]), int(d[r + 11])
     p, loc = int(d[2]), int(d[r + cumulative.LOCATION_FIELD])
     shift = cumulative.threshold_mean(x, d) if loc > 0 else 0.0  # a cumulative model's intercept, centred on -mean(c)
@@ -177,7 +226,7 @@ def _effects(x, d, r, L, u):
     for j in range(J):
         for a in range(q):
             e[a] = x[e_at + j * q + a]
-        if kind == 2 and h_at >= 0:
+        if kind == 2 and h_at >= 0 and mean != 0.0:
             for a in range(q):
                 m = 0.0
                 for t in range(p):
@@ -240,7 +289,8 @@ def _sd_prior(x, d, r, L, dL, grad):
 def _block_density(x, d, r, L, u, gu, dL, grad):
     """The effects' own density of block row r and the likelihood's gradient gu chained into x; fills dL."""
     kind, q, J, e_at, h_at, a_at = int(d[r]), int(d[r + 1]), int(d[r + 2]), int(d[r + 4]), int(d[r + 10]), int(d[r + 11])
-    p = int(d[2])
+    p, loc = int(d[2]), int(d[r + cumulative.LOCATION_FIELD])
+    g_loc = 0.0
     for a in range(q):
         for c in range(q):
             dL[a, c] = 0.0
@@ -276,18 +326,24 @@ def _block_density(x, d, r, L, u, gu, dL, grad):
             lp -= 0.5 * w[a] * w[a]
             for c in range(a + 1):
                 dL[a, c] += g[a] * w[c]
-        for c in range(q):  # d/dv = A' (gu - g); the mean H_j b takes minus that
+        # d/dv = A' (gu - g), gu the likelihood's gradient in A v; the prior's part -A' g goes to b through -H_j
+        # (the likelihood reaches b through the reduced design, see reduced_design)
+        for c in range(q):
             acc = 0.0
+            prior = 0.0
             for a in range(q):
                 acc += d[a_at + a * q + c] * (gu[o + a] - g[a])
-            t[c] = acc
+                prior -= d[a_at + a * q + c] * g[a]
+            t[c] = prior
             grad[e_at + o + c] += acc
+            if c == loc - 1:
+                g_loc = acc
         if h_at >= 0:
             for a in range(q):
                 for s in range(p):
                     grad[s] -= d[h_at + (o + a) * p + s] * t[a]
-        if d[r + cumulative.LOCATION_FIELD] > 0:
-            cumulative.add_location_grad(d, grad, t[int(d[r + cumulative.LOCATION_FIELD]) - 1])
+        if loc > 0:  # w = A (v + shift e_loc) as u does: the likelihood reaches the shift too, so A' (gu - g)
+            cumulative.add_location_grad(d, grad, g_loc)
     if kind == 2:
         for a in range(q):
             lp -= J * math.log(L[a, a])
@@ -315,69 +371,81 @@ def logp_grad(x, d, grad):
         n_eff += int(d[r + 1]) * int(d[r + 2])
         qmax = max(qmax, int(d[r + 1]))
     Ls = np.zeros((K, qmax, qmax))
-    u = np.empty(n_eff)
+    u = np.empty(n_eff)  # the effects, for their density
+    w = np.empty(n_eff)  # what the likelihood reads: u, or A v for a centred block with a mean
     gu = np.zeros(n_eff)
+    kq, kat, kix, kzs = np.empty(K, np.int64), np.empty(K, np.int64), np.empty(K, np.int64), np.empty(K, np.int64)
     for k in range(K):
         r = o_blocks + BLOCK_FIELDS * k
+        at = int(d[r + 4]) - p
+        kq[k], kat[k], kix[k], kzs[k] = int(d[r + 1]), at, int(d[r + 8]), int(d[r + 9])
         _cholesky_factor(x, d, r, Ls[k])
-        _effects(x, d, r, Ls[k], u[int(d[r + 4]) - p:])
-    # the likelihood in passes over the units (each a plain loop the compiler can keep in registers):
-    # eta, then r_i = d loglik / d eta_i, then r to b and to each block's effects
-    eta = np.empty(N)
-    for i in range(N):
-        acc = d[o_units + 3 * N + i]
-        row = o_X + i * p
-        for t in range(p):
-            acc += d[row + t] * x[t]
-        eta[i] = acc
-    for k in range(K):
-        r = o_blocks + BLOCK_FIELDS * k
-        q, at, ix, zs = int(d[r + 1]), int(d[r + 4]) - p, int(d[r + 8]), int(d[r + 9])
-        if q == 1:
-            for i in range(N):
-                eta[i] += d[zs + i] * u[at + di[ix + i]]
+        _effects(x, d, r, Ls[k], u[at:], 1.0)
+        if int(d[r]) == 2 and int(d[r + 10]) >= 0:
+            _effects(x, d, r, Ls[k], w[at:], 0.0)
         else:
-            for i in range(N):
-                o = at + q * di[ix + i]
-                acc = 0.0
-                for a in range(q):
-                    acc += d[zs + i * q + a] * u[o + a]
-                eta[i] += acc
-    res = np.empty(N)
+            for c in range(kq[k] * int(d[r + 2])):
+                w[at + c] = u[at + c]
+    pr, o_cols = int(d[14]), int(d[15])
+    b = np.empty(pr)
+    gb = np.zeros(pr)
+    for t in range(pr):
+        b[t] = x[di[o_cols + t]]
+    # one pass over the units: eta_i, r_i = d loglik / d eta_i, and r_i into b and each block's effects;
+    # a cumulative model takes two (eta, then its loglik over all units, then r into b and the effects)
     ll = 0.0
-    if family == cumulative.CUMULATIVE:
-        ll = cumulative.loglik(x, d, eta, res, grad)
-    elif family == 1:
+    poisson = family == 1
+    ordinal = family == cumulative.CUMULATIVE
+    eta = np.empty(N if ordinal else 0)
+    res = np.empty(N if ordinal else 0)
+    for sweep in range(2 if ordinal else 1):
+        if sweep == 1:
+            ll = cumulative.loglik(x, d, eta, res, grad)
         for i in range(N):
-            mu = math.exp(eta[i])
-            w = d[o_units + 2 * N + i]
-            ll += w * (d[o_units + i] * eta[i] - mu)
-            res[i] = w * (d[o_units + i] - mu)
-    else:
-        for i in range(N):
-            e = eta[i]
-            ex = math.exp(-abs(e))
-            sp = max(e, 0.0) + math.log1p(ex)
-            prob = (1.0 if e > 0.0 else ex) / (1.0 + ex)
-            w, n = d[o_units + 2 * N + i], d[o_units + N + i]
-            ll += w * (d[o_units + i] * e - n * sp)
-            res[i] = w * (d[o_units + i] - n * prob)
-    for i in range(N):
-        ri = res[i]
-        row = o_X + i * p
-        for t in range(p):
-            grad[t] += ri * d[row + t]
-    for k in range(K):
-        r = o_blocks + BLOCK_FIELDS * k
-        q, at, ix, zs = int(d[r + 1]), int(d[r + 4]) - p, int(d[r + 8]), int(d[r + 9])
-        if q == 1:
-            for i in range(N):
-                gu[at + di[ix + i]] += res[i] * d[zs + i]
-        else:
-            for i in range(N):
-                o = at + q * di[ix + i]
-                for a in range(q):
-                    gu[o + a] += res[i] * d[zs + i * q + a]
+            row = o_X + i * pr
+            if ordinal and sweep == 1:
+                ri = res[i]
+            else:
+                e = d[o_units + 3 * N + i]
+                for t in range(pr):
+                    e += d[row + t] * b[t]
+                for k in range(K):
+                    q = kq[k]
+                    if q == 1:
+                        e += d[kzs[k] + i] * w[kat[k] + di[kix[k] + i]]
+                    else:
+                        o = kat[k] + q * di[kix[k] + i]
+                        for a in range(q):
+                            e += d[kzs[k] + i * q + a] * w[o + a]
+                if ordinal:
+                    eta[i] = e
+                    continue
+                yi, wi = d[o_units + i], d[o_units + 2 * N + i]
+                if poisson:
+                    mu = math.exp(e)
+                    ll += wi * (yi * e - mu)
+                    ri = wi * (yi - mu)
+                else:
+                    ex = math.exp(-abs(e))
+                    # log(1 + ex), not log1p: twice as fast here, and as 1 + ex lies in (1, 2] its error is absolute,
+                    # < 1.2e-16
+                    sp = max(e, 0.0) + math.log(1.0 + ex)
+                    prob = (1.0 if e > 0.0 else ex) / (1.0 + ex)
+                    n = d[o_units + N + i]
+                    ll += wi * (yi * e - n * sp)
+                    ri = wi * (yi - n * prob)
+            for t in range(pr):
+                gb[t] += ri * d[row + t]
+            for k in range(K):
+                q = kq[k]
+                if q == 1:
+                    gu[kat[k] + di[kix[k] + i]] += ri * d[kzs[k] + i]
+                else:
+                    o = kat[k] + q * di[kix[k] + i]
+                    for a in range(q):
+                        gu[o + a] += ri * d[kzs[k] + i * q + a]
+    for t in range(pr):
+        grad[di[o_cols + t]] += gb[t]
     lp += ll
     dL = np.empty((qmax, qmax))
     for k in range(K):
@@ -420,7 +488,7 @@ def expand(x, d, out):
                         cv += L[b, c] * L[a, c]
                     out[at] = cv / (sd[a] * sd[b])
                     at += 1
-        _effects(x, d, r, L, out[at:at + J * q])
+        _effects(x, d, r, L, out[at:at + J * q], 1.0)
     if int(d[5]) == cumulative.CUMULATIVE:
         cumulative.expand_thresholds(x, d, out)
     return 0

@@ -1,0 +1,99 @@
+"""The generalized full model's kernel on VerbAgg: one gradient's time, and compiling it on an empty Numba cache.
+
+- ``gradient``: ``logp_grad`` in a loop at one fixed point of VerbAgg's
+  plan at the default parameterisation (microseconds per call, best of 5
+  repeats of 200 calls);
+- ``compile``: a fresh process with NUMBA_CACHE_DIR at a new empty folder
+  imports :mod:`bayesmlm.fastpath.glmm_kernel` (compiling nutpie's two C
+  callbacks) and makes one call of ``logp_grad`` and one of ``expand``
+  (seconds; importing bayesmlm excluded), median of 3 processes.
+
+    python benchmarks/glmm_kernel_timing.py [--checkout DIR] [--out FILE]
+
+``--checkout`` times another checkout's kernel (e.g. main's, for a before/after).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+import tempfile
+import time
+import warnings
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+VERBAGG = "r2 ~ Anger + Gender + btype + situ + (1 | id) + (1 | item)"
+
+_COMPILE = """
+import time, numpy as np, numba
+import bayesmlm.fastpath.prior_density  # the package's import, not counted
+t = time.perf_counter()
+from bayesmlm.fastpath import glmm_kernel as k
+b = k.KernelBlock(k.CENTRED, False, [0, 1], np.ones((2, 1)), [[2, 1, 0, 0]], 1.0, 2, H=np.ones((2, 1, 1)))
+d = k.pack_buffer(k.BINOMIAL, [1, 0], [1, 1], [1, 1], [0, 0], np.ones((2, 1)), [0.0], [[0, 0, 2.5, 0]], [b], 0.0, 0)
+g = np.empty(int(d[1]))
+k.logp_grad(np.zeros(int(d[1])), d, g)
+k.expand(np.zeros(int(d[1])), d, np.empty(int(d[6])))
+print(time.perf_counter() - t)
+"""
+
+
+def gradient_us(root: Path = ROOT) -> tuple[float, int]:
+    sys.path.insert(0, str(root))  # that checkout's bayesmlm, not an installed one
+    import bayesmlm
+    from bayesmlm.fastpath.glmm_fit import glmm_plan
+    from bayesmlm.fastpath.glmm_kernel import logp_grad
+
+    frame = bayesmlm.datasets.load("verbagg").assign(r2=lambda d: (d.r2 == "Y").astype(int))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        m = bayesmlm.MLM(VERBAGG, frame, family="bernoulli")
+        cells, choice = m._full_options(True, "auto")
+    plan = glmm_plan(m.design, m.prior_dict, cells, choice)
+    x = plan.initial_point(1)
+    grad = np.empty(plan.n_dim)
+    logp_grad(x, plan.buffer, grad)
+    best = np.inf
+    for _ in range(5):
+        t = time.perf_counter()
+        for _ in range(200):
+            logp_grad(x, plan.buffer, grad)
+        best = min(best, (time.perf_counter() - t) / 200)
+    return best * 1e6, int(plan.buffer[4])
+
+
+def compile_seconds(root: Path = ROOT, repeats: int = 3) -> float:
+    times = []
+    for _ in range(repeats):
+        with tempfile.TemporaryDirectory() as cache:
+            env = dict(os.environ, NUMBA_CACHE_DIR=cache, PYTHONPATH=str(root))
+            run = subprocess.run([sys.executable, "-c", _COMPILE], env=env, capture_output=True, text=True, cwd=root)
+            if run.returncode:
+                raise RuntimeError(run.stderr)
+            times.append(float(run.stdout.strip().splitlines()[-1]))
+    return float(np.median(times))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--checkout", default=str(ROOT))
+    parser.add_argument("--out", default=None)
+    args = parser.parse_args()
+    us, units = gradient_us(Path(args.checkout))
+    seconds = compile_seconds(Path(args.checkout))
+    load = os.getloadavg()
+    text = (f"| checkout | VerbAgg units | one gradient (us) | compile on an empty cache (s) |\n|---|---|---|---|\n"
+            f"| {Path(args.checkout).name} | {units} | {us:.0f} | {seconds:.1f} |\n"
+            f"Machine: {os.cpu_count()} cores, load average {load[0]:.1f} / {load[1]:.1f} / {load[2]:.1f} (shared).")
+    print(text)
+    if args.out:
+        Path(args.out).write_text(text + "\n")
+
+
+if __name__ == "__main__":
+    main()
