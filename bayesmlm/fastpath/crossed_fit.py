@@ -32,6 +32,7 @@ from ..design.matrices import Design
 from ..design.parameterization import choose_parameterization
 from ..design.priors import Prior, sd_name
 from ..errors import SpecError
+from ..sample.draws import nutpie_posterior
 from ..sample.nuts import SamplerSettings
 from ..schema import FIXED, FIXED_DIM, SIGMA, sd_var, term_dim, u_var, variable_dims
 from . import crossed_kernel as kernel
@@ -375,11 +376,7 @@ def fit_crossed(design: Design, priors: dict[str, Prior], settings: SamplerSetti
     trace = nutpie.sample(model, draws=s.draws, tune=s.tune, chains=s.chains, cores=min(s.chains, os.cpu_count() or 1),
                           seed=s.seed, progress_bar=s.progressbar, target_accept=s.target_accept, **options)
     sampling_seconds = time.perf_counter() - start
-    draws = trace["posterior"]
-    posterior = xr.Dataset(
-        {n: xr.DataArray(draws[n].values, dims=("chain", "draw", *dims[n]), coords={d: coords[d] for d in dims[n]})
-         for n in dims},
-        coords={"chain": np.arange(draws.sizes["chain"]), "draw": np.arange(draws.sizes["draw"])})
+    posterior = nutpie_posterior(trace, dims, coords)
     mark = time.perf_counter()
     cblock = plan.blocks[-1]
     posterior = posterior.assign({u_var(cblock.label): recover_collapsed(posterior, plan, seed=s.seed)})

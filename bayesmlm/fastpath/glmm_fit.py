@@ -28,6 +28,7 @@ from ..design.aggregate import Cells
 from ..design.block_means import block_means
 from ..design.matrices import Design
 from ..design.priors import Prior, cor_name, sd_name
+from ..sample.draws import nutpie_posterior
 from ..sample.nuts import SamplerSettings
 from ..schema import FIXED, FIXED_DIM, THRESHOLD_DIM, THRESHOLDS, cor_var, sd_var, u_var, variable_dims
 from .prior_density import POSITIVE, prior_row, support_point
@@ -290,12 +291,9 @@ def fit_glmm(design: Design, priors: dict[str, Prior], settings: SamplerSettings
     trace = nutpie.sample(model, draws=s.draws, tune=s.tune, chains=s.chains, cores=min(s.chains, os.cpu_count() or 1),
                           seed=s.seed, progress_bar=s.progressbar, save_warmup=False, target_accept=s.target_accept)
     seconds_sample = time.perf_counter() - start
-    draws = trace["posterior"]
-    posterior = xr.Dataset(
-        {n: xr.DataArray(draws[n].values, dims=("chain", "draw", *plan.dims[n]),
-                         coords={d: coords[d] for d in plan.dims[n]}) for n in plan.dims},
-        coords={"chain": np.arange(draws.sizes["chain"]), "draw": np.arange(draws.sizes["draw"])})
-    posterior.attrs.update({"compile_seconds": 0.0, "sampling_time": float(draws.attrs.get("sampling_time", seconds_sample)),
+    posterior = nutpie_posterior(trace, plan.dims, coords)
+    sampling_time = trace["posterior"].attrs.get("sampling_time", seconds_sample)
+    posterior.attrs.update({"compile_seconds": 0.0, "sampling_time": float(sampling_time),
                             "method": "full", "density": "kernel"})
     tree = xr.DataTree.from_dict({"posterior": posterior, "sample_stats": trace["sample_stats"].to_dataset()})
     return tree, seconds_build, seconds_sample

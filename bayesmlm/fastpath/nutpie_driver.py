@@ -33,6 +33,7 @@ import pymc as pm
 import xarray as xr
 
 from ..design.priors import Prior, cor_name, sd_name
+from ..sample.draws import nutpie_posterior
 from ..sample.nuts import SamplerSettings
 from ..schema import FIXED, FIXED_DIM, SIGMA, safe_name, u_var, variable_dims
 from .kernels import DensityPlan, density_kernels, pack_data
@@ -259,10 +260,6 @@ def sample_collapsed(compiled: CompiledCollapsed, data: dict[str, np.ndarray], s
     trace = nutpie.sample(model, draws=s.draws, tune=s.tune, chains=s.chains, cores=min(s.chains, os.cpu_count() or 1),
                           seed=s.seed, progress_bar=s.progressbar, save_warmup=False, target_accept=s.target_accept)
     coords = compiled.structure.coords()
-    draws = trace["posterior"]
-    posterior = xr.Dataset(
-        {n: xr.DataArray(draws[n].values, dims=("chain", "draw", *compiled.output_dims[n]),
-                         coords={d: coords[d] for d in compiled.output_dims[n]}) for n in compiled.output_names},
-        coords={"chain": np.arange(draws.sizes["chain"]), "draw": np.arange(draws.sizes["draw"])})
+    posterior = nutpie_posterior(trace, {n: compiled.output_dims[n] for n in compiled.output_names}, coords)
     tree = xr.DataTree.from_dict({"posterior": posterior, "sample_stats": trace["sample_stats"].to_dataset()})
     return tree, time.perf_counter() - start

@@ -47,6 +47,15 @@ def _prod(x, y):
     return f"{x} * {y}" if x and y else None
 
 
+def _z_lines(q: int, p: int, Q: int, ind: str) -> list[str]:
+    """z_a = Z_i'y - Z_i'X gamma for node i, one statement per term a."""
+    out = []
+    for a in range(q):
+        xz = [f"gt{k} * t[XZ0 + (i * {p} + {k}) * {Q} + {a}]" for k in range(p)]
+        out.append(f"{ind}z_{a} = t[ZY0 + i * {Q} + {a}] - ({_sum(xz)})")
+    return out
+
+
 def _node_forward(S: _Levels, lv: int, ind: str, acc: bool, fail: str = "return FAIL") -> list[str]:
     """Statements for node i at level lv: z, S blocks, K = L'SL + s2 I (+ acc), M_im, h; Cholesky C, w, F_im.
 
@@ -54,9 +63,7 @@ def _node_forward(S: _Levels, lv: int, ind: str, acc: bool, fail: str = "return 
     """
     q, D, p, Q = S.qs[lv], S.D, S.p, S.qmax
     out = []
-    for a in range(q):
-        xz = [f"gt{k} * t[XZ0 + (i * {p} + {k}) * {Q} + {a}]" for k in range(p)]
-        out.append(f"{ind}z_{a} = t[ZY0 + i * {Q} + {a}] - ({_sum(xz)})")
+    out.extend(_z_lines(q, p, Q, ind))
     for m in range(lv + 1):
         for a in range(q):
             for c in range(S.qs[m]):
@@ -142,9 +149,7 @@ def _stored(S: _Levels, lv: int, ind: str) -> list[str]:
     """A non-leaf node's C, w and F from the first pass, and its S blocks and z from the tail."""
     q, D, p, Q = S.qs[lv], S.D, S.p, S.qmax
     out = []
-    for a in range(q):
-        xz = [f"gt{k} * t[XZ0 + (i * {p} + {k}) * {Q} + {a}]" for k in range(p)]
-        out.append(f"{ind}z_{a} = t[ZY0 + i * {Q} + {a}] - ({_sum(xz)})")
+    out.extend(_z_lines(q, p, Q, ind))
     for m in range(lv + 1):
         for a in range(q):
             for c in range(S.qs[m]):

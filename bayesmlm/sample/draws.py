@@ -11,7 +11,7 @@ import xarray as xr
 
 from ..schema import cor_var, pair_dim, sd_var, term_dim
 
-__all__ = ["flat", "cholesky_factor", "block_cholesky"]
+__all__ = ["flat", "cholesky_factor", "block_cholesky", "nutpie_posterior"]
 
 
 def flat(da: xr.DataArray, rest: tuple[str, ...]) -> np.ndarray:
@@ -64,3 +64,24 @@ def block_cholesky(posterior: xr.Dataset, block) -> np.ndarray:
     sd = flat(posterior[sd_var(block.label)], (term_dim(block.label),))
     cor = flat(posterior[cor_var(block.label)], (pair_dim(block.label),)) if block.correlated else None
     return cholesky_factor(sd, cor)
+
+
+def nutpie_posterior(trace, dims: dict, coords: dict) -> xr.Dataset:
+    """The posterior of a nutpie trace with the model's dims and coordinates (chain and draw numbered from 0).
+
+    Parameters
+    ----------
+    trace : nutpie's DataTree
+    dims : dict of str to tuple of str
+        Each stored variable's dims after (chain, draw).
+    coords : dict of str to sequence
+
+    Examples
+    --------
+    >>> posterior = nutpie_posterior(trace, {"fixef": ("term",)}, {"term": ["(Intercept)"]})  # doctest: +SKIP
+    """
+    draws = trace["posterior"]
+    return xr.Dataset(
+        {n: xr.DataArray(draws[n].values, dims=("chain", "draw", *dims[n]), coords={d: coords[d] for d in dims[n]})
+         for n in dims},
+        coords={"chain": np.arange(draws.sizes["chain"]), "draw": np.arange(draws.sizes["draw"])})
