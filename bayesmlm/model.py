@@ -383,7 +383,7 @@ class MLM:
             is ``"collapsed"`` where it applies (with ``sampler="nutpie"`` or
             ``"pymc"``) and ``"full"`` otherwise.
             ``fit.record.method`` says which ran. A full fit of a bernoulli,
-            binomial or poisson model with ``sampler="nutpie"`` and
+            binomial, poisson or cumulative model with ``sampler="nutpie"`` and
             ``init="sampler"`` computes the PyMC model's density with one
             Numba kernel (:mod:`bayesmlm.fastpath.glmm_fit`), the others
             compile the PyMC graph: ``fit.record.density`` says which.
@@ -482,7 +482,7 @@ class MLM:
                            None if cells is None else cells.n_cells, choice, begin.init, begin.note, begin.seconds,
                            route=route, centred_on={} if method != "full" else
                            {k: list(v.fixed_terms) for k, v in block_means(self.design, choice).items()},
-                           density=density if method == "full" else "")
+                           density=density)
         return Fit(self.design, self.prior_dict, idata, record)
 
     def _frequentist_start(self, pmodel, choice: dict[str, str]) -> "_StartChoice":

@@ -17,7 +17,7 @@ from __future__ import annotations
 import numpy as np
 from scipy.special import log_ndtr
 
-__all__ = ["CUMULATIVE_LINKS", "category_log_probs", "cumulative_terms"]
+__all__ = ["CUMULATIVE_LINKS", "interval_log_prob", "category_log_probs", "cumulative_terms"]
 
 CUMULATIVE_LINKS = ("logit", "probit")
 _HALF_LOG_2PI = 0.5 * np.log(2.0 * np.pi)
@@ -34,14 +34,42 @@ def _log1mexp(d: np.ndarray) -> np.ndarray:
 
 
 def _cuts(eta: np.ndarray, thresholds: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Lower and upper cut ``a_{k-1} - eta``, ``a_k - eta`` of every category, shape (C, K)."""
-    x = np.asarray(thresholds, float)[None, :] - np.asarray(eta, float)[:, None]
-    inf = np.full((x.shape[0], 1), np.inf)
-    return np.hstack([-inf, x]), np.hstack([x, inf])
+    """Lower and upper cut ``a_{k-1} - eta``, ``a_k - eta`` of every category, shape (*eta.shape, K).
+
+    ``thresholds`` is (K - 1,) or one row per leading entry of ``eta`` (e.g. per draw: (S, K - 1) for eta (S, N)).
+    """
+    t = np.asarray(thresholds, float)
+    x = t[..., None, :] - np.asarray(eta, float)[..., None]
+    inf = np.full(x.shape[:-1] + (1,), np.inf)
+    return np.concatenate([-inf, x], axis=-1), np.concatenate([x, inf], axis=-1)
+
+
+def interval_log_prob(a: np.ndarray, b: np.ndarray, link: str) -> np.ndarray:
+    """``log(F(b) - F(a))`` elementwise for a < b (either may be infinite), from the tail that keeps its digits.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> float(np.exp(interval_log_prob(np.array(-np.inf), np.array(0.0), "probit")))
+    0.5
+    >>> bool(np.isfinite(interval_log_prob(np.array(40.0), np.array(41.0), "logit")))
+    True
+    """
+    with np.errstate(invalid="ignore"):
+        if link == "probit":  # Phi(b) - Phi(a)
+            upper = a > 0
+            hi = np.where(upper, log_ndtr(-a), log_ndtr(b))
+            lo = np.where(upper, log_ndtr(-b), log_ndtr(a))
+            return hi + _log1mexp(np.minimum(lo - hi, 0.0))
+        # F(b) - F(a) = F(b) F(-a) (1 - exp(a - b)): exact, stable in both tails
+        return _log_cdf(b, link) + _log_cdf(-a, link) + _log1mexp(np.minimum(a - b, 0.0))
 
 
 def category_log_probs(eta: np.ndarray, thresholds: np.ndarray, link: str) -> np.ndarray:
-    """log p_k of every category (columns) at each linear predictor (rows).
+    """log p_k of every category (last axis) at each linear predictor.
+
+    ``eta`` (C,) with thresholds (K - 1,) gives (C, K); eta (S, N) with
+    thresholds per draw (S, K - 1) gives (S, N, K).
 
     Examples
     --------
@@ -50,16 +78,10 @@ def category_log_probs(eta: np.ndarray, thresholds: np.ndarray, link: str) -> np
     [[0.269, 0.462, 0.269]]
     >>> float(np.exp(category_log_probs(np.zeros(1), np.array([0.0]), "probit")).sum())
     1.0
+    >>> category_log_probs(np.zeros((2, 3)), np.zeros((2, 4)), "logit").shape
+    (2, 3, 5)
     """
-    a, b = _cuts(eta, thresholds)
-    with np.errstate(invalid="ignore"):
-        if link == "probit":  # Phi(b) - Phi(a), from the tail that keeps its digits
-            upper = a > 0
-            hi = np.where(upper, log_ndtr(-a), log_ndtr(b))
-            lo = np.where(upper, log_ndtr(-b), log_ndtr(a))
-            return hi + _log1mexp(np.minimum(lo - hi, 0.0))
-        # F(b) - F(a) = F(b) F(-a) (1 - exp(a - b)): exact, stable in both tails
-        return _log_cdf(b, link) + _log_cdf(-a, link) + _log1mexp(np.minimum(a - b, 0.0))
+    return interval_log_prob(*_cuts(eta, thresholds), link)
 
 
 def _log_density(x: np.ndarray, link: str) -> np.ndarray:

@@ -8,60 +8,18 @@ eta falls in category k with probability
 
 so a larger eta moves mass to higher categories (the sign convention of
 ordinal::clmm, brms and PyMC's ``OrderedLogistic``). The log-probabilities
-are computed as differences of log-CDFs, which stay finite far in the tails.
-Nothing here imports PyMC.
+are computed as differences of log-CDFs, which stay finite far in the tails
+(:func:`bayesmlm.frequentist_engine.cumulative_link.interval_log_prob`, the
+frequentist engine's, one implementation for both). Nothing here imports PyMC.
 """
 
 from __future__ import annotations
 
 import numpy as np
-from scipy.special import log_expit, log_ndtr
+
+from ..frequentist_engine.cumulative_link import category_log_probs, interval_log_prob
 
 __all__ = ["category_log_probs", "observed_log_prob", "simulate_categories", "category_values"]
-
-
-def _log_cdf(x: np.ndarray, link: str) -> np.ndarray:
-    return log_ndtr(x) if link == "probit" else log_expit(x)
-
-
-def category_log_probs(eta: np.ndarray, thresholds: np.ndarray, link: str) -> np.ndarray:
-    """log p_k for every draw, row and category: shape (S, N, K).
-
-    Parameters
-    ----------
-    eta : ndarray (S, N)
-        The linear predictor per draw and row (no intercept).
-    thresholds : ndarray (S, K - 1)
-        Ordered thresholds per draw.
-    link : str
-        ``"logit"`` or ``"probit"``.
-
-    Examples
-    --------
-    >>> import numpy as np
-    >>> p = np.exp(category_log_probs(np.zeros((1, 1)), np.array([[0.0]]), "logit"))
-    >>> p.round(3).tolist()
-    [[[0.5, 0.5]]]
-    """
-    S, N = eta.shape
-    K = thresholds.shape[1] + 1
-    inf = np.full((S, 1), np.inf)
-    cuts = np.concatenate([-inf, thresholds, inf], axis=1)  # (S, K + 1)
-    return _interval_log_prob(cuts[:, None, :-1] - eta[:, :, None], cuts[:, None, 1:] - eta[:, :, None], link) \
-        if K else np.zeros((S, N, 0))
-
-
-def _interval_log_prob(a: np.ndarray, b: np.ndarray, link: str) -> np.ndarray:
-    """log(F(b) - F(a)) for a < b (either may be infinite), without cancelling to 0 in either tail.
-
-    log F(b) + log1p(-F(a) / F(b)) where the interval lies low, and
-    log S(a) + log1p(-S(b) / S(a)) where it lies high (S = 1 - F = F(-x)).
-    """
-    with np.errstate(divide="ignore", invalid="ignore"):
-        lower = _log_cdf(b, link) + np.log1p(-np.exp(np.minimum(_log_cdf(a, link) - _log_cdf(b, link), 0.0)))
-        upper = _log_cdf(-a, link) + np.log1p(-np.exp(np.minimum(_log_cdf(-b, link) - _log_cdf(-a, link), 0.0)))
-    high = np.where(np.isfinite(a) & np.isfinite(b), a + b > 0, np.isfinite(a))
-    return np.where(high, upper, lower)
 
 
 def observed_log_prob(eta: np.ndarray, thresholds: np.ndarray, y: np.ndarray, link: str) -> np.ndarray:
@@ -77,7 +35,7 @@ def observed_log_prob(eta: np.ndarray, thresholds: np.ndarray, y: np.ndarray, li
     inf = np.full((S, 1), np.inf)
     cuts = np.concatenate([-inf, thresholds, inf], axis=1)
     k = np.asarray(y, dtype=np.int64)
-    return _interval_log_prob(cuts[:, k] - eta, cuts[:, k + 1] - eta, link)
+    return interval_log_prob(cuts[:, k] - eta, cuts[:, k + 1] - eta, link)
 
 
 def simulate_categories(eta: np.ndarray, thresholds: np.ndarray, link: str, rng: np.random.Generator) -> np.ndarray:
