@@ -91,8 +91,7 @@ def _fixed_part(design: Design, priors: dict[str, Prior], rows):
     X = design.X[rows]
     if X.shape[1] == 0:
         return pt.zeros(X.shape[0]), None
-    # A cumulative model's thresholds take the intercept's place and absorb the centring (see _thresholds).
-    center = design.X.mean(axis=0) if design.spec.family.name == "cumulative" else design.x_centre
+    center = design.model_centre  # a cumulative model's thresholds absorb the centring (see _thresholds)
     fixed = [priors[t] for t in design.fixed_terms]
     beta_c = vector_rv("b_centred", [p.dist for p in fixed], [p.kwargs for p in fixed], dims=FIXED_DIM)
     if design.has_intercept:
@@ -291,7 +290,7 @@ def _thresholds(design: Design, priors: dict[str, Prior], beta):
     prior = priors[THRESHOLDS]
     c = DISTRIBUTIONS[prior.dist]("thresholds_centred", **prior.kwargs, transform=pm.distributions.transforms.ordered,
                                   initval=np.linspace(-1.5, 1.5, k), dims=THRESHOLD_DIM)
-    shift = 0.0 if beta is None else pt.dot(design.X.mean(axis=0), beta)
+    shift = 0.0 if beta is None else pt.dot(design.model_centre, beta)
     pm.Deterministic(THRESHOLDS, c + shift, dims=THRESHOLD_DIM)
     return c
 

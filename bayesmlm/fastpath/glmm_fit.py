@@ -202,7 +202,7 @@ def _cumulative_buffer(design: Design, priors: dict[str, Prior], cells: Cells | 
         counts[np.arange(design.n_obs), design.y.astype(np.int64)] = 1.0 if design.weights is None else design.weights
         offset = np.zeros(design.n_obs) if design.offset is None else np.asarray(design.offset, dtype=np.float64)
     N = counts.shape[0]
-    x_mean = design.X.mean(axis=0)  # as build_full_model's cumulative model: unweighted, no intercept
+    x_mean = design.model_centre  # as build_full_model's cumulative model: unweighted, no intercept
     d = kernel.pack_buffer(cumulative.CUMULATIVE, np.zeros(N), np.ones(N), np.ones(N), offset, design.X[rows], x_mean,
                            fixed_rows, blocks, 0.0, -1)
     located = centred_fixed_terms(design, parameterization, ("(Intercept)",))
