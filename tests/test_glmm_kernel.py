@@ -18,6 +18,7 @@ import warnings
 
 import numpy as np
 import pandas as pd
+import pytensor
 import pytest
 from conftest import reference
 
@@ -97,6 +98,59 @@ CUMULATIVE_CASES = [  # link, formula, options, parameterization, aggregate
     ("probit", "r ~ x + (1 | a) + (1 + x || b)", {"weights": "wt"}, "non-centred", True),
     ("logit", "r ~ x + (1 | a)", {"weights": "wt"}, "centred", False),
 ]
+
+
+def _nested(seed: int, family: str, n: int = 400) -> pd.DataFrame:
+    """c (30 levels) nested in s (8), x by row; s_c labels c with its parent."""
+    rng = np.random.default_rng(seed)
+    c = rng.integers(0, 30, n)
+    s = c % 8
+    x = rng.integers(0, 3, n).astype(float)
+    eta = -0.2 + 0.3 * x + 0.6 * rng.normal(size=8)[s] + 0.4 * rng.normal(size=8)[s] * x + 0.5 * rng.normal(size=30)[c]
+    y = rng.poisson(np.exp(eta)) if family == "poisson" else rng.binomial(1, 1.0 / (1.0 + np.exp(-eta)))
+    return pd.DataFrame({"y": y, "x": x, "s": [f"s{i}" for i in s], "c": [f"c{i}" for i in c]})
+
+
+NESTED_CASES = [  # family, formula, parameterization, aggregate, {child: parent} (design.nested_centring)
+    ("poisson", "y ~ x + (1 | c) + (1 | s)", {"c": "centred", "s": "centred"}, True, {"c": "s"}),
+    ("bernoulli", "y ~ x + (1 | c) + (1 | s)", {"c": "centred", "s": "non-centred"}, False, {"c": "s"}),
+    ("bernoulli", "y ~ x + (1 | s) + (1 + x | c)", {"c": "centred", "s": "centred"}, True, {"c": "s"}),
+    ("poisson", "y ~ x + (1 + x | s) + (1 | c)", {"c": "centred", "s": "non-centred"}, False, {"c": "s"}),
+    ("poisson", "y ~ x + (1 + x | s) + (1 + x | c)", {"c": "centred", "s": "centred"}, True, {"c": "s"}),
+    ("bernoulli", "y ~ x + (1 | c) + (1 | s)", {"c": "non-centred", "s": "centred"}, True, {}),
+]
+
+
+@pytest.mark.parametrize("family, formula, par, aggregate, parents", NESTED_CASES)
+def test_centred_on_the_parent_is_the_pymc_models_density(family, formula, par, aggregate, parents):
+    """A centred child nested in another factor is centred on it: the kernel's density and gradient are still PyMC's,
+    and the reported u_child are the deviations from the parent (the model's u, whatever the parameterisation)."""
+    m = bayesmlm.MLM(formula, _nested(2, family, 2000 if aggregate else 400), family=family)
+    pmodel = m.build(aggregate=aggregate, parameterization=par)
+    cells, choice = m._full_options(aggregate, par)
+    plan = glmm_plan(m.design, m.prior_dict, cells, choice)
+    assert {k: v.parent for k, v in plan.parents.items()} == parents
+    logp = pmodel.compile_logp()
+    reported = pytensor.function(pmodel.value_vars, pmodel.replace_rvs_by_values(
+        [pmodel[f"u_{b.label}"] for b in m.design.blocks]), on_unused_input="ignore")
+    from bayesmlm.fastpath.glmm_kernel import expand
+
+    rng = np.random.default_rng(4)
+    for s in range(3):
+        x = plan.initial_point(s) + 0.3 * rng.normal(size=plan.n_dim)
+        value, grad = plan.logp(x)
+        point = _point(pmodel, plan, x)
+        assert value == pytest.approx(float(logp(point)), abs=1e-8)
+        out = np.empty(int(plan.buffer[6]))
+        expand(x, plan.buffer, out)
+        at = len(m.design.fixed_terms)  # expand's layout: fixef, then per block its SDs, correlations, u
+        for blk, u in zip(plan.blocks, reported(*[point[v.name] for v in pmodel.value_vars])):
+            at += blk.q + (blk.q * (blk.q - 1) // 2 if blk.correlated else 0)
+            np.testing.assert_allclose(out[at:at + u.size], u.ravel(), atol=1e-10)
+            at += u.size
+    eps = 1e-6
+    fd = np.array([(plan.logp(x + eps * e)[0] - plan.logp(x - eps * e)[0]) / (2 * eps) for e in np.eye(plan.n_dim)])
+    np.testing.assert_allclose(grad, fd, rtol=1e-5, atol=1e-5 * max(1.0, np.abs(grad).max()))
 
 
 @pytest.mark.parametrize("family, formula, options, par, aggregate",
