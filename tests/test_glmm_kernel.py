@@ -251,3 +251,36 @@ def test_probit_and_logit_log_differences_are_exact():
         assert log_diff_cdf(LOGIT, b, a) == pytest.approx(np.log(exact), rel=1e-12)
     assert log_diff_cdf(PROBIT, -40.0, -41.0) == pytest.approx(-0.5 * 40.0 ** 2 - np.log(40.0) - 0.5 * np.log(2 * np.pi),
                                                                abs=1e-3)
+
+
+def _three_levels(seed: int, schools: int = 30, classes: int = 4, pupils: int = 25) -> tuple[pd.DataFrame, dict]:
+    """Pupils in classes in schools, a bernoulli outcome; returns the data and the truth."""
+    rng = np.random.default_rng(seed)
+    truth = {"(Intercept)": -0.3, "x": 0.8, "school": 0.7, "school:class": 0.5}
+    school = np.repeat(np.arange(schools), classes * pupils)
+    klass = np.repeat(np.arange(schools * classes), pupils)
+    x = rng.normal(size=school.size)
+    eta = (truth["(Intercept)"] + truth["x"] * x + truth["school"] * rng.normal(size=schools)[school]
+           + truth["school:class"] * rng.normal(size=schools * classes)[klass])
+    df = pd.DataFrame({"y": rng.binomial(1, 1.0 / (1.0 + np.exp(-eta))), "x": x, "school": [f"s{i}" for i in school],
+                       "class": [f"c{i % classes}" for i in klass]})
+    return df, truth
+
+
+def test_recovers_a_three_level_bernoulli_model_centred_on_the_parents():
+    df, truth = _three_levels(5)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", bayesmlm.ConvergenceWarning)
+        fit = bayesmlm.MLM("y ~ x + (1 | school/class)", df, family="bernoulli").fit(
+            draws=400, tune=400, chains=2, seed=3, progressbar=False)
+    assert fit.record.density == "kernel"
+    assert fit.record.parameterization == {"school": "centred", "school:class": "centred on school"}
+    post = fit.posterior
+    for name, term, value in [(FIXED, "(Intercept)", truth["(Intercept)"]), (FIXED, "x", truth["x"]),
+                              (sd_var("school"), "(Intercept)", truth["school"]),
+                              (sd_var("school:class"), "(Intercept)", truth["school:class"])]:
+        lo, hi = np.quantile(post[name].sel({post[name].dims[-1]: term}).values, [0.025, 0.975])
+        assert lo < value < hi, (name, term, lo, hi)
+    # u_class is the deviation from the school (lme4's ranef): about independent of it, mean zero within schools
+    u_c = post[f"u_{safe_name('school:class')}"].mean(("chain", "draw")).values.ravel()
+    assert abs(u_c.mean()) < 0.1 and 0.2 < u_c.std() < 0.6
