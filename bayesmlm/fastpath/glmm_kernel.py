@@ -34,6 +34,13 @@ into an array, its log likelihood over all units, then d/deta into b and the
 effects; its located intercept's shift is in w as in u, so the shift's gradient
 takes the likelihood's part as well as the prior's.
 
+A centred block may be centred on its parent block (:mod:`bayesmlm.design.nested_centring`):
+u_j = A (v_j - H_j b) - P w_parent[parent(j)], with w_parent what the parent's part of eta reads. The
+parent's shared columns are zero in its Z (the child's A v_j carries them), its mean is still absorbed
+from the full Z (``Z_absorbed``), and the child's prior gradient P' (L L')^-1 u_j joins the parent's
+likelihood gradient in w before the parent's own density chains it into z or v. The per-unit loop is
+unchanged; the block table's last three fields hold the parent, its level per child level and P.
+
 Everything the kernel reads is one float64 buffer (:func:`pack_buffer`);
 index arrays are stored as int64 bit patterns. The kernel is the same for every
 model (nothing is generated), so Numba compiles it once per machine.
