@@ -38,6 +38,7 @@ FAMILIES = ("bernoulli", "binomial", "poisson")
 ROUTE = "laplace"
 _FIXED_PRIORS = ("normal", "student_t")
 _X = "laplace_x"  # the unconstrained draw, stored for the effects' draws and dropped after
+NUTPIE_OPTIONS: dict = {}  # extra keyword arguments of nutpie.sample, for experiments
 
 
 def laplace_problem(design: Design, priors: dict[str, Prior]) -> str | None:
@@ -267,7 +268,8 @@ def fit_laplace(design: Design, priors: dict[str, Prior], settings: SamplerSetti
     start = time.perf_counter()
     model, coords = _nutpie_model(plan)
     trace = nutpie.sample(model, draws=s.draws, tune=s.tune, chains=s.chains, cores=min(s.chains, os.cpu_count() or 1),
-                          seed=s.seed, progress_bar=s.progressbar, save_warmup=False, target_accept=s.target_accept)
+                          seed=s.seed, progress_bar=s.progressbar, save_warmup=False, target_accept=s.target_accept,
+                          **NUTPIE_OPTIONS)
     sampling_time = float(trace["posterior"].attrs.get("sampling_time", time.perf_counter() - start))
     posterior = nutpie_posterior(trace, plan.dims, coords)
     begin = time.perf_counter()
