@@ -55,6 +55,9 @@ def laplace_problem(design: Design, priors: dict[str, Prior]) -> str | None:
     family = design.spec.family.name
     if family not in FAMILIES:
         return f"family '{family}' (the Laplace route takes {', '.join(FAMILIES)})"
+    if len(design.blocks) > 1 and len({b.group for b in design.blocks}) == 1:
+        return (f"{len(design.blocks)} random blocks of one factor '{design.blocks[0].group}' (written with ||; the "
+                "Laplace route takes one block: write (1 + x | g) for a correlated block, or use method='full')")
     if len(design.blocks) != 1:
         return (f"{len(design.blocks)} random blocks (the Laplace route integrates out one grouping factor's block; "
                 "fit the others with method='full')")

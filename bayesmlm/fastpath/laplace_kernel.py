@@ -134,7 +134,7 @@ def set_reference(d, x_ref, modes, jacobian) -> None:
     >>> d = pack_buffer(BINOMIAL, [1, 0], [1, 1], [1, 1], [0, 0], np.ones((2, 1)), [0.0], np.ones((2, 1)), [0, 1], 2,
     ...                 [[0, 0, 2.5, 0]], [[2, 1, 0, 0]], False, 1.0, 0.0, 0)
     >>> set_reference(d, np.zeros(2), np.zeros((2, 1)), np.zeros((2, 1, 2)))
-    >>> d[int(d[20])]  # the flag: the predictor is set
+    >>> float(d[int(d[20])])  # the flag: the predictor is set
     1.0
     """
     n_dim, q, J, o = int(d[1]), int(d[3]), int(d[4]), int(d[20])
