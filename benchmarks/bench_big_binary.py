@@ -179,15 +179,16 @@ def main() -> None:
     ap.add_argument("--glmer-rows", type=int, default=1_000_000, help="rows of the glmer subsample (0: skip)")
     ap.add_argument("--quick", action="store_true", help="200,000 rows, 1,000 groups, glmer on 100,000 rows")
     ap.add_argument("--read-only", action="store_true", help="stop after MLM.from_files (the read step alone)")
-    ap.add_argument("--out", type=Path, default=None, help="the report (default benchmarks/big_binary_results.md, "
-                    "or big_binary_laplace.md with --method laplace)")
+    ap.add_argument("--out", type=Path, default=None, help="the report (default benchmarks/big_binary_results.md; "
+                    "with --method laplace big_binary_laplace_quick.md or big_binary_laplace_10m.md)")
     ap.add_argument("--method", choices=("auto", "laplace"), default="auto",
                     help="fit(method=): auto (the exact route) or laplace (approximate)")
     args = ap.parse_args()
     if args.quick:
         args.rows, args.groups, args.glmer_rows = 200_000, 1_000, 100_000
     if args.out is None:
-        args.out = ROOT / "benchmarks" / ("big_binary_laplace.md" if args.method == "laplace" else "big_binary_results.md")
+        laplace = "big_binary_laplace_quick.md" if args.quick else "big_binary_laplace_10m.md"
+        args.out = ROOT / "benchmarks" / (laplace if args.method == "laplace" else "big_binary_results.md")
     load_before = os.getloadavg()
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "rows.parquet"
