@@ -191,3 +191,15 @@ def test_refuses_what_it_cannot_fit():
     assert "family 'gaussian'" in laplace_problem(bayesmlm.MLM("x ~ w + (1 | g)", df).design, {})
     with pytest.raises(bayesmlm.ArgumentError, match="sampler='nutpie'"):
         bayesmlm.MLM("y ~ x + (1 | g)", df, family="bernoulli").fit(method="laplace", sampler="pymc")
+
+
+def test_same_seed_same_draws():
+    """The Newton starts are read-only and the effects' draws seeded: a seed repeats every draw, u included."""
+    m = bayesmlm.MLM("incidence ~ period + (1 | herd)", bayesmlm.datasets.load("cbpp"), trials="size",
+                     family="binomial")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", bayesmlm.ConvergenceWarning)
+        a, b = (m.fit(method="laplace", draws=100, tune=100, chains=2, seed=4, progressbar=False) for _ in range(2))
+    assert sorted(a.posterior.data_vars) == ["fixef", "sd_herd", "u_herd"]
+    for v in a.posterior.data_vars:
+        np.testing.assert_array_equal(a.posterior[v].values, b.posterior[v].values)
