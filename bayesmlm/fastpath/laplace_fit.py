@@ -65,7 +65,8 @@ def laplace_problem(design: Design, priors: dict[str, Prior]) -> str | None:
         return "no fixed effects"
     for t in design.fixed_terms:
         if priors[t].dist not in _FIXED_PRIORS:
-            return f"the prior of '{t}' is {priors[t]} (the Laplace route takes {', '.join(_FIXED_PRIORS)} on fixed effects)"
+            return (f"the prior of '{t}' is {priors[t]} (the Laplace route takes {', '.join(_FIXED_PRIORS)} on fixed "
+                    "effects)")
     b = design.blocks[0]
     for t in b.terms:
         prior = priors[sd_name(b.label, t)]
@@ -116,7 +117,8 @@ class LaplacePlan:
         intercept = design.fixed_terms.index("(Intercept)") if design.has_intercept else -1
         self.buffer = kernel.pack_buffer(
             family, y, trials, weights, offset, design.X[rows], design.x_centre, b.Z[rows], f.index[rows], f.n_levels,
-            [prior_row(priors[t]) for t in design.fixed_terms], [prior_row(priors[sd_name(b.label, t)]) for t in b.terms],
+            [prior_row(priors[t]) for t in design.fixed_terms],
+            [prior_row(priors[sd_name(b.label, t)]) for t in b.terms],
             b.correlated, eta, constant, intercept)
         self.n_dim = int(self.buffer[1])
         block_dims = variable_dims(b.label, b.group, b.correlated)
@@ -254,7 +256,8 @@ def fit_laplace(design: Design, priors: dict[str, Prior], settings: SamplerSetti
 
     Examples
     --------
-    >>> idata, _, _ = fit_laplace(m.design, m.prior_dict, SamplerSettings(draws=200, tune=200, seed=1), None)  # doctest: +SKIP
+    >>> settings = SamplerSettings(draws=200, tune=200, seed=1)
+    >>> idata, _, _ = fit_laplace(m.design, m.prior_dict, settings, None)  # doctest: +SKIP
     >>> sorted(idata["posterior"].data_vars)  # doctest: +SKIP
     ['fixef', 'sd_herd', 'u_herd']
     """
@@ -282,7 +285,8 @@ def fit_laplace(design: Design, priors: dict[str, Prior], settings: SamplerSetti
     b = plan.block
     level, term = plan.u_dims
     posterior = posterior.drop_vars([_X, f"{_X}_dim"])
-    posterior[u_var(b.label)] = xr.DataArray(u.reshape(chains, draws, *u.shape[1:]), dims=("chain", "draw", level, term),
+    posterior[u_var(b.label)] = xr.DataArray(u.reshape(chains, draws, *u.shape[1:]),
+                                             dims=("chain", "draw", level, term),
                                              coords={level: coords[level], term: coords[term]})
     effects_seconds = time.perf_counter() - begin
     seconds_sample = time.perf_counter() - start

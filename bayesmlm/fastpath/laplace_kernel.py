@@ -49,7 +49,8 @@ from numba import types
 
 from .prior_density import prior_logp
 
-__all__ = ["HEAD", "BINOMIAL", "POISSON", "pack_buffer", "set_reference", "laplace_logp_grad", "group_modes", "conditional_draws",
+__all__ = ["HEAD", "BINOMIAL", "POISSON", "pack_buffer", "set_reference", "laplace_logp_grad", "group_modes",
+           "conditional_draws",
            "expand", "logp_cfunc", "expand_cfunc"]
 
 BINOMIAL, POISSON = 0, 1
