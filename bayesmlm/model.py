@@ -382,7 +382,15 @@ class MLM:
             (:mod:`bayesmlm.fastpath.crossed_fit`, nutpie only); ``"full"`` samples the
             u_j as parameters (centred or non-centred, see ``parameterization``); ``"auto"`` (default)
             is ``"collapsed"`` where it applies (with ``sampler="nutpie"`` or
-            ``"pymc"``) and ``"full"`` otherwise.
+            ``"pymc"``) and ``"full"`` otherwise. ``"laplace"`` (never chosen
+            by ``"auto"``; APPROXIMATE) integrates the random effects of a
+            bernoulli, binomial or poisson model with one grouping factor out
+            by a Laplace approximation, samples the fixed effects and the
+            block's SDs and correlations alone (nutpie only), and draws each
+            u_j from its Laplace conditional afterwards
+            (:mod:`bayesmlm.fastpath.laplace_fit`; README, "Routes", says how
+            large its error was measured); for many groups with much data
+            each, where sampling every u_j is slow.
             ``fit.record.method`` says which ran. A full fit of a bernoulli,
             binomial, poisson or cumulative model with ``sampler="nutpie"`` and
             ``init="sampler"`` computes the PyMC model's density with one
@@ -437,12 +445,14 @@ class MLM:
         if self._cells is not None and init == "frequentist":
             raise ArgumentError("init='frequentist' needs the rows for the frequentist fit, and this model was read from "
                                 "files as cells (MLM.from_files or MLM.from_dask). Pass init='sampler'.")
+        if method == "laplace":
+            self._check_laplace(sampler, init, parameterization)
         if method == "full" and self._cells is None:
             self.design.require_rows("method='full'")
-        elif init == "frequentist":
+        elif init == "frequentist" and method != "laplace":
             raise ArgumentError("init='frequentist' is for method='full' (the random effects sampled); this fit is "
                                 "collapsed, whose sampler starts on its own. Pass method='full' with it.")
-        elif parameterization != "auto" and not crossed:
+        elif parameterization != "auto" and not crossed and method != "laplace":
             raise ArgumentError(f"parameterization={parameterization!r} is for method='full' (the random effects "
                                 "sampled); this fit is collapsed (the random effects integrated out). Pass method='full' "
                                 "with it.")
@@ -454,6 +464,15 @@ class MLM:
 
             idata, seconds_build, seconds_sample, plan = fit_crossed(self.design, self.prior_dict, settings, parameterization)
             choice, route = plan.parameterization, ROUTE
+        elif method == "laplace":
+            from .fastpath.laplace_fit import ROUTE, fit_laplace  # imported here: Numba loads its compiled callbacks
+
+            start = time.perf_counter()
+            cells = self._cells if self._cells is not None else (aggregate_rows(self.design) if aggregate else None)
+            seconds_cells = time.perf_counter() - start
+            idata, seconds_build, seconds_sample = fit_laplace(self.design, self.prior_dict, settings, cells)
+            seconds_build += seconds_cells
+            route, density = ROUTE, "laplace"
         elif route == "nested":
             idata, seconds_build, seconds_sample = fit_nested(self.design, self.prior_dict, settings, self._stats)
         elif method == "collapsed":
@@ -488,6 +507,21 @@ class MLM:
                            None if cells is None else cells.n_cells, choice, begin.init, begin.note, begin.seconds,
                            route=route, centred_on=centred_on, density=density)
         return Fit(self.design, self.prior_dict, idata, record)
+
+    def _check_laplace(self, sampler: str, init: str, parameterization) -> None:
+        """Refuse, naming why, what ``method="laplace"`` cannot fit."""
+        from .fastpath.laplace_fit import laplace_problem
+
+        problem = laplace_problem(self.design, self.prior_dict)
+        if problem:
+            raise UnsupportedModelError(f"method='laplace' cannot fit this model: {problem}. Use method='full' (every "
+                                        "random effect sampled, exact).")
+        if sampler != "nutpie":
+            raise ArgumentError(f"method='laplace' runs with sampler='nutpie' (its density is a Numba C callback); "
+                                f"this fit asked for sampler={sampler!r}.")
+        if init != "sampler" or parameterization != "auto":
+            raise ArgumentError("method='laplace' samples no random effects, so it takes no init='frequentist' and no "
+                                "parameterization=; drop them.")
 
     def _frequentist_start(self, pmodel, choice: dict[str, str]) -> "_StartChoice":
         """The chains' start at the frequentist optimum, or the sampler's own start and why."""

@@ -25,6 +25,12 @@ the CSV and loading lme4 not counted).
     python benchmarks/bench_big_binary.py --quick          # 200,000 rows, 1,000 groups
     python benchmarks/bench_big_binary.py --rows 1000000 --groups 2000 --glmer-rows 0 --out /tmp/x.md
     python benchmarks/bench_big_binary.py --read-only      # stop after reading: the read step alone
+    python benchmarks/bench_big_binary.py --method laplace # the Laplace route (approximate): the effects integrated out
+
+``--method laplace`` fits ``MLM.fit(method="laplace")`` (APPROXIMATE: the
+random effects integrated out by a Laplace approximation,
+:mod:`bayesmlm.fastpath.laplace_fit`); the report then adds the gradients per
+draw and the seconds spent drawing the effects afterwards.
 
 The read step is also timed in CPU seconds (this process's user + system
 time: what the load cannot stretch) and against its anchor in the same run:
@@ -110,12 +116,12 @@ def pandas_group_by(path: Path) -> float:
     return time.perf_counter() - start
 
 
-def fit_files(path: Path) -> dict:
+def fit_files(path: Path, method: str = "auto") -> dict:
     res = read_files(path)
     model, start = res["model"], res["start"]
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", bayesmlm.ConvergenceWarning)
-        fit = model.fit(seed=1, progressbar=False)
+        fit = model.fit(seed=1, progressbar=False, method=method)
     total = time.perf_counter() - start
     d, rec = fit.record.diagnostics, fit.record
     fe = fit.fixef()
@@ -127,7 +133,9 @@ def fit_files(path: Path) -> dict:
     return {**res, "build": rec.seconds_build, "sample": rec.seconds_sample, "total": total,
             "rss_end": peak_rss_mb(), "cells": rec.n_cells, "rows": rec.n_obs,
             "parameterization": rec.parameterization, "rhat": d.max_rhat, "ess_bulk": d.min_ess_bulk,
-            "ess_tail": d.min_ess_tail, "divergences": d.divergences, "converged": d.converged, "est": est}
+            "ess_tail": d.min_ess_tail, "divergences": d.divergences, "converged": d.converged, "est": est,
+            "method": rec.method, "steps": float(fit.idata["sample_stats"]["n_steps"].mean()),
+            "effects_seconds": fit.posterior.attrs.get("effects_seconds")}
 
 
 GLMER = """suppressMessages(library(lme4))
@@ -171,10 +179,16 @@ def main() -> None:
     ap.add_argument("--glmer-rows", type=int, default=1_000_000, help="rows of the glmer subsample (0: skip)")
     ap.add_argument("--quick", action="store_true", help="200,000 rows, 1,000 groups, glmer on 100,000 rows")
     ap.add_argument("--read-only", action="store_true", help="stop after MLM.from_files (the read step alone)")
-    ap.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "big_binary_results.md")
+    ap.add_argument("--out", type=Path, default=None, help="the report (default benchmarks/big_binary_results.md; "
+                    "with --method laplace big_binary_laplace_quick.md or big_binary_laplace_10m.md)")
+    ap.add_argument("--method", choices=("auto", "laplace"), default="auto",
+                    help="fit(method=): auto (the exact route) or laplace (approximate)")
     args = ap.parse_args()
     if args.quick:
         args.rows, args.groups, args.glmer_rows = 200_000, 1_000, 100_000
+    if args.out is None:
+        laplace = "big_binary_laplace_quick.md" if args.quick else "big_binary_laplace_10m.md"
+        args.out = ROOT / "benchmarks" / (laplace if args.method == "laplace" else "big_binary_results.md")
     load_before = os.getloadavg()
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "rows.parquet"
@@ -192,7 +206,7 @@ def main() -> None:
             args.out.write_text("\n".join(lines) + "\n")
             print("\n".join(lines))
             return
-        res = fit_files(path)
+        res = fit_files(path, args.method)
         res["pandas"] = pandas_group_by(path)
         print({k: v for k, v in res.items() if k != "model"}, flush=True)
         # written now and again with glmer's times: glmer on a million rows takes minutes of its own
@@ -226,7 +240,8 @@ def command(args) -> str:
     return (f"Command: `python benchmarks/bench_big_binary.py{' --quick' if args.quick else ''}"
             + (f" --rows {args.rows} --groups {args.groups} --glmer-rows {args.glmer_rows}" if not args.quick and
                (args.rows, args.groups, args.glmer_rows) != (10_000_000, 10_000, 1_000_000) else "")
-            + (" --read-only" if args.read_only else "") + "`")
+            + (" --read-only" if args.read_only else "") + (f" --method {args.method}" if args.method != "auto" else "")
+            + "`")
 
 
 def read_report(args, res, generate, size_mb, load_before, load_after) -> list[str]:
@@ -254,6 +269,8 @@ def report(args, res, generate, size_mb, sub, cells, load_before, load_after) ->
              read_row(res),
              f"| `fit()`: build the model | {res['build']:.1f} |",
              f"| `fit()`: compile and sample 4 chains x 1000 draws (tune 1000) | {res['sample']:.1f} |",
+             *([f"| `fit()`: of which drawing the 4,000 x {args.groups:,} effects from their Laplace conditionals | "
+                f"{res['effects_seconds']:.1f} |"] if res.get("effects_seconds") is not None else []),
              f"| **end to end, file to fit** | **{res['total']:.1f}** |"]
     if "pandas" in res:
         lines.append(pandas_row(res))
@@ -263,6 +280,9 @@ def report(args, res, generate, size_mb, sub, cells, load_before, load_after) ->
         lines.append(f"| lme4 glmer on the {res['cells']:,} cells of all rows (`cbind(S, N - S)`) | {cells['wall']:.1f} |")
     lines += ["", f"Peak RSS: {res['rss_read']:.0f} MB after reading, {res['rss_end']:.0f} MB at the end. "
               f"Parameterisation: {res['parameterization']}.",
+              f"Method: {res['method']}"
+              + (" (APPROXIMATE: the random effects integrated out by a Laplace approximation)"
+                 if res["method"] == "laplace" else "") + f"; {res['steps']:.1f} gradients per draw (mean leapfrog steps).",
               f"Diagnostics: max R-hat {res['rhat']:.4f}, min bulk ESS {res['ess_bulk']:.0f}, min tail ESS "
               f"{res['ess_tail']:.0f}, divergences {res['divergences']}: "
               f"{'converged' if res['converged'] else 'NOT converged'}.", "",

@@ -123,7 +123,7 @@ class Route:
     formula, family : str
         As for :class:`bayesmlm.MLM`.
     method : str
-        ``MLM.fit(method=)``: ``"collapsed"`` or ``"full"``.
+        ``MLM.fit(method=)``: ``"collapsed"``, ``"full"`` or ``"laplace"``.
     priors : dict
         Explicit priors for *every* parameter (checked): the package's defaults
         are scaled by the outcome, which SBC must not let depend on the simulated data.
@@ -206,6 +206,12 @@ ROUTES = {r.name: r for r in [
           {"(Intercept)": "normal(0, 1)", "x": "normal(0, 1)", "sd(g:(Intercept))": "half_normal(1)",
            "sd(g:c:(Intercept))": "half_normal(1)"}, Layout(n_groups=12, rows=(12, 24), nested=3),
           fit_options={"parameterization": "centred"}, density="kernel"),
+    # The Laplace route (APPROXIMATE, bayesmlm.fastpath.laplace_fit): g's correlated block integrated out by a
+    # Laplace approximation, rows aggregated into cells, each u_j drawn from its Laplace conditional afterwards.
+    # Groups of 60-100 rows: where the route is meant to be used (much data per group); with few rows per group
+    # the approximation's error is larger and SBC may see it.
+    Route("bernoulli_laplace", "y ~ x + (1 + x | g)", "bernoulli", "laplace", _SLOPES,
+          Layout(n_groups=12, rows=(60, 100), x_values=(-1.0, 0.0, 1.0)), expect_route="laplace"),
 ]}
 # What fitted in about 40 minutes of a 2-core machine shared with other work (a full-model fit is ~8 CPU s, most
 # of it nutpie compiling the model, which embeds the data; a collapsed fit reuses its compiled model, ~0.6 s).
@@ -213,7 +219,7 @@ ROUTES = {r.name: r for r in [
 DEFAULT_SIMS = {"gaussian_collapsed": 200, "gaussian_full": 40, "bernoulli_full": 40, "binomial_full": 40,
                 "binomial_trials_full": 0, "poisson_offset_full": 40, "bernoulli_aggregated_centred": 40, "gaussian_crossed_full": 40,
                 "bernoulli_crossed_centred": 40, "gaussian_nested_collapsed": 40, "bernoulli_crossed_kernel": 40,
-                "gaussian_crossed_collapsed": 40, "poisson_nested_centred": 40}
+                "gaussian_crossed_collapsed": 40, "poisson_nested_centred": 40, "bernoulli_laplace": 100}
 
 
 # -- drawing from the priors ------------------------------------------------------------------------------

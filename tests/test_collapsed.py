@@ -211,7 +211,7 @@ def test_method_choice_and_its_errors(tmp_path):
     assert "are crossed, not nested" in collapse_problem(two.design)
     with pytest.raises(bayesmlm.SpecError, match="method='full'"):
         two.fit(method="collapsed", draws=10, tune=10)
-    with pytest.raises(ValueError, match="Valid methods: auto, full, collapsed"):
+    with pytest.raises(ValueError, match="Valid methods: auto, full, collapsed, laplace"):
         two.fit(method="fast")
     sleep = bayesmlm.MLM("Reaction ~ Days + (Days | Subject)", bayesmlm.datasets.load("sleepstudy"))
     with pytest.raises(ValueError, match="sampler='nutpie'"):

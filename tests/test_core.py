@@ -225,7 +225,7 @@ def test_load_names_a_missing_truncated_or_corrupt_file(typed_fit, tmp_path):
     ({"target_accept": "0.9"}, r"target_accept must be a number between 0 and 1.*'0.9' \(str\)"),
     ({"progressbar": "no"}, r"progressbar must be True or False; got 'no'"),
     ({"sampler": "stan"}, r"Unknown sampler 'stan'. Valid samplers: nutpie, pymc, numpyro, blackjax"),
-    ({"method": None}, r"Unknown method None. Valid methods: auto, full, collapsed"),
+    ({"method": None}, r"Unknown method None. Valid methods: auto, full, collapsed, laplace"),
 ])  # fmt: skip
 def test_fit_arguments_are_checked_first(kwargs, words):
     m = bayesmlm.MLM("Reaction ~ Days + (1 | Subject)", bayesmlm.datasets.load("sleepstudy"))

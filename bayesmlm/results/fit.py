@@ -497,7 +497,8 @@ def _summary_text(fit: Fit, fe: pd.DataFrame, vc: pd.DataFrame, prob: float, ext
     kind = {"gaussian": "linear", "student": "linear (Student-t residuals)"}.get(
         family.name, f"generalized linear ({family.name}, {family.link} link)")
     pct = f"{100 * prob:g}%"
-    lines = [f"Bayesian {kind} mixed model fit by NUTS ({s.sampler}), method: {r.method}",
+    lines = [f"Bayesian {kind} mixed model fit by NUTS ({s.sampler}), method: {r.method}"
+             + (" (APPROXIMATE: random effects integrated out by a Laplace approximation)" if r.method == "laplace" else ""),
              f"Formula: {fit.formula}",
              f"Draws: {s.chains} chains x {s.draws} (tune {s.tune}), seed {s.seed}",
              *([f"Outcome: {fit.design.spec.response} = {fit.design.success!r} is 1"] if fit.design.success else []),

@@ -18,8 +18,11 @@ class FitRecord:
     settings : SamplerSettings
         With the seed actually used.
     method : str
-        ``"full"`` (non-centred random effects sampled) or ``"collapsed"``
-        (random effects integrated out, then drawn from their conditional).
+        ``"full"`` (non-centred random effects sampled), ``"collapsed"``
+        (random effects integrated out, then drawn from their conditional) or
+        ``"laplace"`` (APPROXIMATE: the random effects integrated out by a
+        Laplace approximation, then drawn from its Gaussian conditional;
+        :mod:`bayesmlm.fastpath.laplace_fit`).
     diagnostics : Diagnostics
     seconds_build, seconds_sample : float
         Wall time to build the PyMC model, and to compile and sample it.
@@ -56,7 +59,8 @@ class FitRecord:
         How a full-model fit computed its log density: ``"kernel"`` (bernoulli, cumulative,
         binomial and poisson with nutpie: one Numba kernel compiled once per machine,
         :mod:`bayesmlm.fastpath.glmm_fit`) or ``"pytensor"`` (the PyMC model's graph,
-        compiled per model); empty for the collapsed routes. The model is the same either way.
+        compiled per model); ``"laplace"`` for ``method="laplace"`` (the Laplace marginal's kernel); empty for the
+        collapsed routes. The model is the same either way.
     """
 
     settings: SamplerSettings

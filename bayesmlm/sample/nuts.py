@@ -29,7 +29,8 @@ ESS_MIN = 400
 SAMPLERS = ("nutpie", "pymc", "numpyro", "blackjax")
 _NEEDS = {"nutpie": ("nutpie",), "pymc": (), "numpyro": ("jax", "numpyro"), "blackjax": ("jax", "blackjax")}  # importable modules
 START_SAMPLERS = ("nutpie", "pymc")  # samplers that take a start of ours (per-chain noise included)
-FIT_METHODS = ("auto", "full", "collapsed")  # MLM.fit(method=): the random effects sampled, or integrated out
+FIT_METHODS = ("auto", "full", "collapsed", "laplace")  # MLM.fit(method=): the random effects sampled, integrated out
+# exactly, or integrated out by a Laplace approximation (approximate; never chosen by "auto")
 
 
 @dataclass(frozen=True)
