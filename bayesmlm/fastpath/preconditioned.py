@@ -228,17 +228,26 @@ def laplace_point(plan, iterations: int = 12) -> tuple[np.ndarray, dict]:
     p = int(plan.buffer[2])
     layout = _layout(plan)
     centred = [k for k, blk in enumerate(plan.blocks) if blk.kind == kernel.CENTRED]
+
+    def newton(k, steps):  # on each group's v_j: concave for these families
+        blk, e_at = plan.blocks[k], layout[k][1]
+        J, q = blk.n_levels, blk.q
+        for _ in range(steps):
+            g, Hs = _hessian_blocks(plan, x, e_at, J, q)
+            step = np.linalg.solve(-Hs + 1e-8 * np.eye(q), g[e_at:e_at + J * q].reshape(J, q, 1))[..., 0]
+            x[e_at:e_at + J * q] += np.clip(step, -3.0, 3.0).ravel()
+
     for it in range(iterations + 1):
+        for k in centred:
+            newton(k, 2)
+        if it == iterations:  # the blocks of crossed factors meet in the likelihood: a few more rounds
+            for _ in range(3 if len(centred) > 1 else 0):
+                for k in centred:
+                    newton(k, 2)
+            break
         for k in centred:
             blk, (_, e_at, sd_at) = plan.blocks[k], layout[k]
             J, q = blk.n_levels, blk.q
-            for _ in range(2):  # Newton on each group's v_j: concave for these families
-                g, Hs = _hessian_blocks(plan, x, e_at, J, q)
-                Pj = -Hs + 1e-8 * np.eye(q)
-                step = np.linalg.solve(Pj, g[e_at:e_at + J * q].reshape(J, q, 1))[..., 0]
-                x[e_at:e_at + J * q] += np.clip(step, -3.0, 3.0).ravel()
-            if it == iterations:
-                break
             # EM: T = mean(u u' + A P^-1 A'), u_j = A (v_j - H_j b)
             g, Hs = _hessian_blocks(plan, x, e_at, J, q)
             cov_v = np.linalg.inv(-Hs + 1e-8 * np.eye(q))
@@ -246,8 +255,6 @@ def laplace_point(plan, iterations: int = 12) -> tuple[np.ndarray, dict]:
             T = (u.T @ u + np.einsum("ab,jbc,dc->ad", blk.A, cov_v, blk.A)) / J
             L = np.linalg.cholesky(T + 1e-10 * np.eye(q)) if blk.correlated else np.diag(np.sqrt(np.diag(T)))
             x[sd_at:sd_at + blk.n_sd] = _packed(L, blk.correlated)
-        if it == iterations:
-            break
         # a Newton step on b, its Hessian by central differences
         g0 = plan.logp(x)[1][:p]
         Hb = np.empty((p, p))
