@@ -94,6 +94,8 @@ def main() -> None:
     worst = summ.sort_values("ess_bulk").head(6)
     print("least mixed (bulk ESS):")
     print(worst.to_string())
+    print("largest R-hat:")
+    print(summ.sort_values("r_hat", ascending=False).head(4).to_string())
     total = args.chains * args.draws
     print(f"min bulk ESS {summ['ess_bulk'].min():.0f}, min tail ESS {summ['ess_tail'].min():.0f}, "
           f"max R-hat {summ['r_hat'].max():.4f}; min bulk ESS per second {summ['ess_bulk'].min() / seconds:.2f}; "
