@@ -4,9 +4,9 @@ The kernel's centred block samples v_j (u_j = A (v_j - H_j b), u_j ~ N(0, L L'),
 :mod:`bayesmlm.fastpath.glmm_kernel`). Where the data say about as much about
 u_j as the prior does (``design.parameterization``'s kappa near 1), v_j and the
 SDs are coupled (the funnel, half open): measured on the big bernoulli model
-(``benchmarks/geometry_results.md``) the SDs and the correlation mix worst and
-NUTS needs 31 gradients per draw at 1,000 groups, 55 at 10,000. A diagonal
-mass matrix cannot undo a coupling between one SD and every group.
+(``benchmarks/geometry_results.md``) the SDs and the correlation mix worst,
+with 4 to 8 times fewer effective draws than the effects. A diagonal (or
+low-rank) mass matrix cannot undo a coupling between one SD and every group.
 
 This module samples z_j instead, with
 
