@@ -126,7 +126,8 @@ def fit_files(path: Path) -> dict:
     est["cor"] = tuple(vc.loc[("country", "(Intercept)", "smu"), ["mean", "sd"]])
     return {**res, "build": rec.seconds_build, "sample": rec.seconds_sample, "total": total,
             "rss_end": peak_rss_mb(), "cells": rec.n_cells, "rows": rec.n_obs,
-            "parameterization": rec.parameterization, "rhat": d.max_rhat, "ess_bulk": d.min_ess_bulk,
+            "parameterization": rec.parameterization, "precondition": rec.precondition,
+            "gradients": float(fit.idata["sample_stats"]["n_steps"].mean()), "rhat": d.max_rhat, "ess_bulk": d.min_ess_bulk,
             "ess_tail": d.min_ess_tail, "divergences": d.divergences, "converged": d.converged, "est": est}
 
 
@@ -262,7 +263,8 @@ def report(args, res, generate, size_mb, sub, cells, load_before, load_after) ->
     if cells is not None:
         lines.append(f"| lme4 glmer on the {res['cells']:,} cells of all rows (`cbind(S, N - S)`) | {cells['wall']:.1f} |")
     lines += ["", f"Peak RSS: {res['rss_read']:.0f} MB after reading, {res['rss_end']:.0f} MB at the end. "
-              f"Parameterisation: {res['parameterization']}.",
+              f"Parameterisation: {res['parameterization']}, precondition: {res['precondition']} "
+              f"(`fastpath/preconditioned.py`), {res['gradients']:.1f} gradients per draw.",
               f"Diagnostics: max R-hat {res['rhat']:.4f}, min bulk ESS {res['ess_bulk']:.0f}, min tail ESS "
               f"{res['ess_tail']:.0f}, divergences {res['divergences']}: "
               f"{'converged' if res['converged'] else 'NOT converged'}.", "",
