@@ -552,7 +552,7 @@ def logp_grad(z, d, grad):
                         dom[i, s, t] = acc
                 i += 1
         g, gz, w_, e, y = np.empty(q), np.empty(q), np.empty(q), np.empty(q), np.empty(q)
-        Rinv, RD = np.empty((q, q)), np.empty((q, q))
+        Rinv, S = np.empty((q, q)), np.zeros((q, q))
         for j in range(J):
             R = w_at + j * q * (q + 3)
             mu, hb = R + q * q, R + q * q + q
@@ -579,37 +579,34 @@ def logp_grad(z, d, grad):
                         acc += omega[a, c] * w_[c]
                     for t in range(p):
                         grad[t] += d[h_at + (o - e_at + a) * p + t] * acc
-            for a in range(q):  # R^-1, for M = R^-1 dOmega R^-T and P^-1 = R^-T R^-1
+            for a in range(q):  # R^-1 (lower)
                 for c in range(q):
                     acc = 1.0 if a == c else 0.0
                     for s in range(a):
                         acc -= work[R + a * q + s] * Rinv[s, c]
                     Rinv[a, c] = acc / work[R + a * q + a]
+            # d/dOmega, summed over groups and contracted with each dOmega once (below): from mu,
+            # g' dmu = w' dOmega (H b - mu); from the map's R^-T z, -z' Phi(M) gz with M = R^-1 dOmega R^-T and
+            # Phi the lower triangle with half the diagonal; from the log Jacobian -log det R, -tr(M) / 2. So
+            # S += w (Hb - mu)' - R^-T E R^-1, E lower with E_ac = z_a gz_c (c < a), (z_a gz_a + 1) / 2 on the diagonal
+            for a in range(q):
+                for c in range(q):
+                    S[a, c] += w_[a] * e[c]
             for a in range(q):
                 y[a] = z[o + a]
-            for i in range(n_sd):
-                # mu: g' dmu = w' dOmega (H b - mu); the map's R^-T z: -z' Phi(M) gz, Phi the lower triangle of
-                # M = R^-1 dOmega R^-T with half its diagonal; the log Jacobian -log det R: -tr(M) / 2
-                acc = 0.0
-                for a in range(q):
-                    for c in range(q):
-                        acc += w_[a] * dom[i, a, c] * e[c]
-                for a in range(q):  # RD = R^-1 dOmega
-                    for c in range(q):
-                        mac = 0.0
-                        for s in range(a + 1):
-                            mac += Rinv[a, s] * dom[i, s, c]
-                        RD[a, c] = mac
-                for a in range(q):
-                    for c in range(a + 1):
-                        mac = 0.0
+            for a in range(q):
+                for c in range(a + 1):
+                    E = y[a] * gz[c] if c < a else 0.5 * (y[a] * gz[a] + 1.0)
+                    for s in range(a + 1):
+                        ras = Rinv[a, s] * E
                         for t in range(c + 1):
-                            mac += RD[a, t] * Rinv[c, t]
-                        if c == a:
-                            acc -= 0.5 * mac * (y[a] * gz[a] + 1.0)
-                        else:
-                            acc -= y[a] * mac * gz[c]
-                grad[sd_at + i] += acc
+                            S[s, t] -= ras * Rinv[c, t]
+        for i in range(n_sd):
+            acc = 0.0
+            for a in range(q):
+                for c in range(q):
+                    acc += dom[i, a, c] * S[a, c]
+            grad[sd_at + i] += acc
         w_at += J * q * (q + 3)
     return lp
 
