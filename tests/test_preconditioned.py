@@ -103,7 +103,8 @@ def test_laplace_point_finds_the_conditional_modes(plans):
     base, plan, _ = plans
     p = int(base.buffer[2])
     n_effects = sum(blk.n_levels * blk.q for blk in base.blocks)
-    # two blocks of one factor (||) meet in every group's likelihood: Newton block by block gets near, not onto, the mode
+    # two blocks of one factor (||) meet in every group's likelihood: Newton block by block gets near the mode, not onto
+    # it
     tol = 1e-5 if len(base.blocks) == 1 else 1e-2
     assert np.abs(base.logp(plan.x_hat)[1][p:p + n_effects]).max() < tol
     # and z = 0 there: the optimum is mu_j at its own theta

@@ -520,7 +520,8 @@ def logp_grad(z, d, grad):
     w_at = 0
     for k in range(m):
         r = int(d[n0 + 2 + _SECTION * k])
-        q, J, corr, e_at, sd_at, h_at = int(d[r + 1]), int(d[r + 2]), int(d[r + 3]), int(d[r + 4]), int(d[r + 5]), int(d[r + 10])
+        q, J, corr, e_at = int(d[r + 1]), int(d[r + 2]), int(d[r + 3]), int(d[r + 4])
+        sd_at, h_at = int(d[r + 5]), int(d[r + 10])
         n_sd = q * (q + 1) // 2 if corr == 1 else q
         L, K, omega = np.empty((q, q)), np.empty((q, q)), np.empty((q, q))
         _omega(z, d, r, L, K, omega)
