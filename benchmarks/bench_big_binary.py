@@ -132,9 +132,10 @@ def fit_files(path: Path, method: str = "auto") -> dict:
     est["cor"] = tuple(vc.loc[("country", "(Intercept)", "smu"), ["mean", "sd"]])
     return {**res, "build": rec.seconds_build, "sample": rec.seconds_sample, "total": total,
             "rss_end": peak_rss_mb(), "cells": rec.n_cells, "rows": rec.n_obs,
-            "parameterization": rec.parameterization, "rhat": d.max_rhat, "ess_bulk": d.min_ess_bulk,
-            "ess_tail": d.min_ess_tail, "divergences": d.divergences, "converged": d.converged, "est": est,
-            "method": rec.method, "steps": float(fit.idata["sample_stats"]["n_steps"].mean()),
+            "parameterization": rec.parameterization, "precondition": rec.precondition, "rhat": d.max_rhat,
+            "ess_bulk": d.min_ess_bulk, "ess_tail": d.min_ess_tail, "divergences": d.divergences,
+            "converged": d.converged, "est": est, "method": rec.method,
+            "steps": float(fit.idata["sample_stats"]["n_steps"].mean()),
             "effects_seconds": fit.posterior.attrs.get("effects_seconds")}
 
 
@@ -279,7 +280,8 @@ def report(args, res, generate, size_mb, sub, cells, load_before, load_after) ->
     if cells is not None:
         lines.append(f"| lme4 glmer on the {res['cells']:,} cells of all rows (`cbind(S, N - S)`) | {cells['wall']:.1f} |")
     lines += ["", f"Peak RSS: {res['rss_read']:.0f} MB after reading, {res['rss_end']:.0f} MB at the end. "
-              f"Parameterisation: {res['parameterization']}.",
+              f"Parameterisation: {res['parameterization']}, precondition: {res['precondition']} "
+              f"(`fastpath/preconditioned.py`).",
               f"Method: {res['method']}"
               + (" (APPROXIMATE: the random effects integrated out by a Laplace approximation)"
                  if res["method"] == "laplace" else "") + f"; {res['steps']:.1f} gradients per draw (mean leapfrog steps).",

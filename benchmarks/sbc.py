@@ -212,6 +212,11 @@ ROUTES = {r.name: r for r in [
     # the approximation's error is larger and SBC may see it.
     Route("bernoulli_laplace", "y ~ x + (1 + x | g)", "bernoulli", "laplace", _SLOPES,
           Layout(n_groups=12, rows=(60, 100), x_values=(-1.0, 0.0, 1.0)), expect_route="laplace"),
+    # The kernel through the Laplace map of bayesmlm.fastpath.preconditioned (fit.record.precondition "laplace"): each
+    # group's effects as mu_j(theta) + R_j(theta)^-T z_j, x uncentred on 1..5 as the survey item of bench_big_binary.
+    Route("bernoulli_preconditioned_kernel", "y ~ x + (1 + x | g)", "bernoulli", "full", _SLOPES,
+          Layout(n_groups=15, rows=(30, 60), x_values=(1.0, 2.0, 3.0, 4.0, 5.0)), fit_options={"precondition": "laplace"},
+          density="kernel"),
 ]}
 # What fitted in about 40 minutes of a 2-core machine shared with other work (a full-model fit is ~8 CPU s, most
 # of it nutpie compiling the model, which embeds the data; a collapsed fit reuses its compiled model, ~0.6 s).
@@ -219,7 +224,8 @@ ROUTES = {r.name: r for r in [
 DEFAULT_SIMS = {"gaussian_collapsed": 200, "gaussian_full": 40, "bernoulli_full": 40, "binomial_full": 40,
                 "binomial_trials_full": 0, "poisson_offset_full": 40, "bernoulli_aggregated_centred": 40, "gaussian_crossed_full": 40,
                 "bernoulli_crossed_centred": 40, "gaussian_nested_collapsed": 40, "bernoulli_crossed_kernel": 40,
-                "gaussian_crossed_collapsed": 40, "poisson_nested_centred": 40, "bernoulli_laplace": 100}
+                "bernoulli_preconditioned_kernel": 40, "gaussian_crossed_collapsed": 40, "poisson_nested_centred": 40,
+                "bernoulli_laplace": 100}
 
 
 # -- drawing from the priors ------------------------------------------------------------------------------

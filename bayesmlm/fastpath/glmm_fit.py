@@ -36,9 +36,11 @@ from .prior_density import POSITIVE, prior_row, support_point
 
 CENTRED = 2  # glmm_kernel.CENTRED (the kernel is imported where it is used: Numba loads its callbacks on import)
 
-__all__ = ["FAMILIES", "kernel_problem", "GlmmPlan", "glmm_plan", "fit_glmm"]
+__all__ = ["FAMILIES", "PRECONDITIONERS", "kernel_problem", "GlmmPlan", "glmm_plan", "fit_glmm"]
 
 FAMILIES = ("bernoulli", "binomial", "poisson", "cumulative")
+PRECONDITIONERS = ("auto", "laplace", "none")
+"""``MLM.fit(precondition=)``: :func:`bayesmlm.fastpath.preconditioned.precondition_choice`'s rule, always, never."""
 _FIXED_PRIORS = ("normal", "student_t")
 
 
@@ -144,6 +146,10 @@ class GlmmPlan:
 
     def initial_point(self, seed) -> np.ndarray:
         """A start as PyMC draws one: each prior's support point (z = 0, v at its mean, L = I), jittered by U(-1, 1)."""
+        return self.support_point() + np.random.default_rng(seed).uniform(-1.0, 1.0, self.n_dim)
+
+    def support_point(self) -> np.ndarray:
+        """Each prior's support point as the kernel's unconstrained vector (z = 0, v at its mean, L = I)."""
         design, priors = self.design, self.priors
         b = np.array([support_point(priors[t]) for t in design.fixed_terms], dtype=np.float64)
         v, w = {}, {}  # each block's start (u = 0: z = 0, or v at its mean) and what its likelihood part reads there
@@ -162,8 +168,7 @@ class GlmmPlan:
         if design.categories is not None:  # PyMC's initval, linspace(-1.5, 1.5, K - 1), through the ordered transform
             c = np.linspace(-1.5, 1.5, len(design.categories) - 1)
             x.append(np.concatenate([c[:1], np.log(np.diff(c))]))
-        x = np.concatenate(x)
-        return x + np.random.default_rng(seed).uniform(-1.0, 1.0, self.n_dim)
+        return np.concatenate(x)
 
     def logp(self, x) -> tuple[float, np.ndarray]:
         """The log density and its gradient at an unconstrained vector (for tests and checks).
@@ -251,10 +256,9 @@ def glmm_plan(design: Design, priors: dict[str, Prior], cells: Cells | None = No
     return GlmmPlan(design, priors, cells, parameterization or {})
 
 
-def _nutpie_model(plan: GlmmPlan):
+def _nutpie_model(plan, callbacks):
+    """nutpie's model of a plan (:class:`GlmmPlan`, or a preconditioned one) and the module of its C callbacks."""
     from nutpie.compile_pymc import CompiledPyMCModel
-
-    from . import glmm_kernel as kernel
 
     coords = model_coords(plan.design)
     names = list(plan.dims)
@@ -263,13 +267,13 @@ def _nutpie_model(plan: GlmmPlan):
     slices = [slice(int(offsets[i]), int(offsets[i + 1])) for i in range(len(names))]
     return CompiledPyMCModel(
         dims=plan.dims, _coords=coords, _n_dim=plan.n_dim, _shapes=dict(zip(names, shapes)),
-        compiled_logp_func=kernel.logp_cfunc, compiled_expand_func=kernel.expand_cfunc,
+        compiled_logp_func=callbacks.logp_cfunc, compiled_expand_func=callbacks.expand_cfunc,
         initial_point_func=plan.initial_point, shared_data={}, shared_var_keys={}, user_data=plan.buffer,
         n_expanded=int(plan.buffer[6]), shape_info=(names, slices, shapes), logp_func=None, expand_func=None), coords
 
 
 def fit_glmm(design: Design, priors: dict[str, Prior], settings: SamplerSettings, cells: Cells | None,
-             parameterization: dict[str, str]):
+             parameterization: dict[str, str], precondition: str = "auto"):
     """Sample a bernoulli, binomial, poisson or cumulative full model on the kernel with nutpie.
 
     Parameters
@@ -282,12 +286,18 @@ def fit_glmm(design: Design, priors: dict[str, Prior], settings: SamplerSettings
         The aggregated rows (:func:`bayesmlm.design.aggregate.aggregate_rows`), or None: over the rows.
     parameterization : dict of str to str
         Per grouping factor (:func:`bayesmlm.design.parameterization.choose_parameterization`).
+    precondition : {"laplace", "none"}
+        ``"laplace"``: sample each centred group's effects through the map of
+        :mod:`bayesmlm.fastpath.preconditioned` (the same posterior; that
+        module's :func:`~bayesmlm.fastpath.preconditioned.precondition_choice`
+        is the rule of when); ``"none"``: the kernel's own coordinates.
 
     Returns
     -------
     idata : DataTree
         ``posterior`` with ``fixef``, ``sd_*``, ``cor_*``, ``u_*``; nutpie's ``sample_stats``.
     seconds_build, seconds_sample : float
+        Building includes the map's optimum.
 
     Examples
     --------
@@ -301,11 +311,19 @@ def fit_glmm(design: Design, priors: dict[str, Prior], settings: SamplerSettings
     if s.sampler != "nutpie":
         raise ValueError(f"The full model's kernel runs with sampler='nutpie': its density is a Numba C callback that "
                          f"sampler='{s.sampler}' cannot call.")
+    if precondition not in ("laplace", "none"):
+        raise ValueError(f"Unknown precondition {precondition!r}. Valid values: 'laplace', 'none'.")
     start = time.perf_counter()
     plan = glmm_plan(design, priors, cells, parameterization)
+    from . import glmm_kernel as callbacks
+
+    if precondition == "laplace":
+        from . import preconditioned
+
+        plan, callbacks = preconditioned.preconditioned_plan(plan), preconditioned
     seconds_build = time.perf_counter() - start
     start = time.perf_counter()
-    model, coords = _nutpie_model(plan)
+    model, coords = _nutpie_model(plan, callbacks)
     trace = nutpie.sample(model, draws=s.draws, tune=s.tune, chains=s.chains, cores=min(s.chains, os.cpu_count() or 1),
                           seed=s.seed, progress_bar=s.progressbar, save_warmup=False, target_accept=s.target_accept)
     seconds_sample = time.perf_counter() - start

@@ -73,7 +73,9 @@ def overview_section(fit, title: str = "") -> Section:
                     + (f", weighted by '{d.options['weights']}' ({_weights_meaning(fam)})" if d.options.get("weights") else "")
                     + (f"; {r.rows_dropped:,} rows with missing values dropped." if r.rows_dropped else ".")),
                Note(f"Sampling: NUTS ({s.sampler}), {s.chains} chains x {s.draws} draws after {s.tune} tuning steps, "
-                    f"seed {s.seed}, method {r.method}" + (f" (log density: {r.density})" if r.density else "")
+                    f"seed {s.seed}, method {r.method}" + (f" (log density: {r.density}"
+                    + (", group effects through the Laplace map" if r.precondition == "laplace" else "") + ")"
+                    if r.density else "")
                     + (" (approximate: the random effects integrated out by a Laplace approximation)"
                        if r.method == "laplace" else "")
                     + f"; {r.seconds_build + r.seconds_sample:.1f} s.")]

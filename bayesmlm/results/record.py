@@ -61,6 +61,12 @@ class FitRecord:
         :mod:`bayesmlm.fastpath.glmm_fit`) or ``"pytensor"`` (the PyMC model's graph,
         compiled per model); ``"laplace"`` for ``method="laplace"`` (the Laplace marginal's kernel); empty for the
         collapsed routes. The model is the same either way.
+    precondition : str
+        ``"laplace"``: the kernel sampled each centred group's effects through
+        the Laplace map of :mod:`bayesmlm.fastpath.preconditioned` (the same
+        posterior); ``"none"``: in the kernel's own coordinates.
+    precondition_note : str
+        Why the map was not used (its rule's reason, or not a kernel fit); else empty.
     """
 
     settings: SamplerSettings
@@ -78,3 +84,5 @@ class FitRecord:
     route: str = ""
     centred_on: dict = field(default_factory=dict)
     density: str = ""
+    precondition: str = "none"
+    precondition_note: str = ""
