@@ -361,13 +361,10 @@ def _linear_predictor(d, lo, n, b, w, kq, kat, kix, kzs, eta):
     off = o_units + 3 * N + lo
     for i in range(n):
         eta[i] = d[off + i]
-    if pr > 0:
+    for t in range(pr):  # by column: a strided loop that vectorises, where a loop over a row's pr columns does not
+        col, bt = o_X + lo * pr + t, b[t]
         for i in range(n):
-            row = o_X + (lo + i) * pr
-            e = 0.0
-            for t in range(pr):
-                e += d[row + t] * b[t]
-            eta[i] += e
+            eta[i] += d[col + i * pr] * bt
     for k in range(len(kq)):
         q, at, ix = kq[k], kat[k], kix[k] + lo
         zs = kzs[k] + lo * q
@@ -389,25 +386,43 @@ def _linear_predictor(d, lo, n, b, w, kq, kat, kix, kzs, eta):
 
 @numba.njit(**_OPTIONS)
 def _scatter(d, lo, n, res, gb, gu, kq, kat, kix, kzs):
-    """r of units lo .. lo + n into b's gradient (through Xr) and each block's effects (through Z_k)."""
+    """r of units lo .. lo + n into b's gradient (through Xr) and each block's effects (through Z_k).
+
+    Sums are kept in registers, by column for b and over each run of units at one level for an effect: adding into
+    memory unit by unit chains each addition to the last one's store when neighbouring units share a level (units
+    sorted by a factor, and every unit for b)."""
     o_X, pr = int(d[13]), len(gb)
     di = d.view(np.int64)
-    if pr > 0:
+    for t in range(pr):
+        col, acc = o_X + lo * pr + t, 0.0
         for i in range(n):
-            row = o_X + (lo + i) * pr
-            for t in range(pr):
-                gb[t] += res[i] * d[row + t]
+            acc += res[i] * d[col + i * pr]
+        gb[t] += acc
+    if n == 0:
+        return
     for k in range(len(kq)):
         q, at, ix = kq[k], kat[k], kix[k] + lo
         zs = kzs[k] + lo * q
+        j = di[ix]
         if q == 1:
+            acc = 0.0
             for i in range(n):
-                gu[at + di[ix + i]] += res[i] * d[zs + i]
+                if di[ix + i] != j:
+                    gu[at + j] += acc
+                    j, acc = di[ix + i], 0.0
+                acc += res[i] * d[zs + i]
+            gu[at + j] += acc
         elif q == 2:
+            acc0, acc1 = 0.0, 0.0
             for i in range(n):
-                o = at + 2 * di[ix + i]
-                gu[o] += res[i] * d[zs + 2 * i]
-                gu[o + 1] += res[i] * d[zs + 2 * i + 1]
+                if di[ix + i] != j:
+                    gu[at + 2 * j] += acc0
+                    gu[at + 2 * j + 1] += acc1
+                    j, acc0, acc1 = di[ix + i], 0.0, 0.0
+                acc0 += res[i] * d[zs + 2 * i]
+                acc1 += res[i] * d[zs + 2 * i + 1]
+            gu[at + 2 * j] += acc0
+            gu[at + 2 * j + 1] += acc1
         else:
             for i in range(n):
                 o = at + q * di[ix + i]
