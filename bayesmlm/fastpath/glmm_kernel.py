@@ -28,8 +28,11 @@ Jacobians, so the kernel's log density is the PyMC model's, constants included.
 The likelihood reads eta = Xr b + sum_k Z_k w_k with w = L z (non-centred), A v
 (centred) and Xr = Xc - sum_k Z_k A_k H_k without its vanishing columns
 (:func:`reduced_design`): a fixed effect a block absorbs costs no per-unit work,
-and one pass over the units gives eta, the log likelihood and its gradient.
-A cumulative model (:mod:`bayesmlm.fastpath.cumulative_kernel`) takes two: eta
+and the units, in chunks of three passes each (eta by gathers; the log
+likelihood and its derivative r in a loop that LLVM vectorises, with
+:mod:`bayesmlm.fastpath.branchless_math`'s exp and log1p; r scattered into b
+and the effects), give the log likelihood and its gradient. A cumulative model
+(:mod:`bayesmlm.fastpath.cumulative_kernel`) takes all units as one chunk: eta
 into an array, its log likelihood over all units, then d/deta into b and the
 effects; its located intercept's shift is in w as in u, so the shift's gradient
 takes the likelihood's part as well as the prior's.
