@@ -17,6 +17,7 @@ from .design.data_checks import check_level2_constant
 from .design.equation_forms import Equations
 from .design.equations import model_equations
 from .design.matrices import Design, build_design, group_labels
+from .design.nested_centring import centred_parents
 from .design.parameterization import choose_parameterization
 from .design.priors import Prior, priors_table, resolve_priors
 from .design.structure import FactorStructure, check_repeated_labels, factor_structure
@@ -322,7 +323,7 @@ class MLM:
                                 "(MLM.from_files or MLM.from_dask). Drop aggregate=False, or build the model from a "
                                 "DataFrame, MLM(formula, data).")
         cells = self._cells if self._cells is not None else (aggregate_rows(self.design) if aggregate else None)
-        return cells, choose_parameterization(self.design, self.prior_dict, parameterization)
+        return cells, choose_parameterization(self.design, self.prior_dict, parameterization, nested=True)
 
     def fit_frequentist(self, method: str | None = None):
         """lme4's fit of this model: REML or ML (``lmer``) for gaussian models, the Laplace approximation (``glmer``) otherwise.
@@ -478,11 +479,14 @@ class MLM:
         diag = diagnose(idata, _reported_vars(idata))
         check_convergence(diag, settings)
         n_obs = self._n_rows()
+        centred_on = {} if method != "full" else {k: list(v.fixed_terms) for k, v in block_means(self.design, choice).items()}
+        if method == "full":  # a child centred on its parent says so (design.nested_centring)
+            links = centred_parents(self.design, choice)
+            choice = {**choice, **{b.group: f"centred on {links[b.label].parent_group}" for b in self.design.blocks
+                                   if b.label in links}}
         record = FitRecord(settings, method, diag, seconds_build, seconds_sample, n_obs, self.design.rows_dropped,
                            None if cells is None else cells.n_cells, choice, begin.init, begin.note, begin.seconds,
-                           route=route, centred_on={} if method != "full" else
-                           {k: list(v.fixed_terms) for k, v in block_means(self.design, choice).items()},
-                           density=density)
+                           route=route, centred_on=centred_on, density=density)
         return Fit(self.design, self.prior_dict, idata, record)
 
     def _frequentist_start(self, pmodel, choice: dict[str, str]) -> "_StartChoice":

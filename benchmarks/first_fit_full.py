@@ -22,7 +22,7 @@ Times are wall seconds of ``MLM(...).fit(...)`` (imports excluded);
 ``compile`` the rest of the fit's sampling step (graph rewriting and
 compiling). ESS/s is min bulk ESS over the sampling seconds.
 
-    python benchmarks/first_fit_full.py [--models cbpp verbagg] [--routes nutpie pymc] [--out FILE]
+    python benchmarks/first_fit_full.py [--models cbpp verbagg wvs_binary] [--routes nutpie pymc] [--out FILE]
 """
 
 from __future__ import annotations
@@ -43,6 +43,8 @@ MODELS = {
     "cbpp": ("incidence ~ period + (1 | herd)", "binomial", "cbind(incidence, size - incidence) ~ period + (1 | herd)"),
     "verbagg": ("r2 ~ Anger + Gender + btype + situ + (1 | id) + (1 | item)", "bernoulli",
                 "r2 ~ Anger + Gender + btype + situ + (1 | id) + (1 | item)"),
+    # the tutorial's m2 with a binary outcome (tech >= 8) on all 91,175 rows: a newcomer's first generalized fit
+    "wvs_binary": ("hi ~ smu + (1 + smu | country)", "bernoulli", "hi ~ smu + (1 + smu | country)"),
 }
 
 
@@ -51,7 +53,9 @@ def _data(name: str, resample: bool):
 
     import bayesmlm
 
-    frame = bayesmlm.datasets.load(name)
+    frame = bayesmlm.datasets.load("wvs7_sim" if name == "wvs_binary" else name)
+    if name == "wvs_binary":
+        frame = frame.assign(hi=lambda d: (d.tech >= 8).astype(int))
     if name == "verbagg":
         frame = frame.assign(r2=lambda d: (d.r2 == "Y").astype(int))
     if resample:  # other data of the same shape: a new outcome, the same predictors and groups
@@ -59,7 +63,8 @@ def _data(name: str, resample: bool):
         if name == "cbpp":
             frame = frame.assign(incidence=rng.binomial(frame["size"], frame["incidence"].sum() / frame["size"].sum()))
         else:
-            frame = frame.assign(r2=rng.permutation(frame["r2"].to_numpy()))
+            column = "hi" if name == "wvs_binary" else "r2"
+            frame = frame.assign(**{column: rng.permutation(frame[column].to_numpy())})
     return frame
 
 

@@ -120,3 +120,23 @@ def test_the_likelihood_of_a_centred_model_reads_the_absorbed_fixed_effects_only
         assert float(lik(moved)) == pytest.approx(base, abs=1e-9), term
     moved = dict(point, b_centred=point["b_centred"] + 0.7 * (np.array(d.fixed_terms) == "x"))
     assert abs(float(lik(moved)) - base) > 1.0  # x is no block's mean: it moves the data's term
+
+
+def test_a_cumulative_models_slope_block_absorbs_its_fixed_effect_out_of_the_likelihood():
+    # cumulative X is centred at its plain means (the thresholds absorb the shift); block means must use the same
+    # centre, or the absorbed column leaves a constant -mean(x) b in eta that ties b to the thresholds (a ridge NUTS
+    # mixed badly: bulk ESS 382 for smu on wvs7_sim)
+    from bayesmlm.fastpath.glmm_fit import glmm_plan
+
+    m = bayesmlm.MLM("rating ~ temp + contact + (1 + temp | judge)", bayesmlm.datasets.load("wine"), family="cumulative")
+    cen = m.build(parameterization="centred", aggregate=False)
+    lik = cen.compile_logp(vars=cen.observed_RVs, mode="FAST_COMPILE")
+    point = cen.initial_point()
+    terms = np.array(m.design.fixed_terms)
+    moved = dict(point, b_centred=point["b_centred"] + 0.7 * (terms == "tempwarm"))
+    assert float(lik(moved)) == pytest.approx(float(lik(point)), abs=1e-9)
+    moved = dict(point, b_centred=point["b_centred"] + 0.7 * (terms == "contactyes"))
+    assert abs(float(lik(moved)) - float(lik(point))) > 1.0
+    plan = glmm_plan(m.design, m.prior_dict, parameterization={"judge": "centred"})
+    pr, o_cols = int(plan.buffer[14]), int(plan.buffer[15])
+    assert plan.buffer[o_cols:o_cols + pr].view(np.int64).tolist() == [m.design.fixed_terms.index("contactyes")]

@@ -18,6 +18,7 @@ import warnings
 
 import numpy as np
 import pandas as pd
+import pytensor
 import pytest
 from conftest import reference
 
@@ -97,6 +98,59 @@ CUMULATIVE_CASES = [  # link, formula, options, parameterization, aggregate
     ("probit", "r ~ x + (1 | a) + (1 + x || b)", {"weights": "wt"}, "non-centred", True),
     ("logit", "r ~ x + (1 | a)", {"weights": "wt"}, "centred", False),
 ]
+
+
+def _nested(seed: int, family: str, n: int = 400) -> pd.DataFrame:
+    """c (30 levels) nested in s (8), x by row; s_c labels c with its parent."""
+    rng = np.random.default_rng(seed)
+    c = rng.integers(0, 30, n)
+    s = c % 8
+    x = rng.integers(0, 3, n).astype(float)
+    eta = -0.2 + 0.3 * x + 0.6 * rng.normal(size=8)[s] + 0.4 * rng.normal(size=8)[s] * x + 0.5 * rng.normal(size=30)[c]
+    y = rng.poisson(np.exp(eta)) if family == "poisson" else rng.binomial(1, 1.0 / (1.0 + np.exp(-eta)))
+    return pd.DataFrame({"y": y, "x": x, "s": [f"s{i}" for i in s], "c": [f"c{i}" for i in c]})
+
+
+NESTED_CASES = [  # family, formula, parameterization, aggregate, {child: parent} (design.nested_centring)
+    ("poisson", "y ~ x + (1 | c) + (1 | s)", {"c": "centred", "s": "centred"}, True, {"c": "s"}),
+    ("bernoulli", "y ~ x + (1 | c) + (1 | s)", {"c": "centred", "s": "non-centred"}, False, {"c": "s"}),
+    ("bernoulli", "y ~ x + (1 | s) + (1 + x | c)", {"c": "centred", "s": "centred"}, True, {"c": "s"}),
+    ("poisson", "y ~ x + (1 + x | s) + (1 | c)", {"c": "centred", "s": "non-centred"}, False, {"c": "s"}),
+    ("poisson", "y ~ x + (1 + x | s) + (1 + x | c)", {"c": "centred", "s": "centred"}, True, {"c": "s"}),
+    ("bernoulli", "y ~ x + (1 | c) + (1 | s)", {"c": "non-centred", "s": "centred"}, True, {}),
+]
+
+
+@pytest.mark.parametrize("family, formula, par, aggregate, parents", NESTED_CASES)
+def test_centred_on_the_parent_is_the_pymc_models_density(family, formula, par, aggregate, parents):
+    """A centred child nested in another factor is centred on it: the kernel's density and gradient are still PyMC's,
+    and the reported u_child are the deviations from the parent (the model's u, whatever the parameterisation)."""
+    m = bayesmlm.MLM(formula, _nested(2, family, 2000 if aggregate else 400), family=family)
+    pmodel = m.build(aggregate=aggregate, parameterization=par)
+    cells, choice = m._full_options(aggregate, par)
+    plan = glmm_plan(m.design, m.prior_dict, cells, choice)
+    assert {k: v.parent for k, v in plan.parents.items()} == parents
+    logp = pmodel.compile_logp()
+    reported = pytensor.function(pmodel.value_vars, pmodel.replace_rvs_by_values(
+        [pmodel[f"u_{b.label}"] for b in m.design.blocks]), on_unused_input="ignore")
+    from bayesmlm.fastpath.glmm_kernel import expand
+
+    rng = np.random.default_rng(4)
+    for s in range(3):
+        x = plan.initial_point(s) + 0.3 * rng.normal(size=plan.n_dim)
+        value, grad = plan.logp(x)
+        point = _point(pmodel, plan, x)
+        assert value == pytest.approx(float(logp(point)), abs=1e-8)
+        out = np.empty(int(plan.buffer[6]))
+        expand(x, plan.buffer, out)
+        at = len(m.design.fixed_terms)  # expand's layout: fixef, then per block its SDs, correlations, u
+        for blk, u in zip(plan.blocks, reported(*[point[v.name] for v in pmodel.value_vars])):
+            at += blk.q + (blk.q * (blk.q - 1) // 2 if blk.correlated else 0)
+            np.testing.assert_allclose(out[at:at + u.size], u.ravel(), atol=1e-10)
+            at += u.size
+    eps = 1e-6
+    fd = np.array([(plan.logp(x + eps * e)[0] - plan.logp(x - eps * e)[0]) / (2 * eps) for e in np.eye(plan.n_dim)])
+    np.testing.assert_allclose(grad, fd, rtol=1e-5, atol=1e-5 * max(1.0, np.abs(grad).max()))
 
 
 @pytest.mark.parametrize("family, formula, options, par, aggregate",
@@ -197,3 +251,36 @@ def test_probit_and_logit_log_differences_are_exact():
         assert log_diff_cdf(LOGIT, b, a) == pytest.approx(np.log(exact), rel=1e-12)
     assert log_diff_cdf(PROBIT, -40.0, -41.0) == pytest.approx(-0.5 * 40.0 ** 2 - np.log(40.0) - 0.5 * np.log(2 * np.pi),
                                                                abs=1e-3)
+
+
+def _three_levels(seed: int, schools: int = 30, classes: int = 4, pupils: int = 25) -> tuple[pd.DataFrame, dict]:
+    """Pupils in classes in schools, a bernoulli outcome; returns the data and the truth."""
+    rng = np.random.default_rng(seed)
+    truth = {"(Intercept)": -0.3, "x": 0.8, "school": 0.7, "school:class": 0.5}
+    school = np.repeat(np.arange(schools), classes * pupils)
+    klass = np.repeat(np.arange(schools * classes), pupils)
+    x = rng.normal(size=school.size)
+    eta = (truth["(Intercept)"] + truth["x"] * x + truth["school"] * rng.normal(size=schools)[school]
+           + truth["school:class"] * rng.normal(size=schools * classes)[klass])
+    df = pd.DataFrame({"y": rng.binomial(1, 1.0 / (1.0 + np.exp(-eta))), "x": x, "school": [f"s{i}" for i in school],
+                       "class": [f"c{i % classes}" for i in klass]})
+    return df, truth
+
+
+def test_recovers_a_three_level_bernoulli_model_centred_on_the_parents():
+    df, truth = _three_levels(5)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", bayesmlm.ConvergenceWarning)
+        fit = bayesmlm.MLM("y ~ x + (1 | school/class)", df, family="bernoulli").fit(
+            draws=400, tune=400, chains=2, seed=3, progressbar=False)
+    assert fit.record.density == "kernel"
+    assert fit.record.parameterization == {"school": "centred", "school:class": "centred on school"}
+    post = fit.posterior
+    for name, term, value in [(FIXED, "(Intercept)", truth["(Intercept)"]), (FIXED, "x", truth["x"]),
+                              (sd_var("school"), "(Intercept)", truth["school"]),
+                              (sd_var("school:class"), "(Intercept)", truth["school:class"])]:
+        lo, hi = np.quantile(post[name].sel({post[name].dims[-1]: term}).values, [0.025, 0.975])
+        assert lo < value < hi, (name, term, lo, hi)
+    # u_class is the deviation from the school (lme4's ranef): about independent of it, mean zero within schools
+    u_c = post[f"u_{safe_name('school:class')}"].mean(("chain", "draw")).values.ravel()
+    assert abs(u_c.mean()) < 0.1 and 0.2 < u_c.std() < 0.6

@@ -6,7 +6,8 @@ standard normal and L the Cholesky factor of the block's covariance from
 ``pm.LKJCholeskyCov``, or diag(tau) for uncorrelated terms) or centred
 (u ~ MvNormal(0, chol=L), sampled as the group coefficients beta + u in a
 basis centred at Z's means: ``v_<label>``), as ``parameterization`` says
-(:mod:`bayesmlm.design.parameterization` chooses; non-centred by default). Fixed-effect
+(:mod:`bayesmlm.design.parameterization` chooses; non-centred by default); a centred
+block nested in another factor's is centred on it (:mod:`bayesmlm.design.nested_centring`). Fixed-effect
 columns are centred internally, so the intercept's prior is on the outcome at
 the predictors' means; ``fixef`` holds the coefficients on the data's scale.
 
@@ -43,6 +44,7 @@ import pytensor.tensor as pt
 from ..design.aggregate import Cells
 from ..design.block_means import BlockMean, block_means
 from ..design.matrices import Design
+from ..design.nested_centring import centred_parents
 from ..design.priors import Prior, cor_name, sd_name
 from ..errors import SpecError
 from ..schema import (
@@ -91,8 +93,7 @@ def _fixed_part(design: Design, priors: dict[str, Prior], rows):
     X = design.X[rows]
     if X.shape[1] == 0:
         return pt.zeros(X.shape[0]), None
-    # A cumulative model's thresholds take the intercept's place and absorb the centring (see _thresholds).
-    center = design.X.mean(axis=0) if design.spec.family.name == "cumulative" else design.x_centre
+    center = design.model_centre  # a cumulative model's thresholds absorb the centring (see _thresholds)
     fixed = [priors[t] for t in design.fixed_terms]
     beta_c = vector_rv("b_centred", [p.dist for p in fixed], [p.kwargs for p in fixed], dims=FIXED_DIM)
     if design.has_intercept:
@@ -154,7 +155,7 @@ def centred_fixed_terms(design: Design, parameterization: dict[str, str],
     return out
 
 
-def _centred_block(b, chol, sds, beta_c, dims, mean: BlockMean, location=None) -> object:
+def _centred_block(b, chol, sds, beta_c, dims, mean: BlockMean, location=None, parent=None) -> tuple:
     """u of a centred block, sampled as the group coefficients in a basis centred at Z's means.
 
     Hierarchical centring (Gelfand, Sahu and Carlin 1995): where the data pin down
@@ -167,7 +168,9 @@ def _centred_block(b, chol, sds, beta_c, dims, mean: BlockMean, location=None) -
     Both are linear with unit Jacobian: the model is u_j ~ MvNormal(0, L L') exactly.
     ``chol`` is a correlated block's Cholesky factor, ``sds`` an uncorrelated block's SDs (the other None).
     ``location`` maps a term without a fixed effect to the mean it is centred on instead (a cumulative
-    model's intercept: minus the thresholds' mean).
+    model's intercept: minus the thresholds' mean). ``parent`` is P w_parent[parent(j)] (J x q) of a block centred
+    on its parent (:mod:`bayesmlm.design.nested_centring`): v_j's mean moves by A^-1 times it, and u_j is the
+    deviation from the parent. Returns u and what the likelihood reads of the block, A v_j (a child's parent's w).
     """
     a_inv = centred_basis(b)
     a = np.linalg.inv(a_inv)
@@ -178,6 +181,8 @@ def _centred_block(b, chol, sds, beta_c, dims, mean: BlockMean, location=None) -
     if location:
         shift = pt.stack([location.get(t, pt.constant(0.0)) for t in b.terms])
         m = m + shift[None, :]
+    if parent is not None:
+        m = m + pt.dot(parent, a_inv.T)
     name, identity = f"v_{safe_name(b.label)}", np.allclose(a_inv, np.eye(b.q))
     if sds is not None and identity:  # a diagonal covariance: independent normals, no triangular solves to compile or run
         v = pm.Normal(name, mu=m, sigma=sds, dims=dims[u_var(b.label)])
@@ -185,7 +190,7 @@ def _centred_block(b, chol, sds, beta_c, dims, mean: BlockMean, location=None) -
         chol = chol if sds is None else pt.diag(sds)
         chol_v = chol if identity else pt.linalg.cholesky(a_inv @ chol @ chol.T @ a_inv.T)
         v = pm.MvNormal(name, mu=m, chol=chol_v, dims=dims[u_var(b.label)])
-    return pm.Deterministic(u_var(b.label), pt.dot(v - m, a.T), dims=dims[u_var(b.label)])
+    return pm.Deterministic(u_var(b.label), pt.dot(v - m, a.T), dims=dims[u_var(b.label)]), pt.dot(v, a.T)
 
 
 def _located(b, located: dict, location: dict | None) -> dict | None:
@@ -194,12 +199,27 @@ def _located(b, located: dict, location: dict | None) -> dict | None:
     return {t: location[t] for t in terms} or None
 
 
+def _parent_part(links: dict, b, reads: dict):
+    """P w_parent[parent(j)] (J x q) of a block centred on its parent, or None."""
+    link = links.get(b.label)
+    if link is None:
+        return None
+    return pt.dot(reads[link.parent][link.levels], link.P.T)
+
+
 def _random_part(design: Design, priors: dict[str, Prior], rows, parameterization: dict[str, str], beta_c,
                  location: dict | None = None):
     eta = 0.0
     means = block_means(design, parameterization)
     located = centred_fixed_terms(design, parameterization, tuple(location or ())) if location else {}
-    for b in design.blocks:
+    links = centred_parents(design, parameterization)
+    depth = {}
+    for b in design.blocks:  # hops to the top of its chain of parents: a parent is built before its children
+        label, depth[b.label] = b.label, 0
+        while label in links:
+            label, depth[b.label] = links[label].parent, depth[b.label] + 1
+    reads = {}  # per block, what the likelihood reads of it (a child's parent's w)
+    for b in sorted(design.blocks, key=lambda b: depth[b.label]):
         dims = variable_dims(b.label, b.group, b.correlated)
         sd_priors = [priors[sd_name(b.label, t)] for t in b.terms]
         dists, params = [p.dist for p in sd_priors], [p.kwargs for p in sd_priors]
@@ -213,15 +233,17 @@ def _random_part(design: Design, priors: dict[str, Prior], rows, parameterizatio
             pm.Deterministic(sd_var(b.label), sds, dims=dims[sd_var(b.label)])
             pm.Deterministic(cor_var(b.label), corr[iu], dims=dims[cor_var(b.label)])
             if centred:
-                u = _centred_block(b, chol, None, beta_c, dims, means[b.label], _located(b, located, location))
+                u, reads[b.label] = _centred_block(b, chol, None, beta_c, dims, means[b.label],
+                                                   _located(b, located, location), _parent_part(links, b, reads))
             else:
-                u = pm.Deterministic(u_var(b.label), pt.dot(z, chol.T), dims=dims[u_var(b.label)])
+                u = reads[b.label] = pm.Deterministic(u_var(b.label), pt.dot(z, chol.T), dims=dims[u_var(b.label)])
         else:
             sds = vector_rv(sd_var(b.label), dists, params, dims=dims[sd_var(b.label)])
             if centred:
-                u = _centred_block(b, None, sds, beta_c, dims, means[b.label], _located(b, located, location))
+                u, reads[b.label] = _centred_block(b, None, sds, beta_c, dims, means[b.label],
+                                                   _located(b, located, location), _parent_part(links, b, reads))
             else:
-                u = pm.Deterministic(u_var(b.label), z * sds, dims=dims[u_var(b.label)])
+                u = reads[b.label] = pm.Deterministic(u_var(b.label), z * sds, dims=dims[u_var(b.label)])
         index = design.factors[b.group].index[rows]
         eta = eta + (b.Z[rows] * u[index]).sum(axis=-1)
     return eta
@@ -291,7 +313,7 @@ def _thresholds(design: Design, priors: dict[str, Prior], beta):
     prior = priors[THRESHOLDS]
     c = DISTRIBUTIONS[prior.dist]("thresholds_centred", **prior.kwargs, transform=pm.distributions.transforms.ordered,
                                   initval=np.linspace(-1.5, 1.5, k), dims=THRESHOLD_DIM)
-    shift = 0.0 if beta is None else pt.dot(design.X.mean(axis=0), beta)
+    shift = 0.0 if beta is None else pt.dot(design.model_centre, beta)
     pm.Deterministic(THRESHOLDS, c + shift, dims=THRESHOLD_DIM)
     return c
 

@@ -122,7 +122,7 @@ def block_means(design: Design, parameterization: dict[str, str]) -> dict[str, B
     """
     centred = [(i, b) for i, b in enumerate(design.blocks) if parameterization.get(b.group, "non-centred") == "centred"]
     owners = sorted(centred, key=lambda ib: (design.factors[ib[1].group].n_levels, ib[0]))  # fewest groups first
-    c = design.x_centre
+    c = design.model_centre
     taken: set[str] = set()
     out: dict[str, BlockMean] = {}
     for _, b in owners:

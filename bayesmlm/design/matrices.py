@@ -191,6 +191,26 @@ class Design:
             return centring(self.fixed_terms, self.weights @ self.X / self.weights.sum())
         return centring(self.fixed_terms, self.X.mean(axis=0))
 
+    @property
+    def model_centre(self) -> np.ndarray:
+        """Where the full model centres X's columns: :attr:`x_centre`, or for a cumulative model X's plain means.
+
+        A cumulative model has no intercept; its thresholds absorb the shift
+        (they are sampled for the centred X). Centred blocks' means
+        (:func:`bayesmlm.design.block_means.block_means`) use the same centre, so
+        that a fixed column a block absorbs leaves the likelihood.
+
+        Examples
+        --------
+        >>> import bayesmlm
+        >>> wine = bayesmlm.datasets.load("wine")
+        >>> bayesmlm.MLM("rating ~ temp + contact + (1 | judge)", wine, family="cumulative").design.model_centre.tolist()
+        [0.5, 0.5]
+        """
+        if self.spec.family.name == "cumulative":
+            return self.X.mean(axis=0)
+        return self.x_centre
+
     def random_terms(self, factor: str) -> tuple[str, ...]:
         """The random terms of one grouping factor, across its blocks."""
         return tuple(t for b in self.blocks if b.group == factor for t in b.terms)

@@ -23,7 +23,11 @@ estimate, and a tighter prior on an SD moves it towards non-centred.
 A factor is centred when at least :data:`CENTRED_SHARE` (three quarters) of its
 groups have kappa_j >= :data:`CENTRED_MIN_KAPPA` (1, where the two forms'
 autocorrelations cross), and non-centred otherwise: one parameterisation per
-factor, so its groups' effects share one form. Nothing here imports PyMC.
+factor, so its groups' effects share one form. In the full model a centred
+factor nested in another is centred on it (:mod:`bayesmlm.design.nested_centring`);
+the parent's shared terms then reach the data through its children only, and its
+kappa_l counts its children, n_l / tau_child^2 against 1 / tau_parent^2
+(:func:`parent_information`). Nothing here imports PyMC.
 """
 
 from __future__ import annotations
@@ -35,7 +39,7 @@ from .matrices import Design
 from .priors import Prior, sd_name
 
 __all__ = ["PARAMETERIZATIONS", "CENTRED_MIN_KAPPA", "CENTRED_SHARE", "prior_median", "group_information",
-           "choose_parameterization"]
+           "parent_information", "choose_parameterization"]
 
 PARAMETERIZATIONS = ("centred", "non-centred")
 CENTRED_MIN_KAPPA = 1.0
@@ -92,19 +96,68 @@ def group_information(design: Design, priors: dict[str, Prior]) -> dict[str, np.
     w = _row_weights(design, priors)
     out = {}
     for b in design.blocks:
-        f = design.factors[b.group]
-        tau = np.array([prior_median(priors[sd_name(b.label, t)]) for t in b.terms])
-        Zs = b.Z * tau  # T^1/2 folded into the columns
-        M = np.empty((f.n_levels, b.q, b.q))
-        for a in range(b.q):
-            for c in range(a, b.q):
-                M[:, a, c] = M[:, c, a] = np.bincount(f.index, weights=w * Zs[:, a] * Zs[:, c], minlength=f.n_levels)
+        kappa = np.linalg.eigvalsh(_block_information(design, priors, b, b.Z, w))[:, 0]
+        out[b.group] = np.minimum(out[b.group], kappa) if b.group in out else kappa
+    return out
+
+
+def _block_information(design: Design, priors: dict[str, Prior], b, Z: np.ndarray, w: np.ndarray) -> np.ndarray:
+    """T^1/2 (Z_j' W_j Z_j) T^1/2 of every group of block b (J x q x q), T the prior medians' squares."""
+    f = design.factors[b.group]
+    Zs = Z * _prior_sds(priors, b)  # T^1/2 folded into the columns
+    M = np.empty((f.n_levels, b.q, b.q))
+    for a in range(b.q):
+        for c in range(a, b.q):
+            M[:, a, c] = M[:, c, a] = np.bincount(f.index, weights=w * Zs[:, a] * Zs[:, c], minlength=f.n_levels)
+    return M
+
+
+def _prior_sds(priors: dict[str, Prior], b) -> np.ndarray:
+    return np.array([prior_median(priors[sd_name(b.label, t)]) for t in b.terms])
+
+
+def parent_information(design: Design, priors: dict[str, Prior], parameterization: dict[str, str]) -> dict[str, np.ndarray]:
+    """kappa_l of the factors that centred children are centred on (:mod:`bayesmlm.design.nested_centring`).
+
+    Such a parent's shared terms reach the likelihood through its children's
+    prior only: its "data" about them are its n_l children, each with precision
+    1 / tau_child^2 (their own rows pin them down: they are centred), so
+
+        kappa_l = smallest eigenvalue of  T^1/2 (Z_l' W_l Z_l [the terms the children lack] + n_l P' T_child^-1 P) T^1/2.
+
+    Examples
+    --------
+    >>> import bayesmlm
+    >>> m = bayesmlm.MLM("TICKS ~ YEAR + (1 | BROOD) + (1 | LOCATION)", bayesmlm.datasets.load("grouseticks"),
+    ...                  family="poisson")
+    >>> kappa = parent_information(m.design, m.prior_dict, {"BROOD": "centred", "LOCATION": "centred"})["LOCATION"]
+    >>> kappa.shape, round(float(kappa.min()), 6), round(float(kappa.max()), 6)  # n_l: the two SDs' priors are equal
+    ((63,), 1.0, 7.0)
+    """
+    from .nested_centring import centred_parents
+
+    w = _row_weights(design, priors)
+    by_label = {b.label: b for b in design.blocks}
+    links = list(centred_parents(design, parameterization).values())
+    out = {}
+    for b in design.blocks:
+        mine = [ln for ln in links if ln.parent == b.label]
+        if not mine:
+            continue
+        shared = np.any([ln.shared for ln in mine], axis=0)
+        M = _block_information(design, priors, b, np.where(shared, 0.0, b.Z), w)
+        tau = _prior_sds(priors, b)
+        for ln in mine:
+            n = np.bincount(ln.levels, minlength=design.factors[b.group].n_levels).astype(float)
+            child_precision = ln.P.T @ np.diag(1.0 / _prior_sds(priors, by_label[ln.child]) ** 2) @ ln.P
+            M += n[:, None, None] * (tau[:, None] * child_precision * tau[None, :])
         kappa = np.linalg.eigvalsh(M)[:, 0]
         out[b.group] = np.minimum(out[b.group], kappa) if b.group in out else kappa
     return out
 
 
-def choose_parameterization(design: Design, priors: dict[str, Prior], requested: str | dict = "auto") -> dict[str, str]:
+def choose_parameterization(design: Design, priors: dict[str, Prior], requested: str | dict = "auto", *,
+                            nested: bool = False) -> dict[str, str]:
     """``"centred"`` or ``"non-centred"`` per grouping factor: the rule of this module, or the user's choice.
 
     Parameters
@@ -115,6 +168,10 @@ def choose_parameterization(design: Design, priors: dict[str, Prior], requested:
         ``"auto"`` (the rule for every factor), ``"centred"`` or
         ``"non-centred"`` (every factor), or a dict from factor to one of
         those three (factors not named: ``"auto"``).
+    nested : bool
+        The full model's rule for a factor that a centred child is centred on
+        (:mod:`bayesmlm.design.nested_centring`): its kappa from its children
+        (:func:`parent_information`), not from its rows. False: every factor from its rows (the crossed route).
 
     Examples
     --------
@@ -143,4 +200,14 @@ def choose_parameterization(design: Design, priors: dict[str, Prior], requested:
         return {f: requested[f] for f in factors}
     kappa = group_information(design, priors)
     rule = {f: "centred" if np.mean(kappa[f] >= CENTRED_MIN_KAPPA) >= CENTRED_SHARE else "non-centred" for f in factors}
-    return {f: rule[f] if requested.get(f, "auto") == "auto" else requested[f] for f in factors}
+    choice = {f: rule[f] if requested.get(f, "auto") == "auto" else requested[f] for f in factors}
+    if not nested:
+        return choice
+    for _ in factors:  # a parent's choice may make it a child's parent in turn (three levels): until it settles
+        kappa = parent_information(design, priors, choice)
+        new = {**choice, **{f: "centred" if np.mean(k >= CENTRED_MIN_KAPPA) >= CENTRED_SHARE else "non-centred"
+                            for f, k in kappa.items() if requested.get(f, "auto") == "auto"}}
+        if new == choice:
+            break
+        choice = new
+    return choice

@@ -27,11 +27,14 @@ from ..build.full import centred_basis, centred_fixed_terms, model_coords
 from ..design.aggregate import Cells
 from ..design.block_means import block_means
 from ..design.matrices import Design
+from ..design.nested_centring import centred_parents
 from ..design.priors import Prior, cor_name, sd_name
 from ..sample.draws import nutpie_posterior
 from ..sample.nuts import SamplerSettings
 from ..schema import FIXED, FIXED_DIM, THRESHOLD_DIM, THRESHOLDS, cor_var, sd_var, u_var, variable_dims
 from .prior_density import POSITIVE, prior_row, support_point
+
+CENTRED = 2  # glmm_kernel.CENTRED (the kernel is imported where it is used: Numba loads its callbacks on import)
 
 __all__ = ["FAMILIES", "kernel_problem", "GlmmPlan", "glmm_plan", "fit_glmm"]
 
@@ -99,15 +102,25 @@ class GlmmPlan:
         self.design, self.priors, self.parameterization = design, priors, dict(parameterization)
         rows = slice(None) if cells is None else cells.first
         means = block_means(design, self.parameterization)
+        self.parents = centred_parents(design, self.parameterization)
+        labels = [b.label for b in design.blocks]
+        shared = {}  # per parent block, its terms that moved into a child: zero in its Z (the child reads them)
+        for ln in self.parents.values():
+            shared[ln.parent] = shared.get(ln.parent, np.zeros(len(ln.shared), bool)) | ln.shared
         blocks = []
         for b in design.blocks:
             centred = self.parameterization.get(b.group, "non-centred") == "centred"
             f = design.factors[b.group]
             eta = priors[cor_name(b.label)].kwargs["eta"] if b.correlated else 1.0
+            ln = self.parents.get(b.label)
+            Z = b.Z[rows]
             blocks.append(kernel.KernelBlock(
-                kernel.CENTRED if centred else kernel.NON_CENTRED, b.correlated, f.index[rows], b.Z[rows],
+                kernel.CENTRED if centred else kernel.NON_CENTRED, b.correlated, f.index[rows],
+                np.where(shared[b.label], 0.0, Z) if b.label in shared else Z,
                 [prior_row(priors[sd_name(b.label, t)]) for t in b.terms], eta, f.n_levels,
-                H=means[b.label].H if centred else None, A=np.linalg.inv(centred_basis(b)) if centred else None))
+                H=means[b.label].H if centred else None, A=np.linalg.inv(centred_basis(b)) if centred else None,
+                parent=-1 if ln is None else labels.index(ln.parent), parent_levels=None if ln is None else ln.levels,
+                P=None if ln is None else ln.P, Z_absorbed=Z if b.label in shared else None))
         self.blocks = blocks
         fixed_rows = np.array([prior_row(priors[t]) for t in design.fixed_terms]).reshape(-1, 4)
         intercept = design.fixed_terms.index("(Intercept)") if design.has_intercept else -1
@@ -133,9 +146,14 @@ class GlmmPlan:
         """A start as PyMC draws one: each prior's support point (z = 0, v at its mean, L = I), jittered by U(-1, 1)."""
         design, priors = self.design, self.priors
         b = np.array([support_point(priors[t]) for t in design.fixed_terms], dtype=np.float64)
-        x = [b]
-        for blk in self.blocks:
-            x.append((np.zeros((blk.n_levels, blk.q)) if blk.H is None else blk.H @ b).ravel())
+        v, w = {}, {}  # each block's start (u = 0: z = 0, or v at its mean) and what its likelihood part reads there
+        for k in sorted(range(len(self.blocks)), key=lambda k: self.blocks[k].n_levels):  # parents before children
+            blk = self.blocks[k]
+            v[k] = np.zeros((blk.n_levels, blk.q)) if blk.H is None else blk.H @ b
+            if blk.parent >= 0:  # centred on its parent: v at its mean, H b + A^-1 P w_parent
+                v[k] = v[k] + w[blk.parent][blk.parent_levels] @ blk.P.T @ np.linalg.inv(blk.A).T
+            w[k] = v[k] @ blk.A.T if blk.kind == CENTRED else v[k]
+        x = [b] + [v[k].ravel() for k in range(len(self.blocks))]
         for blk, bd in zip(self.blocks, design.blocks):
             if blk.correlated:
                 x.append(np.zeros(blk.n_sd))
@@ -202,7 +220,7 @@ def _cumulative_buffer(design: Design, priors: dict[str, Prior], cells: Cells | 
         counts[np.arange(design.n_obs), design.y.astype(np.int64)] = 1.0 if design.weights is None else design.weights
         offset = np.zeros(design.n_obs) if design.offset is None else np.asarray(design.offset, dtype=np.float64)
     N = counts.shape[0]
-    x_mean = design.X.mean(axis=0)  # as build_full_model's cumulative model: unweighted, no intercept
+    x_mean = design.model_centre  # as build_full_model's cumulative model: unweighted, no intercept
     d = kernel.pack_buffer(cumulative.CUMULATIVE, np.zeros(N), np.ones(N), np.ones(N), offset, design.X[rows], x_mean,
                            fixed_rows, blocks, 0.0, -1)
     located = centred_fixed_terms(design, parameterization, ("(Intercept)",))

@@ -37,6 +37,13 @@ into an array, its log likelihood over all units, then d/deta into b and the
 effects; its located intercept's shift is in w as in u, so the shift's gradient
 takes the likelihood's part as well as the prior's.
 
+A centred block may be centred on its parent block (:mod:`bayesmlm.design.nested_centring`):
+u_j = A (v_j - H_j b) - P w_parent[parent(j)], with w_parent what the parent's part of eta reads. The
+parent's shared columns are zero in its Z (the child's A v_j carries them), its mean is still absorbed
+from the full Z (``Z_absorbed``), and the child's prior gradient P' (L L')^-1 u_j joins the parent's
+likelihood gradient in w before the parent's own density chains it into z or v. The per-unit loop is
+unchanged; the block table's last three fields hold the parent, its level per child level and P.
+
 Everything the kernel reads is one float64 buffer (:func:`pack_buffer`);
 index arrays are stored as int64 bit patterns. The kernel is the same for every
 model (nothing is generated), so Numba compiles it once per machine.
@@ -62,7 +69,7 @@ BINOMIAL, POISSON = 0, 1
 HEAD = 17  # d[0] length, n_dim, p, K, N, family, n_expanded, constant, intercept, o_blocks, o_units, o_fixed, o_xc,
 #           o_X (the reduced design), its number of columns, o_cols (their indices in b), the family's section
 #           (cumulative_kernel.SECTION_SLOT; 0 without)
-BLOCK_FIELDS = 16
+BLOCK_FIELDS = 17
 _OPTIONS = {"cache": True, "error_model": "numpy", "nogil": True, "fastmath": {"nsz", "arcp", "contract", "afn", "reassoc"}}
 _LOG_2PI = math.log(2.0 * math.pi)
 _CHUNK = 1024  # units per chunk: eta and r stay in L1
@@ -88,9 +95,18 @@ class KernelBlock:
         A centred block's mean, ``H[j] @ b_centred`` (None: zero).
     A : ndarray (q, q)
         u_j = A (v_j - H_j b) for a centred block (the inverse of its basis).
+    parent : int
+        The block (its position in the list) a centred block is centred on, -1 for none
+        (:mod:`bayesmlm.design.nested_centring`): u_j = A (v_j - H_j b) - P w_parent[parent_levels[j]].
+    parent_levels : ndarray (J,) of int
+    P : ndarray (q, q_parent)
+    Z_absorbed : ndarray (N, q) or None
+        A parent's Z before its shared columns moved to its children (zero in ``Z``): what its mean absorbs from
+        the fixed design (:func:`reduced_design`). None: ``Z``.
     """
 
-    def __init__(self, kind, correlated, index, Z, priors, eta, n_levels, H=None, A=None):
+    def __init__(self, kind, correlated, index, Z, priors, eta, n_levels, H=None, A=None, parent=-1, parent_levels=None,
+                 P=None, Z_absorbed=None):
         self.kind, self.correlated, self.eta, self.n_levels = int(kind), bool(correlated), float(eta), int(n_levels)
         self.index = np.asarray(index, dtype=np.int64)
         self.Z = np.ascontiguousarray(Z, dtype=np.float64)
@@ -98,6 +114,10 @@ class KernelBlock:
         self.priors = np.asarray(priors, dtype=np.float64).reshape(self.q, 4)
         self.H = None if H is None or not np.any(H) else np.ascontiguousarray(H, dtype=np.float64)
         self.A = np.eye(self.q) if A is None else np.asarray(A, dtype=np.float64)
+        self.parent = int(parent)
+        self.parent_levels = np.zeros(0, np.int64) if parent_levels is None else np.asarray(parent_levels, np.int64)
+        self.P = np.zeros((self.q, 0)) if P is None else np.asarray(P, dtype=np.float64)
+        self.Z_absorbed = self.Z if Z_absorbed is None else np.ascontiguousarray(Z_absorbed, dtype=np.float64)
 
     @property
     def n_sd(self) -> int:
@@ -126,7 +146,7 @@ def reduced_design(Xc: np.ndarray, blocks) -> tuple[np.ndarray, np.ndarray]:
     scale = np.abs(Xr).max(axis=0, initial=0.0)
     for b in blocks:
         if b.kind == CENTRED and b.H is not None:
-            ZA = b.Z @ b.A
+            ZA = b.Z_absorbed @ b.A
             for lo in range(0, len(Xr), 1 << 20):  # in chunks: H by unit is N x q x p
                 part = slice(lo, lo + (1 << 20))
                 absorbed = np.einsum("ib,ibt->it", ZA[part], b.H[b.index[part]])
@@ -180,12 +200,13 @@ def pack_buffer(family, y, trials, weights, offset, X, x_centre, fixed_priors, b
     n_dim = x_at + sum(b.n_sd for b in blocks)
     e_at, out_at = p, p
     for b in blocks:
-        arrays = [b.priors.ravel(), bits(b.index), b.Z.ravel(), b.A.ravel()] + ([b.H.ravel()] if b.H is not None else [])
+        arrays = [b.priors.ravel(), bits(b.index), b.Z.ravel(), b.A.ravel(), bits(b.parent_levels), b.P.ravel()]
+        arrays += [b.H.ravel()] if b.H is not None else []
         starts = np.cumsum([end] + [a.size for a in arrays])
         parts += arrays
         end = int(starts[-1])
         table.append([b.kind, b.q, b.n_levels, int(b.correlated), e_at, x_at, b.eta, starts[0], starts[1], starts[2],
-                      starts[4] if b.H is not None else -1, starts[3], out_at, 0, 0, 0])
+                      starts[6] if b.H is not None else -1, starts[3], out_at, 0, b.parent, starts[4], starts[5]])
         e_at += b.n_levels * b.q
         x_at += b.n_sd
         out_at += b.q + (b.q * (b.q - 1) // 2 if b.correlated else 0) + b.n_levels * b.q
@@ -248,6 +269,51 @@ def _effects(x, d, r, L, u, mean):
                 for c in range(q):
                     acc += d[a_at + a * q + c] * e[c]
             u[j * q + a] = acc
+
+
+@numba.njit(**_OPTIONS)
+def _subtract_parent(d, r, u, wp):
+    """u_j -= P w_parent[parent(j)] for block row r, whose parent's w (what its likelihood part reads) is wp."""
+    q, J, lv_at, P_at = int(d[r + 1]), int(d[r + 2]), int(d[r + 15]), int(d[r + 16])
+    qp = int(d[HEAD + BLOCK_FIELDS * int(d[r + 14]) + 1])
+    di = d.view(np.int64)
+    for j in range(J):
+        o = qp * di[lv_at + j]
+        for a in range(q):
+            acc = 0.0
+            for c in range(qp):
+                acc += d[P_at + a * qp + c] * wp[o + c]
+            u[j * q + a] -= acc
+    return 0
+
+
+@numba.njit(**_OPTIONS)
+def _to_parent(d, r, L, u, gup):
+    """The child's prior gradient in its parent's w, P' (L L')^-1 u_j, into gup (block row r, centred on its parent)."""
+    q, J, lv_at, P_at = int(d[r + 1]), int(d[r + 2]), int(d[r + 15]), int(d[r + 16])
+    qp = int(d[HEAD + BLOCK_FIELDS * int(d[r + 14]) + 1])
+    di = d.view(np.int64)
+    w = np.empty(q)
+    g = np.empty(q)
+    for j in range(J):
+        o = j * q
+        for a in range(q):
+            acc = u[o + a]
+            for c in range(a):
+                acc -= L[a, c] * w[c]
+            w[a] = acc / L[a, a]
+        for a in range(q - 1, -1, -1):
+            acc = w[a]
+            for c in range(a + 1, q):
+                acc -= L[c, a] * g[c]
+            g[a] = acc / L[a, a]
+        op = qp * di[lv_at + j]
+        for c in range(qp):
+            acc = 0.0
+            for a in range(q):
+                acc += d[P_at + a * qp + c] * g[a]
+            gup[op + c] += acc
+    return 0
 
 
 @numba.njit(**_OPTIONS)
@@ -498,6 +564,10 @@ def logp_grad(x, d, grad):
         else:
             for c in range(kq[k] * int(d[r + 2])):
                 w[at + c] = u[at + c]
+    for k in range(K):  # a child centred on its parent: u = A (v - H b) - P w_parent (w is complete by now)
+        r = o_blocks + BLOCK_FIELDS * k
+        if int(d[r + 14]) >= 0:
+            _subtract_parent(d, r, u[kat[k]:], w[kat[int(d[r + 14])]:])
     pr, o_cols = int(d[14]), int(d[15])
     b = np.empty(pr)
     gb = np.zeros(pr)
@@ -524,6 +594,10 @@ def logp_grad(x, d, grad):
     for t in range(pr):
         grad[di[o_cols + t]] += gb[t]
     lp += ll
+    for k in range(K):  # the children's prior reaches their parent's w: before the parent's density reads gu
+        r = o_blocks + BLOCK_FIELDS * k
+        if int(d[r + 14]) >= 0:
+            _to_parent(d, r, Ls[k], u[kat[k]:], gu[kat[int(d[r + 14])]:])
     dL = np.empty((qmax, qmax))
     for k in range(K):
         r = o_blocks + BLOCK_FIELDS * k
@@ -566,6 +640,15 @@ def expand(x, d, out):
                     out[at] = cv / (sd[a] * sd[b])
                     at += 1
         _effects(x, d, r, L, out[at:at + J * q], 1.0)
+        kp = int(d[r + 14])
+        if kp >= 0:  # reported u: the deviations from the parent
+            rp = o_blocks + BLOCK_FIELDS * kp
+            qp = int(d[rp + 1])
+            Lp = np.zeros((qp, qp))
+            _cholesky_factor(x, d, rp, Lp)
+            wp = np.empty(qp * int(d[rp + 2]))
+            _effects(x, d, rp, Lp, wp, 0.0)
+            _subtract_parent(d, r, out[at:at + J * q], wp)
     if int(d[5]) == cumulative.CUMULATIVE:
         cumulative.expand_thresholds(x, d, out)
     return 0

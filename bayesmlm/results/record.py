@@ -29,7 +29,9 @@ class FitRecord:
         The cells the rows became when the likelihood ran over aggregated
         rows (:mod:`bayesmlm.design.aggregate`); None when it ran over the rows.
     parameterization : dict of str to str
-        ``"centred"`` or ``"non-centred"`` per grouping factor (full model);
+        ``"centred"`` or ``"non-centred"`` per grouping factor (full model), or
+        ``"centred on <parent>"`` for a centred factor nested in another and centred
+        on it (:mod:`bayesmlm.design.nested_centring`);
         empty for the collapsed route, which samples no random effects.
     init : str
         Where the chains started: ``"frequentist"`` (the frequentist optimum

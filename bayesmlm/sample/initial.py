@@ -41,6 +41,7 @@ import pytensor.tensor as pt
 from ..build.full import centred_basis
 from ..design.block_means import block_means
 from ..design.matrices import Design
+from ..design.nested_centring import centred_parents
 from ..frequentist_engine.result import FrequentistFit
 from ..schema import SIGMA, safe_name, sd_var
 
@@ -142,8 +143,10 @@ def frequentist_start(design: Design, ff: FrequentistFit, parameterization: dict
             C[i0] += np.where(np.arange(beta.size) == i0, 0.0, design.x_centre)
         values["b_centred"], scales["b_centred"] = C @ beta, np.sqrt(np.diag(C @ vcov @ C.T))
     means = block_means(design, parameterization)
+    links = centred_parents(design, parameterization)
     beta_c = values.get("b_centred", np.zeros(0))
-    for b in design.blocks:
+    reads = {}  # what each block's likelihood part reads at the optimum (a child centred on its parent adds it)
+    for b in sorted(design.blocks, key=lambda b: design.factors[b.group].n_levels):  # parents before children
         name = safe_name(b.label)
         sd, R = _block_covariance(ff, b.group, b.terms)
         if not np.all(np.isfinite(sd)) or np.any(sd <= 0):
@@ -166,11 +169,15 @@ def frequentist_start(design: Design, ff: FrequentistFit, parameterization: dict
         else:
             values[sd_var(b.label)], scales[sd_var(b.label)] = sd, np.full(b.q, LOG_JITTER)
         if parameterization.get(b.group, "non-centred") == "centred":
-            values[f"v_{name}"] = means[b.label].H @ beta_c + u @ centred_basis(b).T
+            link = links.get(b.label)
+            total = u if link is None else u + reads[link.parent][link.levels] @ link.P.T
+            values[f"v_{name}"] = means[b.label].H @ beta_c + total @ centred_basis(b).T
             scales[f"v_{name}"] = u_sd
+            reads[b.label] = values[f"v_{name}"] @ np.linalg.inv(centred_basis(b)).T
         else:
             values[f"z_{name}"] = np.linalg.solve(L, u.T).T
             scales[f"z_{name}"] = u_sd / sd
+            reads[b.label] = u
     if design.spec.family.name == "gaussian":
         if not (ff.sigma and np.isfinite(ff.sigma) and ff.sigma > 0):
             return None, "the residual SD is zero or not finite"
