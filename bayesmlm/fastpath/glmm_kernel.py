@@ -28,8 +28,11 @@ Jacobians, so the kernel's log density is the PyMC model's, constants included.
 The likelihood reads eta = Xr b + sum_k Z_k w_k with w = L z (non-centred), A v
 (centred) and Xr = Xc - sum_k Z_k A_k H_k without its vanishing columns
 (:func:`reduced_design`): a fixed effect a block absorbs costs no per-unit work,
-and one pass over the units gives eta, the log likelihood and its gradient.
-A cumulative model (:mod:`bayesmlm.fastpath.cumulative_kernel`) takes two: eta
+and the units, in chunks of three passes each (eta by gathers; the log
+likelihood and its derivative r in a loop that LLVM vectorises, with
+:mod:`bayesmlm.fastpath.branchless_math`'s exp and log1p; r scattered into b
+and the effects), give the log likelihood and its gradient. A cumulative model
+(:mod:`bayesmlm.fastpath.cumulative_kernel`) takes all units as one chunk: eta
 into an array, its log likelihood over all units, then d/deta into b and the
 effects; its located intercept's shift is in w as in u, so the shift's gradient
 takes the likelihood's part as well as the prior's.
@@ -55,6 +58,7 @@ import numpy as np
 from numba import types
 
 from . import cumulative_kernel as cumulative
+from .branchless_math import exp_clamped, log1p_unit
 from .prior_density import prior_logp
 
 __all__ = ["HEAD", "BLOCK_FIELDS", "NON_CENTRED", "CENTRED", "BINOMIAL", "POISSON", "KernelBlock", "reduced_design", "pack_buffer",
@@ -68,6 +72,7 @@ HEAD = 17  # d[0] length, n_dim, p, K, N, family, n_expanded, constant, intercep
 BLOCK_FIELDS = 17
 _OPTIONS = {"cache": True, "error_model": "numpy", "nogil": True, "fastmath": {"nsz", "arcp", "contract", "afn", "reassoc"}}
 _LOG_2PI = math.log(2.0 * math.pi)
+_CHUNK = 1024  # units per chunk: eta and r stay in L1
 
 
 class KernelBlock:
@@ -418,6 +423,113 @@ def _block_density(x, d, r, L, u, gu, dL, grad):
 
 
 @numba.njit(**_OPTIONS)
+def _linear_predictor(d, lo, n, b, w, kq, kat, kix, kzs, eta):
+    """eta[:n] of units lo .. lo + n: the offset, plus Xr b, plus per block Z_k w_k at each unit's level."""
+    N, o_units, o_X, pr = int(d[4]), int(d[10]), int(d[13]), len(b)
+    di = d.view(np.int64)
+    off = o_units + 3 * N + lo
+    for i in range(n):
+        eta[i] = d[off + i]
+    for t in range(pr):  # by column: a strided loop that vectorises, where a loop over a row's pr columns does not
+        col, bt = o_X + lo * pr + t, b[t]
+        for i in range(n):
+            eta[i] += d[col + i * pr] * bt
+    for k in range(len(kq)):
+        q, at, ix = kq[k], kat[k], kix[k] + lo
+        zs = kzs[k] + lo * q
+        if q == 1:
+            for i in range(n):
+                eta[i] += d[zs + i] * w[at + di[ix + i]]
+        elif q == 2:
+            for i in range(n):
+                o = at + 2 * di[ix + i]
+                eta[i] += d[zs + 2 * i] * w[o] + d[zs + 2 * i + 1] * w[o + 1]
+        else:
+            for i in range(n):
+                o = at + q * di[ix + i]
+                e = 0.0
+                for a in range(q):
+                    e += d[zs + i * q + a] * w[o + a]
+                eta[i] += e
+
+
+@numba.njit(**_OPTIONS)
+def _scatter(d, lo, n, res, gb, gu, kq, kat, kix, kzs):
+    """r of units lo .. lo + n into b's gradient (through Xr) and each block's effects (through Z_k).
+
+    Sums are kept in registers, by column for b and over each run of units at one level for an effect: adding into
+    memory unit by unit chains each addition to the last one's store when neighbouring units share a level (units
+    sorted by a factor, and every unit for b)."""
+    o_X, pr = int(d[13]), len(gb)
+    di = d.view(np.int64)
+    for t in range(pr):
+        col, acc = o_X + lo * pr + t, 0.0
+        for i in range(n):
+            acc += res[i] * d[col + i * pr]
+        gb[t] += acc
+    if n == 0:
+        return
+    for k in range(len(kq)):
+        q, at, ix = kq[k], kat[k], kix[k] + lo
+        zs = kzs[k] + lo * q
+        j = di[ix]
+        if q == 1:
+            acc = 0.0
+            for i in range(n):
+                if di[ix + i] != j:
+                    gu[at + j] += acc
+                    j, acc = di[ix + i], 0.0
+                acc += res[i] * d[zs + i]
+            gu[at + j] += acc
+        elif q == 2:
+            acc0, acc1 = 0.0, 0.0
+            for i in range(n):
+                if di[ix + i] != j:
+                    gu[at + 2 * j] += acc0
+                    gu[at + 2 * j + 1] += acc1
+                    j, acc0, acc1 = di[ix + i], 0.0, 0.0
+                acc0 += res[i] * d[zs + 2 * i]
+                acc1 += res[i] * d[zs + 2 * i + 1]
+            gu[at + 2 * j] += acc0
+            gu[at + 2 * j + 1] += acc1
+        else:
+            for i in range(n):
+                o = at + q * di[ix + i]
+                for a in range(q):
+                    gu[o + a] += res[i] * d[zs + i * q + a]
+
+
+@numba.njit(**_OPTIONS)
+def _binomial_units(d, lo, n, eta, res):
+    """sum w_i (y_i eta_i - n_i softplus(eta_i)) over units lo .. lo + n; res[:n] its derivatives in eta."""
+    N, o_units = int(d[4]), int(d[10])
+    y, trials, weight = o_units + lo, o_units + N + lo, o_units + 2 * N + lo
+    ll = 0.0
+    for i in range(n):
+        e = eta[i]
+        ex = exp_clamped(-abs(e))  # below exp(-708) its floor changes nothing at double precision
+        sp = max(e, 0.0) + log1p_unit(ex)
+        prob = (1.0 if e > 0.0 else ex) / (1.0 + ex)
+        ll += d[weight + i] * (d[y + i] * e - d[trials + i] * sp)
+        res[i] = d[weight + i] * (d[y + i] - d[trials + i] * prob)
+    return ll
+
+
+@numba.njit(**_OPTIONS)
+def _poisson_units(d, lo, n, eta, res):
+    """sum w_i (y_i eta_i - exp(eta_i)) over units lo .. lo + n; res[:n] its derivatives in eta."""
+    N, o_units = int(d[4]), int(d[10])
+    y, weight = o_units + lo, o_units + 2 * N + lo
+    ll = 0.0
+    for i in range(n):
+        e = eta[i]
+        mu = exp_clamped(e) if e < 709.0 else math.inf  # overflows as math.exp does; its floor below -708 is 3e-308
+        ll += d[weight + i] * (d[y + i] * e - mu)
+        res[i] = d[weight + i] * (d[y + i] - mu)
+    return ll
+
+
+@numba.njit(**_OPTIONS)
 def logp_grad(x, d, grad):
     """The log density at x (see the module's docstring); its gradient is written into grad."""
     n_dim, p, K, N, family = int(d[1]), int(d[2]), int(d[3]), int(d[4]), int(d[5])
@@ -461,59 +573,24 @@ def logp_grad(x, d, grad):
     gb = np.zeros(pr)
     for t in range(pr):
         b[t] = x[di[o_cols + t]]
-    # one pass over the units: eta_i, r_i = d loglik / d eta_i, and r_i into b and each block's effects;
-    # a cumulative model takes two (eta, then its loglik over all units, then r into b and the effects)
-    ll = 0.0
-    poisson = family == 1
+    # the units in chunks, each in three passes: eta (gathers), the log likelihood and r = d loglik / d eta (no
+    # indirect access and no library calls, so LLVM vectorises it), r into b and the effects (scatters); a cumulative
+    # model takes all units as one chunk, its log likelihood over them between the gather and the scatter
     ordinal = family == cumulative.CUMULATIVE
-    eta = np.empty(N if ordinal else 0)
-    res = np.empty(N if ordinal else 0)
-    for sweep in range(2 if ordinal else 1):
-        if sweep == 1:
+    size = N if ordinal else min(N, _CHUNK)
+    eta = np.empty(size)
+    res = np.empty(size)
+    ll = 0.0
+    for lo in range(0, N, max(size, 1)):
+        n = min(size, N - lo)
+        _linear_predictor(d, lo, n, b, w, kq, kat, kix, kzs, eta)
+        if ordinal:
             ll = cumulative.loglik(x, d, eta, res, grad)
-        for i in range(N):
-            row = o_X + i * pr
-            if ordinal and sweep == 1:
-                ri = res[i]
-            else:
-                e = d[o_units + 3 * N + i]
-                for t in range(pr):
-                    e += d[row + t] * b[t]
-                for k in range(K):
-                    q = kq[k]
-                    if q == 1:
-                        e += d[kzs[k] + i] * w[kat[k] + di[kix[k] + i]]
-                    else:
-                        o = kat[k] + q * di[kix[k] + i]
-                        for a in range(q):
-                            e += d[kzs[k] + i * q + a] * w[o + a]
-                if ordinal:
-                    eta[i] = e
-                    continue
-                yi, wi = d[o_units + i], d[o_units + 2 * N + i]
-                if poisson:
-                    mu = math.exp(e)
-                    ll += wi * (yi * e - mu)
-                    ri = wi * (yi - mu)
-                else:
-                    ex = math.exp(-abs(e))
-                    # log(1 + ex), not log1p: twice as fast here, and as 1 + ex lies in (1, 2] its error is absolute,
-                    # < 1.2e-16
-                    sp = max(e, 0.0) + math.log(1.0 + ex)
-                    prob = (1.0 if e > 0.0 else ex) / (1.0 + ex)
-                    n = d[o_units + N + i]
-                    ll += wi * (yi * e - n * sp)
-                    ri = wi * (yi - n * prob)
-            for t in range(pr):
-                gb[t] += ri * d[row + t]
-            for k in range(K):
-                q = kq[k]
-                if q == 1:
-                    gu[kat[k] + di[kix[k] + i]] += ri * d[kzs[k] + i]
-                else:
-                    o = kat[k] + q * di[kix[k] + i]
-                    for a in range(q):
-                        gu[o + a] += ri * d[kzs[k] + i * q + a]
+        elif family == 1:
+            ll += _poisson_units(d, lo, n, eta, res)
+        else:
+            ll += _binomial_units(d, lo, n, eta, res)
+        _scatter(d, lo, n, res, gb, gu, kq, kat, kix, kzs)
     for t in range(pr):
         grad[di[o_cols + t]] += gb[t]
     lp += ll
