@@ -504,10 +504,13 @@ class MLM:
                 from .fastpath.glmm_fit import fit_glmm  # imported here: Numba loads its compiled callbacks on import
 
                 density, seconds_cells = "kernel", time.perf_counter() - start
-                from .fastpath.preconditioned import precondition_choice
+                if precondition == "none":  # preconditioned compiles its callbacks on import: not on this path
+                    map_note = "not asked for"
+                else:
+                    from .fastpath.preconditioned import precondition_choice
 
-                choice, map_note = precondition_choice(self.design, self.prior_dict, parameterization, choice,
-                                                       precondition)
+                    choice, map_note = precondition_choice(self.design, self.prior_dict, parameterization, choice,
+                                                           precondition)
                 mapped = "none" if map_note else "laplace"
                 idata, seconds_build, seconds_sample = fit_glmm(self.design, self.prior_dict, settings, cells, choice,
                                                                 mapped)
