@@ -21,7 +21,6 @@ import time
 
 import numpy as np
 import xarray as xr
-from scipy.special import gammaln
 
 from ..build.full import model_coords
 from ..design.aggregate import Cells
@@ -30,6 +29,7 @@ from ..design.priors import Prior, cor_name, sd_name
 from ..sample.draws import nutpie_posterior
 from ..sample.nuts import SamplerSettings
 from ..schema import FIXED, FIXED_DIM, cor_var, sd_var, u_var, variable_dims
+from .glmm_fit import _units  # the kernel's (y, trials, weights, offset, constant) per unit
 from .prior_density import POSITIVE, prior_row, support_point
 
 __all__ = ["FAMILIES", "ROUTE", "laplace_problem", "LaplacePlan", "fit_laplace"]
@@ -190,32 +190,6 @@ class LaplacePlan:
             raise FloatingPointError(f"The Laplace route's Newton iterations did not converge for {failed} "
                                      "(draw, group) pairs while drawing the random effects.")
         return out
-
-
-def _units(design: Design, cells: Cells | None):
-    """(y, trials, weights, offset, constant) per unit: the cells, or the rows (as glmm_fit's kernel reads them)."""
-    family = design.spec.family.name
-    if cells is not None:
-        C = cells.n_cells
-        y = np.asarray(cells.y, dtype=np.float64)
-        offset = np.zeros(C) if cells.offset is None else np.asarray(cells.offset, dtype=np.float64)
-        trials = np.ones(C) if cells.trials is None else np.asarray(cells.trials, dtype=np.float64)
-        constant = float(cells.constant)
-        if not cells.weighted:
-            constant += float(np.sum(_log_normaliser(family, y, trials)))
-        return y, trials, np.ones(C), offset, constant
-    N = design.n_obs
-    y = np.asarray(design.y, dtype=np.float64)
-    trials = np.ones(N) if design.trials is None else np.asarray(design.trials, dtype=np.float64)
-    weights = np.ones(N) if design.weights is None else np.asarray(design.weights, dtype=np.float64)
-    offset = np.zeros(N) if design.offset is None else np.asarray(design.offset, dtype=np.float64)
-    return y, trials, weights, offset, float(np.sum(weights * _log_normaliser(family, y, trials)))
-
-
-def _log_normaliser(family: str, y: np.ndarray, trials: np.ndarray) -> np.ndarray:
-    if family == "poisson":
-        return -gammaln(y + 1.0)
-    return gammaln(trials + 1.0) - gammaln(y + 1.0) - gammaln(trials - y + 1.0)
 
 
 def _nutpie_model(plan: LaplacePlan):
