@@ -36,7 +36,7 @@ from .prior_density import POSITIVE, prior_row, support_point
 
 CENTRED = 2  # glmm_kernel.CENTRED (the kernel is imported where it is used: Numba loads its callbacks on import)
 
-__all__ = ["FAMILIES", "PRECONDITIONERS", "kernel_problem", "GlmmPlan", "glmm_plan", "fit_glmm"]
+__all__ = ["FAMILIES", "PRECONDITIONERS", "kernel_problem", "GlmmPlan", "glmm_plan", "unit_arrays", "fit_glmm"]
 
 FAMILIES = ("bernoulli", "binomial", "poisson", "cumulative")
 PRECONDITIONERS = ("auto", "laplace", "none")
@@ -129,7 +129,7 @@ class GlmmPlan:
         if design.spec.family.name == "cumulative":
             self.buffer = _cumulative_buffer(design, priors, cells, rows, fixed_rows, blocks, self.parameterization)
         else:
-            y, trials, weights, offset, constant = _units(design, cells)
+            y, trials, weights, offset, constant = unit_arrays(design, cells)
             family = kernel.POISSON if design.spec.family.name == "poisson" else kernel.BINOMIAL
             self.buffer = kernel.pack_buffer(family, y, trials, weights, offset, design.X[rows], design.x_centre,
                                              fixed_rows, blocks, constant, intercept)
@@ -190,8 +190,21 @@ class GlmmPlan:
         return float(value), grad
 
 
-def _units(design: Design, cells: Cells | None):
-    """(y, trials, weights, offset, constant) per unit: the cells, or the rows."""
+def unit_arrays(design: Design, cells: Cells | None):
+    """(y, trials, weights, offset, constant) per unit, as the kernels read them: the cells, or the rows.
+
+    ``constant`` is the likelihood's normalising terms (binomial coefficients,
+    log y!) and the aggregation's, which the kernels add to their log density.
+
+    Examples
+    --------
+    >>> import bayesmlm
+    >>> m = bayesmlm.MLM("incidence ~ period + (1 | herd)", bayesmlm.datasets.load("cbpp"), trials="size",
+    ...                  family="binomial")
+    >>> y, trials, weights, offset, constant = unit_arrays(m.design, None)
+    >>> len(y), int(trials.sum()), float(weights.max()), round(constant, 3)
+    (56, 842, 1.0, 185.476)
+    """
     family = design.spec.family.name
     if cells is not None:
         C = cells.n_cells

@@ -29,7 +29,7 @@ from ..design.priors import Prior, cor_name, sd_name
 from ..sample.draws import nutpie_posterior
 from ..sample.nuts import SamplerSettings
 from ..schema import FIXED, FIXED_DIM, cor_var, sd_var, u_var, variable_dims
-from .glmm_fit import _units  # the kernel's (y, trials, weights, offset, constant) per unit
+from .glmm_fit import unit_arrays
 from .prior_density import POSITIVE, prior_row, support_point
 
 __all__ = ["FAMILIES", "ROUTE", "laplace_problem", "LaplacePlan", "fit_laplace"]
@@ -112,7 +112,7 @@ class LaplacePlan:
         self.block = b
         f = design.factors[b.group]
         eta = priors[cor_name(b.label)].kwargs["eta"] if b.correlated else 1.0
-        y, trials, weights, offset, constant = _units(design, cells)
+        y, trials, weights, offset, constant = unit_arrays(design, cells)
         family = kernel.POISSON if design.spec.family.name == "poisson" else kernel.BINOMIAL
         intercept = design.fixed_terms.index("(Intercept)") if design.has_intercept else -1
         self.buffer = kernel.pack_buffer(
