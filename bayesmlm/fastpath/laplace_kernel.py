@@ -45,7 +45,10 @@ import math
 
 import numba
 import numpy as np
+from llvmlite import ir
 from numba import types
+from numba.core import cgutils
+from numba.extending import intrinsic
 
 from .branchless_math import exp_clamped, log1p_unit
 from .prior_density import prior_logp
@@ -148,6 +151,24 @@ def set_reference(d, x_ref, modes, jacobian) -> None:
     d[o + 1:o + 1 + n_dim] = x_ref
     d[o + 1 + n_dim:o + 1 + n_dim + J * q] = np.asarray(modes, dtype=np.float64).ravel()
     d[o + 1 + n_dim + J * q:o + 1 + n_dim + J * q * (1 + n_dim)] = np.asarray(jacobian, dtype=np.float64).ravel()
+
+
+@intrinsic
+def _borrowed(typingctx, arr):
+    """The array ``arr`` without its reference count (meminfo NULL): its views are passed to calls without atomic
+    increments and decrements. The caller keeps ``arr`` itself alive (uses it last) while the view is in use."""
+    def codegen(context, builder, signature, args):
+        view = cgutils.create_struct_proxy(signature.args[0])(context, builder, value=args[0])
+        view.meminfo = cgutils.get_null_value(view.meminfo.type)
+        view.parent = cgutils.get_null_value(view.parent.type)
+        return view._getvalue()
+    return arr(arr), codegen
+
+
+@numba.njit(**_INLINE)
+def _take(work, at, n):
+    """work[at:at + n] and at + n."""
+    return work[at:at + n], at + n
 
 
 @numba.njit(**_INLINE)
@@ -508,32 +529,50 @@ def laplace_logp_grad(x, d, grad):
     for i in range(n_dim):
         grad[i] = 0.0
     lp = d[9]
-    b = np.empty(p)
-    for t in range(p):
-        b[t] = x[t]
-        o = o_fixed + 4 * t
-        v, dv = prior_logp(int(d[o]), d[o + 1], d[o + 2], d[o + 3], x[t])
-        lp += v
-        grad[t] += dv
-    L = np.zeros((q, q))
-    _cholesky_factor(x, d, L)
     nmax = 1
     for j in range(J):
         nmax = max(nmax, di[o_starts + j + 1] - di[o_starts + j])
     size = max(nmax, min(N, _CHUNK))
-    eta0, eta, ll = np.empty(size), np.empty(size), np.empty(size)  # the chunk's
-    geta0, geta, gll = np.empty(nmax), np.empty(nmax), np.empty(nmax)  # one group's, for _group_mode
-    R, Wa, Wda = np.empty(N), np.empty(N), np.empty(N)
-    z, zprev, zr, step, u = np.empty(q), np.empty(q), np.empty(q), np.empty(q), np.empty(q)
-    zs = np.empty((J, q))
+    # the scratch: one allocation, handed out as views without reference counts (see _borrowed)
+    owner = np.zeros(2 * p + 3 * size + 3 * nmax + 3 * N + J * q + 12 * q + q * p + 8 * q * q)
+    work = _borrowed(owner)
+    b, at = _take(work, 0, p)
+    gb, at = _take(work, at, p)
+    eta0, at = _take(work, at, size)  # the chunk's
+    eta, at = _take(work, at, size)
+    ll, at = _take(work, at, size)
+    geta0, at = _take(work, at, nmax)  # one group's, for _group_mode
+    geta, at = _take(work, at, nmax)
+    gll, at = _take(work, at, nmax)
+    R, at = _take(work, at, N)
+    Wa, at = _take(work, at, N)
+    Wda, at = _take(work, at, N)
+    zs_, at = _take(work, at, J * q)
+    zs = zs_.reshape((J, q))
+    z, at = _take(work, at, q)
+    zprev, at = _take(work, at, q)
+    zr, at = _take(work, at, q)
+    step, at = _take(work, at, q)
+    u, at = _take(work, at, q)
+    hz, at = _take(work, at, q)
+    a_, at = _take(work, at, q)
+    la, at = _take(work, at, q)
+    v, at = _take(work, at, q)
+    Gla, at = _take(work, at, q)
+    col, at = _take(work, at, q)
+    tmp, at = _take(work, at, q)
+    WZX_, at = _take(work, at, q * p)
+    WZX = WZX_.reshape((q, p))
+    mats = work[at:at + 8 * q * q].reshape((8, q, q))
+    L, G, B, C, M, GLBi, Binv, dL = mats[0], mats[1], mats[2], mats[3], mats[4], mats[5], mats[6], mats[7]
+    for t in range(p):
+        b[t] = x[t]
+        o = o_fixed + 4 * t
+        v_, dv = prior_logp(int(d[o]), d[o + 1], d[o + 2], d[o + 3], x[t])
+        lp += v_
+        grad[t] += dv
+    _cholesky_factor(x, d, L)
     predicted = np.empty(J, np.bool_)
-    hz, a_, la, v, Gla = np.empty(q), np.empty(q), np.empty(q), np.empty(q), np.empty(q)
-    G, B, C = np.empty((q, q)), np.empty((q, q)), np.empty((q, q))
-    M, GLBi, Binv = np.empty((q, q)), np.empty((q, q)), np.empty((q, q))
-    WZX = np.empty((q, p))
-    gb = np.zeros(p)
-    dL = np.zeros((q, q))
-    col, tmp = np.empty(q), np.empty(q)
     # whole groups in chunks of about _CHUNK units: each group's start and eta (gathers), the units' log likelihood
     # and derivatives (one vectorised pass), then per group its sums, the Newton step from the start and, where it is
     # below _SHORTCUT, no second pass; where not (or with no predicted start), Newton's method in _group_mode
@@ -577,6 +616,7 @@ def laplace_logp_grad(x, d, grad):
                     z[a] = 0.0
                 F, steps, ok = _group_mode(d, j, b, L, geta0, geta, gll, z, zprev, zr, G, B, C, step, u, R, Wa, Wda, 0.0)
             if not ok:
+                owner[0] = 0.0  # alive to here
                 return -np.inf
             short = steps == -1
             if short:  # F at z* = z + step, to O(step^3): F(z) + g'step / 2 (B step = g)
@@ -693,6 +733,7 @@ def laplace_logp_grad(x, d, grad):
     for t in range(p):
         grad[t] += gb[t]
     lp += _sd_prior(x, d, L, dL, grad)
+    owner[0] = 0.0  # alive to here: the views above are into it
     return lp
 
 
