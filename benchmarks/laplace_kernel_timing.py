@@ -127,6 +127,7 @@ def main():
     ap.add_argument("--calls", type=int, default=100)
     ap.add_argument("--sizes", default="10000,1000", help="groups, comma-separated (10 cells each)")
     ap.add_argument("--trials", type=float, default=100.0, help="mean trials per cell (10M rows / 100,000 cells)")
+    ap.add_argument("--draws", type=int, default=40, help="draws of conditional_draws to time (0: none)")
     a = ap.parse_args()
     base = load_base(a.base)
     print(f"load average before: {os.getloadavg()[0]:.2f}")
@@ -141,6 +142,26 @@ def main():
         dg = max(np.abs(logp(base, d_base, x)[1] - logp(current, d_now, x)[1]).max() for x in xs)
         t_base, t_now = cpu_us(base, d_base, xs), cpu_us(current, d_now, xs)
         print(f"| {10 * groups:,} | {groups:,} | {t_base:,.0f} | {t_now:,.0f} | {t_base / t_now:.2f} | {dv:.1e} | {dg:.1e} |")
+    if a.draws:
+        print()
+        print(f"conditional_draws (the effects after sampling), {a.draws} draws, CPU µs per draw:")
+        print("| cells | groups | base | this | ratio | max |Δu| |")
+        print("|---|---|---|---|---|---|")
+        for groups in [int(s) for s in a.sizes.split(",")]:
+            d_base, d_now = buffer(base, groups, a.trials), buffer(current, groups, a.trials)
+            x0, xs = points(base, d_base, a.draws)
+            reference(base, d_base, x0)
+            reference(current, d_now, x0)
+            normals = np.random.default_rng(3).standard_normal((a.draws, groups, 2))
+            out = [np.empty((a.draws, groups, 2)) for _ in range(2)]
+            times = []
+            for k, (kernel, d) in enumerate(((base, d_base), (current, d_now))):
+                kernel.conditional_draws(xs[:1], d, normals[:1], out[k][:1])
+                t = time.process_time()
+                kernel.conditional_draws(xs, d, normals, out[k])
+                times.append((time.process_time() - t) / a.draws * 1e6)
+            du = np.abs(out[0] - out[1]).max()
+            print(f"| {10 * groups:,} | {groups:,} | {times[0]:,.0f} | {times[1]:,.0f} | {times[0] / times[1]:.2f} | {du:.1e} |")
     print(f"load average after: {os.getloadavg()[0]:.2f}")
 
 

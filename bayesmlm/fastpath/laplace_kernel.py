@@ -534,7 +534,7 @@ def laplace_logp_grad(x, d, grad):
         nmax = max(nmax, di[o_starts + j + 1] - di[o_starts + j])
     size = max(nmax, min(N, _CHUNK))
     # the scratch: one allocation, handed out as views without reference counts (see _borrowed)
-    owner = np.zeros(2 * p + 3 * size + 3 * nmax + 3 * N + J * q + 12 * q + q * p + 8 * q * q)
+    owner = np.empty(2 * p + 3 * size + 3 * nmax + 3 * N + J * q + 12 * q + q * p + 8 * q * q)
     work = _borrowed(owner)
     b, at = _take(work, 0, p)
     gb, at = _take(work, at, p)
@@ -565,6 +565,11 @@ def laplace_logp_grad(x, d, grad):
     WZX = WZX_.reshape((q, p))
     mats = work[at:at + 8 * q * q].reshape((8, q, q))
     L, G, B, C, M, GLBi, Binv, dL = mats[0], mats[1], mats[2], mats[3], mats[4], mats[5], mats[6], mats[7]
+    for t in range(p):
+        gb[t] = 0.0
+    for a in range(q):
+        for c in range(q):
+            dL[a, c] = 0.0
     for t in range(p):
         b[t] = x[t]
         o = o_fixed + 4 * t
@@ -745,19 +750,28 @@ def group_modes(x, d, modes, chol):
     number of groups whose Newton iterations did not converge."""
     p, q, J, N, o_starts = int(d[2]), int(d[3]), int(d[4]), int(d[5]), int(d[14])
     di = d.view(np.int64)
-    b = np.empty(p)
-    for t in range(p):
-        b[t] = x[t]
-    L = np.zeros((q, q))
-    _cholesky_factor(x, d, L)
     nmax = 1
     for j in range(J):
         nmax = max(nmax, di[o_starts + j + 1] - di[o_starts + j])
-    eta0, eta, ll = np.empty(nmax), np.empty(nmax), np.empty(nmax)
-    R, Wa, Wda = np.empty(N), np.empty(N), np.empty(N)
-    z, zprev, zr, step, u = np.empty(q), np.empty(q), np.empty(q), np.empty(q), np.empty(q)
-    G, B, C = np.empty((q, q)), np.empty((q, q)), np.empty((q, q))
-    Cinvt = np.empty((q, q))
+    owner = np.empty(p + 3 * nmax + 3 * N + 5 * q + 5 * q * q)  # one allocation, views without reference counts
+    work = _borrowed(owner)
+    b, at = _take(work, 0, p)
+    eta0, at = _take(work, at, nmax)
+    eta, at = _take(work, at, nmax)
+    ll, at = _take(work, at, nmax)
+    R, at = _take(work, at, N)
+    Wa, at = _take(work, at, N)
+    Wda, at = _take(work, at, N)
+    z, at = _take(work, at, q)
+    zprev, at = _take(work, at, q)
+    zr, at = _take(work, at, q)
+    step, at = _take(work, at, q)
+    u, at = _take(work, at, q)
+    mats = work[at:at + 5 * q * q].reshape((5, q, q))
+    L, G, B, C, Cinvt = mats[0], mats[1], mats[2], mats[3], mats[4]
+    for t in range(p):
+        b[t] = x[t]
+    _cholesky_factor(x, d, L)
     failed = 0
     for j in range(J):
         _, steps, ok = _group_mode(d, j, b, L, eta0, eta, ll, z, zprev, zr, G, B, C, step, u, R, Wa, Wda, _SHORTCUT) \
@@ -788,6 +802,7 @@ def group_modes(x, d, modes, chol):
                 for k in range(a + 1):
                     acc += L[a, k] * Cinvt[k, c]
                 chol[j, a, c] = acc
+    owner[0] = 0.0  # alive to here: the views above are into it
     return failed
 
 
