@@ -631,30 +631,51 @@ def laplace_logp_grad(x, d, grad):
             for a in range(q):
                 logdet += 2.0 * math.log(C[a, a])
             lp += F - 0.5 * logdet
-            # B^-1 column by column, then M = L B^-1 L' and G L B^-1
-            for c in range(q):
+            if q == 2:  # B^-1 = C^-T C^-1, M = L B^-1 L', G L B^-1 in closed form
+                i00, i11 = 1.0 / C[0, 0], 1.0 / C[1, 1]
+                i10 = -C[1, 0] * i00 * i11
+                v00, v01, v11 = i00 * i00 + i10 * i10, i10 * i11, i11 * i11
+                l00, l10, l11 = L[0, 0], L[1, 0], L[1, 1]
+                t00, t01 = l00 * v00, l00 * v01  # L B^-1
+                t10, t11 = l10 * v00 + l11 * v01, l10 * v01 + l11 * v11
+                M[0, 0] = t00 * l00
+                M[0, 1] = t00 * l10 + t01 * l11
+                M[1, 0] = M[0, 1]
+                M[1, 1] = t10 * l10 + t11 * l11
+                g00, g01, g11 = G[0, 0], G[0, 1], G[1, 1]
+                GLBi[0, 0] = g00 * t00 + g01 * t10
+                GLBi[0, 1] = g00 * t01 + g01 * t11
+                GLBi[1, 0] = g01 * t00 + g11 * t10
+                GLBi[1, 1] = g01 * t01 + g11 * t11
                 for a in range(q):
-                    col[a] = 1.0 if a == c else 0.0
-                _solve(C, col, tmp, q)
+                    hz[a] = 0.0
+                    for t in range(p):
+                        WZX[a, t] = 0.0
+            else:
+                # B^-1 column by column, then M = L B^-1 L' and G L B^-1
+                for c in range(q):
+                    for a in range(q):
+                        col[a] = 1.0 if a == c else 0.0
+                    _solve(C, col, tmp, q)
+                    for a in range(q):
+                        Binv[a, c] = tmp[a]
                 for a in range(q):
-                    Binv[a, c] = tmp[a]
-            for a in range(q):
-                for c in range(q):
-                    acc = 0.0
-                    for k in range(a + 1):
-                        for m in range(c + 1):
-                            acc += L[a, k] * Binv[k, m] * L[c, m]
-                    M[a, c] = acc
-            for a in range(q):
-                for c in range(q):
-                    acc = 0.0
-                    for k in range(q):
-                        for m in range(k, q):
-                            acc += G[a, m] * L[m, k] * Binv[k, c]
-                    GLBi[a, c] = acc
-                hz[a] = 0.0
-                for t in range(p):
-                    WZX[a, t] = 0.0
+                    for c in range(q):
+                        acc = 0.0
+                        for k in range(a + 1):
+                            for m in range(c + 1):
+                                acc += L[a, k] * Binv[k, m] * L[c, m]
+                        M[a, c] = acc
+                for a in range(q):
+                    for c in range(q):
+                        acc = 0.0
+                        for k in range(q):
+                            for m in range(k, q):
+                                acc += G[a, m] * L[m, k] * Binv[k, c]
+                        GLBi[a, c] = acc
+                    hz[a] = 0.0
+                    for t in range(p):
+                        WZX[a, t] = 0.0
             if q == 2:  # lev_i = Z_i' M Z_i
                 m00, m01, m11 = M[0, 0], M[0, 1] + M[1, 0], M[1, 1]
                 h0, h1 = 0.0, 0.0
