@@ -34,7 +34,10 @@ the buffer's predictor (the fit does at the posterior mode), at the mode
 predicted linearly from the reference point; where the first Newton step from
 there is below ``_SHORTCUT``, it is taken analytically (F and log det B moved
 to the mode to O(step^3) and O(step^2), F's gradient to first order) and the
-group costs one pass over its units plus the cheap gradient pass. The value is
+group costs one pass over its units plus the cheap gradient pass. That pass runs over chunks of whole groups:
+each group's start and predictor, then the units' log likelihood and derivatives in one branch-free loop
+(vectorised by LLVM), then per group the sums and the Newton step; only groups whose step is not small go on
+to Newton's method one at a time. The value is
 then a deterministic function of x within ~1e-8 per group of the converged
 Laplace marginal; its gradient within O(step) in the log det term.
 """
@@ -45,7 +48,6 @@ import math
 
 import numba
 import numpy as np
-from llvmlite import ir
 from numba import types
 from numba.core import cgutils
 from numba.extending import intrinsic
@@ -283,21 +285,9 @@ def _solve(C, v, out, q):
 
 
 @numba.njit(**_OPTIONS)
-def _unit(family, e, y, n, w):
-    """(loglik, r = d/deta, W = -d2/deta2, W' = dW/deta) of one unit at eta = e (branch-free: see :func:`_units`)."""
-    if family == 1:
-        mu = exp_clamped(e) if e < 709.0 else math.inf  # overflows as math.exp does; its floor below -708 is 3e-308
-        return w * (y * e - mu), w * (y - mu), w * mu, w * mu
-    ex = exp_clamped(-abs(e))  # below exp(-708) its floor changes nothing at double precision
-    sp = max(e, 0.0) + log1p_unit(ex)
-    prob = (1.0 if e > 0.0 else ex) / (1.0 + ex)
-    W = w * n * prob * (1.0 - prob)
-    return w * (y * e - n * sp), w * (y - n * prob), W, W * (1.0 - 2.0 * prob)
-
-
-@numba.njit(**_OPTIONS)
 def _units(d, lo, n, eta, ll, R, Wa, Wda):
-    """:func:`_unit` over units lo .. lo + n: ll[:n] from eta[:n], (r, W, W') into R, Wa, Wda at lo .. lo + n."""
+    """Each unit's (loglik, r = d/deta, W = -d2/deta2, W' = dW/deta) over units lo .. lo + n: ll[:n] from eta[:n],
+    (r, W, W') into R, Wa, Wda at lo .. lo + n."""
     if int(d[6]) == 1:
         _poisson_units(d, lo, n, eta, ll, R[lo:], Wa[lo:], Wda[lo:])
     else:
@@ -306,7 +296,7 @@ def _units(d, lo, n, eta, ll, R, Wa, Wda):
 
 @numba.njit(**_OPTIONS)
 def _binomial_units(d, lo, n, eta, ll, r, Wa, Wda):
-    """:func:`_unit`'s binomial case over units lo .. lo + n, its outputs from index 0.
+    """The binomial case of :func:`_units` over units lo .. lo + n, its outputs from index 0.
 
     No indirect access and no library calls (exp and log1p from :mod:`branchless_math`), so LLVM vectorises it (the
     outputs are views starting at 0: written at lo + i, the loop stays scalar)."""
@@ -327,7 +317,7 @@ def _binomial_units(d, lo, n, eta, ll, r, Wa, Wda):
 
 @numba.njit(**_OPTIONS)
 def _poisson_units(d, lo, n, eta, ll, r, Wa, Wda):
-    """:func:`_unit`'s poisson case over units lo .. lo + n, its outputs from index 0."""
+    """The poisson case of :func:`_units` over units lo .. lo + n, its outputs from index 0."""
     N, o_units = int(d[5]), int(d[11])
     y, weight = o_units + lo, o_units + 2 * N + lo
     for i in range(n):
