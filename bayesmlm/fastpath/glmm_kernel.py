@@ -59,7 +59,7 @@ from numba import types
 
 from . import cumulative_kernel as cumulative
 from .branchless_math import exp_clamped, log1p_unit
-from .prior_density import prior_logp
+from .prior_density import prior_logp, sd_block_logp
 
 __all__ = ["HEAD", "BLOCK_FIELDS", "NON_CENTRED", "CENTRED", "BINOMIAL", "POISSON", "KernelBlock", "reduced_design", "pack_buffer",
            "logp_grad", "expand", "logp_cfunc", "expand_cfunc"]
@@ -319,41 +319,7 @@ def _to_parent(d, r, L, u, gup):
 @numba.njit(**_OPTIONS)
 def _sd_prior(x, d, r, L, dL, grad):
     """The SD priors (or the LKJ Cholesky density) of block row r, with dL chained into x; returns the log density."""
-    q, corr, sd_at, eta, pr_at = int(d[r + 1]), int(d[r + 3]), int(d[r + 5]), d[r + 6], int(d[r + 7])
-    lp = 0.0
-    if corr == 0:
-        for a in range(q):
-            s = L[a, a]
-            o = pr_at + 4 * a
-            v, dv = prior_logp(int(d[o]), d[o + 1], d[o + 2], d[o + 3], s)
-            lp += v + x[sd_at + a]
-            grad[sd_at + a] += (dL[a, a] + dv) * s + 1.0
-        return lp
-    # pm.LKJCholeskyCov: the LKJ normalising constant, then per row r its SD's prior and the LKJ terms
-    lp += (q - 1) * math.lgamma(eta + 0.5 * (q - 1))
-    for k in range(1, q):
-        lp -= 0.5 * k * math.log(math.pi) + math.lgamma(eta + 0.5 * (q - 1 - k))
-    i = sd_at
-    for a in range(q):
-        ss = 0.0
-        for c in range(a + 1):
-            ss += L[a, c] * L[a, c]
-        s = math.sqrt(ss)
-        o = pr_at + 4 * a
-        v, dv = prior_logp(int(d[o]), d[o + 1], d[o + 2], d[o + 3], s)
-        w = 2.0 * eta - 2.0 + q - a
-        lp += v + w * math.log(L[a, a] / s) - a * math.log(s)
-        dsd = (dv - (2.0 * eta + q - 2.0) / s) / s
-        for c in range(a + 1):
-            g = dL[a, c] + dsd * L[a, c]
-            if c == a:
-                g += w / L[a, a]
-                lp += x[i]
-                grad[i] += g * L[a, a] + 1.0
-            else:
-                grad[i] += g
-            i += 1
-    return lp
+    return sd_block_logp(x, d, int(d[r + 1]), int(d[r + 3]) != 0, int(d[r + 5]), d[r + 6], int(d[r + 7]), L, dL, grad)
 
 
 @numba.njit(**_OPTIONS)

@@ -53,7 +53,7 @@ from numba.core import cgutils
 from numba.extending import intrinsic
 
 from .branchless_math import exp_clamped, log1p_unit
-from .prior_density import prior_logp
+from .prior_density import prior_logp, sd_block_logp
 
 __all__ = ["HEAD", "BINOMIAL", "POISSON", "pack_buffer", "set_reference", "laplace_logp_grad", "group_modes",
            "conditional_draws",
@@ -214,40 +214,7 @@ def _cholesky_factor(x, d, L):
 @numba.njit(**_OPTIONS)
 def _sd_prior(x, d, L, dL, grad):
     """The SD priors (or pm.LKJCholeskyCov's density) with the log Jacobians; dL chained into x's SD parameters."""
-    p, q, corr, eta, o_sd = int(d[2]), int(d[3]), int(d[7]), d[8], int(d[16])
-    lp = 0.0
-    if corr == 0:
-        for a in range(q):
-            s = L[a, a]
-            o = o_sd + 4 * a
-            v, dv = prior_logp(int(d[o]), d[o + 1], d[o + 2], d[o + 3], s)
-            lp += v + x[p + a]
-            grad[p + a] += (dL[a, a] + dv) * s + 1.0
-        return lp
-    lp += (q - 1) * math.lgamma(eta + 0.5 * (q - 1))
-    for k in range(1, q):
-        lp -= 0.5 * k * math.log(math.pi) + math.lgamma(eta + 0.5 * (q - 1 - k))
-    i = p
-    for a in range(q):
-        ss = 0.0
-        for c in range(a + 1):
-            ss += L[a, c] * L[a, c]
-        s = math.sqrt(ss)
-        o = o_sd + 4 * a
-        v, dv = prior_logp(int(d[o]), d[o + 1], d[o + 2], d[o + 3], s)
-        w = 2.0 * eta - 2.0 + q - a
-        lp += v + w * math.log(L[a, a] / s) - a * math.log(s)
-        dsd = (dv - (2.0 * eta + q - 2.0) / s) / s
-        for c in range(a + 1):
-            g = dL[a, c] + dsd * L[a, c]
-            if c == a:
-                g += w / L[a, a]
-                lp += x[i]
-                grad[i] += g * L[a, a] + 1.0
-            else:
-                grad[i] += g
-            i += 1
-    return lp
+    return sd_block_logp(x, d, int(d[3]), int(d[7]) != 0, int(d[2]), d[8], int(d[16]), L, dL, grad)
 
 
 @numba.njit(**_INLINE)

@@ -5,8 +5,10 @@ the distribution, its parameters follow in :mod:`bayesmlm.design.priors`'
 order (normal: mu, sigma; student_t: nu, mu, sigma; half_normal: sigma;
 half_student_t: nu, sigma; exponential: lam). :func:`prior_logp` is each one's
 log density and derivative, constants included, as PyMC writes them. Shared by
-the crossed route's kernel (:mod:`bayesmlm.fastpath.crossed_kernel`) and the
-generalized full model's (:mod:`bayesmlm.fastpath.glmm_kernel`).
+the crossed route's kernel (:mod:`bayesmlm.fastpath.crossed_kernel`), the
+generalized full model's (:mod:`bayesmlm.fastpath.glmm_kernel`) and the
+Laplace route's (:mod:`bayesmlm.fastpath.laplace_kernel`);
+:func:`sd_block_logp` is a block's SD priors or its LKJ Cholesky density.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ import math
 
 import numba
 
-__all__ = ["PRIOR_CODES", "POSITIVE", "prior_logp", "prior_row", "support_point"]
+__all__ = ["PRIOR_CODES", "POSITIVE", "prior_logp", "sd_block_logp", "prior_row", "support_point"]
 
 PRIOR_CODES = {"normal": 0, "student_t": 1, "half_normal": 2, "half_student_t": 3, "exponential": 4}
 POSITIVE = ("half_normal", "half_student_t", "exponential")
@@ -79,3 +81,49 @@ def prior_logp(code, a, b, c, v):
               - (a + 1.0) / 2.0 * math.log1p(v * v / (a * b * b)))
         return lp, -(a + 1.0) * v / (a * b * b + v * v)
     return math.log(a) - a * v, -a  # exponential(lam)
+
+
+@numba.njit(**_OPTIONS)
+def sd_block_logp(x, d, q, correlated, sd_at, eta, prior_at, L, dL, grad):
+    """The SD priors of one block (or ``pm.LKJCholeskyCov``'s density), with the log Jacobians; dL chained into x.
+
+    ``x[sd_at:]`` holds the block's SD parameters: log SDs (uncorrelated) or
+    the packed Cholesky rows with a log diagonal (correlated, LKJ shape
+    ``eta``); ``d[prior_at:]`` the SDs' prior rows (:func:`prior_row`); L the
+    block's Cholesky factor from x and dL = d logp / dL from the rest of the
+    density. Returns this part of the log density; its gradient is added to grad.
+    """
+    lp = 0.0
+    if not correlated:
+        for a in range(q):
+            s = L[a, a]
+            o = prior_at + 4 * a
+            v, dv = prior_logp(int(d[o]), d[o + 1], d[o + 2], d[o + 3], s)
+            lp += v + x[sd_at + a]
+            grad[sd_at + a] += (dL[a, a] + dv) * s + 1.0
+        return lp
+    # pm.LKJCholeskyCov: the LKJ normalising constant, then per row its SD's prior and the LKJ terms
+    lp += (q - 1) * math.lgamma(eta + 0.5 * (q - 1))
+    for k in range(1, q):
+        lp -= 0.5 * k * math.log(math.pi) + math.lgamma(eta + 0.5 * (q - 1 - k))
+    i = sd_at
+    for a in range(q):
+        ss = 0.0
+        for c in range(a + 1):
+            ss += L[a, c] * L[a, c]
+        s = math.sqrt(ss)
+        o = prior_at + 4 * a
+        v, dv = prior_logp(int(d[o]), d[o + 1], d[o + 2], d[o + 3], s)
+        w = 2.0 * eta - 2.0 + q - a
+        lp += v + w * math.log(L[a, a] / s) - a * math.log(s)
+        dsd = (dv - (2.0 * eta + q - 2.0) / s) / s
+        for c in range(a + 1):
+            g = dL[a, c] + dsd * L[a, c]
+            if c == a:
+                g += w / L[a, a]
+                lp += x[i]
+                grad[i] += g * L[a, a] + 1.0
+            else:
+                grad[i] += g
+            i += 1
+    return lp
