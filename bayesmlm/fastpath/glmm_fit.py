@@ -36,7 +36,7 @@ from .prior_density import POSITIVE, prior_row, support_point
 
 CENTRED = 2  # glmm_kernel.CENTRED (the kernel is imported where it is used: Numba loads its callbacks on import)
 
-__all__ = ["FAMILIES", "PRECONDITIONERS", "kernel_problem", "GlmmPlan", "glmm_plan", "unit_arrays", "fit_glmm"]
+__all__ = ["FAMILIES", "PRECONDITIONERS", "kernel_problem", "GlmmPlan", "glmm_plan", "prior_problem", "unit_arrays", "fit_glmm"]
 
 FAMILIES = ("bernoulli", "binomial", "poisson", "cumulative")
 PRECONDITIONERS = ("auto", "laplace", "none")
@@ -67,14 +67,28 @@ def kernel_problem(design: Design, priors: dict[str, Prior]) -> str | None:
         return f"the prior of {THRESHOLDS} is {priors[THRESHOLDS]} (the kernel takes {', '.join(_FIXED_PRIORS)})"
     if not design.blocks or not design.fixed_terms:
         return "no random blocks" if not design.blocks else "no fixed effects (the PyMC model then has no fixef)"
+    return prior_problem(design, priors, "the kernel")
+
+
+def prior_problem(design: Design, priors: dict[str, Prior], who: str) -> str | None:
+    """Which prior the kernels' Numba densities do not write (None: all of them), said as ``who`` takes them.
+
+    Examples
+    --------
+    >>> import bayesmlm
+    >>> m = bayesmlm.MLM("incidence ~ period + (1 | herd)", bayesmlm.datasets.load("cbpp"), trials="size",
+    ...                  family="binomial")
+    >>> prior_problem(m.design, m.prior_dict, "the kernel") is None
+    True
+    """
     for t in design.fixed_terms:
         if priors[t].dist not in _FIXED_PRIORS:
-            return f"the prior of '{t}' is {priors[t]} (the kernel takes {', '.join(_FIXED_PRIORS)} on fixed effects)"
+            return f"the prior of '{t}' is {priors[t]} ({who} takes {', '.join(_FIXED_PRIORS)} on fixed effects)"
     for b in design.blocks:
         for t in b.terms:
             prior = priors[sd_name(b.label, t)]
             if prior.dist not in POSITIVE:
-                return f"the prior of {sd_name(b.label, t)} is {prior} (the kernel takes {', '.join(POSITIVE)})"
+                return f"the prior of {sd_name(b.label, t)} is {prior} ({who} takes {', '.join(POSITIVE)})"
         if b.correlated and len({priors[sd_name(b.label, t)].dist for t in b.terms}) != 1:
             return f"the SDs of the correlated block '{b.label}' have different prior distributions"
     return None

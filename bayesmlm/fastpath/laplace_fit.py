@@ -29,14 +29,13 @@ from ..design.priors import Prior, cor_name, sd_name
 from ..sample.draws import nutpie_posterior
 from ..sample.nuts import SamplerSettings
 from ..schema import FIXED, FIXED_DIM, cor_var, sd_var, u_var, variable_dims
-from .glmm_fit import unit_arrays
-from .prior_density import POSITIVE, prior_row, support_point
+from .glmm_fit import prior_problem, unit_arrays
+from .prior_density import prior_row, support_point
 
 __all__ = ["FAMILIES", "ROUTE", "laplace_problem", "LaplacePlan", "fit_laplace"]
 
 FAMILIES = ("bernoulli", "binomial", "poisson")
 ROUTE = "laplace"
-_FIXED_PRIORS = ("normal", "student_t")
 _X = "laplace_x"  # the unconstrained draw, stored for the effects' draws and dropped after
 NUTPIE_OPTIONS: dict = {}  # extra keyword arguments of nutpie.sample, for experiments
 
@@ -63,18 +62,7 @@ def laplace_problem(design: Design, priors: dict[str, Prior]) -> str | None:
                 "fit the others with method='full')")
     if not design.fixed_terms:
         return "no fixed effects"
-    for t in design.fixed_terms:
-        if priors[t].dist not in _FIXED_PRIORS:
-            return (f"the prior of '{t}' is {priors[t]} (the Laplace route takes {', '.join(_FIXED_PRIORS)} on fixed "
-                    "effects)")
-    b = design.blocks[0]
-    for t in b.terms:
-        prior = priors[sd_name(b.label, t)]
-        if prior.dist not in POSITIVE:
-            return f"the prior of {sd_name(b.label, t)} is {prior} (the Laplace route takes {', '.join(POSITIVE)})"
-    if b.correlated and len({priors[sd_name(b.label, t)].dist for t in b.terms}) != 1:
-        return f"the SDs of the correlated block '{b.label}' have different prior distributions"
-    return None
+    return prior_problem(design, priors, "the Laplace route")
 
 
 class LaplacePlan:
