@@ -288,6 +288,21 @@ def _subtract_parent(d, r, u, wp):
 
 
 @numba.njit(**_OPTIONS)
+def _whiten(L, u, o, q, w, g):
+    """w = L^-1 u[o:o + q] and g = L^-T w = (L L')^-1 u[o:o + q] (L lower triangular)."""
+    for a in range(q):
+        acc = u[o + a]
+        for c in range(a):
+            acc -= L[a, c] * w[c]
+        w[a] = acc / L[a, a]
+    for a in range(q - 1, -1, -1):
+        acc = w[a]
+        for c in range(a + 1, q):
+            acc -= L[c, a] * g[c]
+        g[a] = acc / L[a, a]
+
+
+@numba.njit(**_OPTIONS)
 def _to_parent(d, r, L, u, gup):
     """The child's prior gradient in its parent's w, P' (L L')^-1 u_j, into gup (block row r, centred on its parent)."""
     q, J, lv_at, P_at = int(d[r + 1]), int(d[r + 2]), int(d[r + 15]), int(d[r + 16])
@@ -297,16 +312,7 @@ def _to_parent(d, r, L, u, gup):
     g = np.empty(q)
     for j in range(J):
         o = j * q
-        for a in range(q):
-            acc = u[o + a]
-            for c in range(a):
-                acc -= L[a, c] * w[c]
-            w[a] = acc / L[a, a]
-        for a in range(q - 1, -1, -1):
-            acc = w[a]
-            for c in range(a + 1, q):
-                acc -= L[c, a] * g[c]
-            g[a] = acc / L[a, a]
+        _whiten(L, u, o, q, w, g)
         op = qp * di[lv_at + j]
         for c in range(qp):
             acc = 0.0
@@ -349,16 +355,7 @@ def _block_density(x, d, r, L, u, gu, dL, grad):
                     dL[a, c] += gu[o + a] * z
             continue
         # centred: log N(u | 0, L L'); w = L^-1 u, g = L^-T w = (L L')^-1 u
-        for a in range(q):
-            acc = u[o + a]
-            for c in range(a):
-                acc -= L[a, c] * w[c]
-            w[a] = acc / L[a, a]
-        for a in range(q - 1, -1, -1):
-            acc = w[a]
-            for c in range(a + 1, q):
-                acc -= L[c, a] * g[c]
-            g[a] = acc / L[a, a]
+        _whiten(L, u, o, q, w, g)
         for a in range(q):
             lp -= 0.5 * w[a] * w[a]
             for c in range(a + 1):
