@@ -18,7 +18,7 @@ from .design.equation_forms import Equations
 from .design.equations import model_equations
 from .design.matrices import Design, build_design, group_labels
 from .design.nested_centring import centred_parents
-from .design.parameterization import choose_parameterization
+from .design.parameterization import choose_parameterization, precondition_choice
 from .design.priors import Prior, priors_table, resolve_priors
 from .design.structure import FactorStructure, check_repeated_labels, factor_structure
 from .errors import ArgumentError, SpecError, UnsupportedModelError
@@ -504,13 +504,8 @@ class MLM:
                 from .fastpath.glmm_fit import fit_glmm  # imported here: Numba loads its compiled callbacks on import
 
                 density, seconds_cells = "kernel", time.perf_counter() - start
-                if precondition == "none":  # preconditioned compiles its callbacks on import: not on this path
-                    map_note = "not asked for"
-                else:
-                    from .fastpath.preconditioned import precondition_choice
-
-                    choice, map_note = precondition_choice(self.design, self.prior_dict, parameterization, choice,
-                                                           precondition)
+                choice, map_note = precondition_choice(self.design, self.prior_dict, parameterization, choice,
+                                                       precondition)
                 mapped = "none" if map_note else "laplace"
                 idata, seconds_build, seconds_sample = fit_glmm(self.design, self.prior_dict, settings, cells, choice,
                                                                 mapped)

@@ -9,6 +9,7 @@ from bayesmlm.design.aggregate import aggregate_rows
 from bayesmlm.fastpath import glmm_kernel as kernel
 from bayesmlm.fastpath import preconditioned as pc
 from bayesmlm.fastpath.glmm_fit import glmm_plan
+from bayesmlm.design.parameterization import precondition_choice
 
 FORMULAS = {
     "bernoulli, correlated": ("hi ~ smu + female + (1 + smu | country)", "bernoulli"),
@@ -114,18 +115,18 @@ def test_laplace_point_finds_the_conditional_modes(plans):
 def test_rule():
     m = bayesmlm.MLM("hi ~ smu + female + (1 + smu | country)", _data(), family="bernoulli")
     d, pri = m.design, m.prior_dict
-    assert pc.precondition_choice(d, pri, "auto", {"country": "non-centred"}) == ({"country": "centred"}, None)
-    assert pc.precondition_choice(d, pri, {"country": "non-centred"}, {"country": "non-centred"})[1] == \
+    assert precondition_choice(d, pri, "auto", {"country": "non-centred"}) == ({"country": "centred"}, None)
+    assert precondition_choice(d, pri, {"country": "non-centred"}, {"country": "non-centred"})[1] == \
         "the parameterisation of every factor was fixed by the call"
-    assert pc.precondition_choice(d, pri, "auto", {"country": "centred"}, "none") == ({"country": "centred"},
+    assert precondition_choice(d, pri, "auto", {"country": "centred"}, "none") == ({"country": "centred"},
                                                                                       "not asked for")
     big = bayesmlm.MLM("hi ~ smu + (1 | country)", _data(n=4000, J=4), family="bernoulli")  # 1000 rows a group
-    _, why = pc.precondition_choice(big.design, big.prior_dict, "auto", {"country": "centred"})
+    _, why = precondition_choice(big.design, big.prior_dict, "auto", {"country": "centred"})
     assert "data-dominated" in why
-    assert pc.precondition_choice(big.design, big.prior_dict, "auto", {"country": "centred"}, "laplace")[1] is None
+    assert precondition_choice(big.design, big.prior_dict, "auto", {"country": "centred"}, "laplace")[1] is None
     g = bayesmlm.MLM("y ~ x + (1 | g)", pd.DataFrame({"y": np.arange(20.0), "x": np.arange(20) % 3,
                                                       "g": np.arange(20) % 4}))
-    assert "family 'gaussian'" in pc.precondition_choice(g.design, g.prior_dict, "auto", {"g": "centred"})[1]
+    assert "family 'gaussian'" in precondition_choice(g.design, g.prior_dict, "auto", {"g": "centred"})[1]
 
 
 def test_fit_records_the_map():

@@ -39,7 +39,8 @@ from .matrices import Design
 from .priors import Prior, sd_name
 
 __all__ = ["PARAMETERIZATIONS", "CENTRED_MIN_KAPPA", "CENTRED_SHARE", "prior_median", "group_information",
-           "parent_information", "choose_parameterization"]
+           "parent_information", "choose_parameterization",
+           "PRECONDITION_MAX_KAPPA", "precondition_choice"]
 
 PARAMETERIZATIONS = ("centred", "non-centred")
 CENTRED_MIN_KAPPA = 1.0
@@ -211,3 +212,65 @@ def choose_parameterization(design: Design, priors: dict[str, Prior], requested:
             break
         choice = new
     return choice
+
+
+PRECONDITION_MAX_KAPPA = 50.0
+"""The rule's threshold on the median kappa of a factor's groups (see :func:`precondition_choice`)."""
+
+
+def precondition_choice(design, priors, requested, chosen: dict[str, str], precondition: str = "auto"):
+    """Which factors the GLMM kernel samples through the Laplace map (:mod:`bayesmlm.fastpath.preconditioned`), built centred.
+
+    A factor is mapped (and so built centred: the map turns the centred form
+    into the partially centred one that suits each group) in a bernoulli,
+    binomial or poisson model unless the user fixed its parameterisation
+    (``requested`` names it) or, with ``precondition="auto"``, the median kappa
+    of its groups (:func:`bayesmlm.design.parameterization.group_information`,
+    the data's precision about u_j over the prior's, at the prior's median
+    SDs) is above :data:`PRECONDITION_MAX_KAPPA`: there the data pin every
+    v_j, the centred form is already uncoupled from the SDs, and the map
+    would cost its per-gradient work for nothing. The prior's SDs are much
+    wider than fitted ones, so kappa at the posterior's SDs is far smaller
+    (about 0.7 for the slopes of ``bench_big_binary --quick``, 3.5 at the prior's).
+
+    Parameters
+    ----------
+    design, priors :
+        The model's.
+    requested : str or dict
+        ``MLM.fit(parameterization=)`` as the user gave it.
+    chosen : dict of str to str
+        The parameterisation :func:`~bayesmlm.design.parameterization.choose_parameterization` chose.
+    precondition : {"auto", "laplace", "none"}
+
+    Returns
+    -------
+    (dict of str to str, str or None)
+        The parameterisation to build, and why nothing is mapped (None: the centred blocks are).
+
+    Examples
+    --------
+    >>> import bayesmlm
+    >>> m = bayesmlm.MLM("incidence ~ period + (1 | herd)", bayesmlm.datasets.load("cbpp"), trials="size",
+    ...                  family="binomial")
+    >>> precondition_choice(m.design, m.prior_dict, "auto", {"herd": "non-centred"})
+    ({'herd': 'centred'}, None)
+    >>> precondition_choice(m.design, m.prior_dict, "non-centred", {"herd": "non-centred"})
+    ({'herd': 'non-centred'}, 'the parameterisation of every factor was fixed by the call')
+    """
+    family = design.spec.family.name
+    if precondition == "none":
+        return chosen, "not asked for"
+    if family not in ("bernoulli", "binomial", "poisson"):
+        return chosen, f"family '{family}' (the map is for bernoulli, binomial and poisson)"
+    fixed = set(chosen) if isinstance(requested, str) and requested != "auto" else \
+        {f for f, v in (requested or {}).items() if v != "auto"} if isinstance(requested, dict) else set()
+    free = [f for f in chosen if f not in fixed]
+    if not free:
+        return chosen, "the parameterisation of every factor was fixed by the call"
+    if precondition == "auto":
+        kappa = group_information(design, priors)
+        free = [f for f in free if np.median(kappa[f]) <= PRECONDITION_MAX_KAPPA]
+        if not free:
+            return chosen, f"every factor's median kappa is above {PRECONDITION_MAX_KAPPA:g} (data-dominated)"
+    return {f: "centred" if f in free else v for f, v in chosen.items()}, None

@@ -40,7 +40,7 @@ __all__ = ["FAMILIES", "PRECONDITIONERS", "kernel_problem", "GlmmPlan", "glmm_pl
 
 FAMILIES = ("bernoulli", "binomial", "poisson", "cumulative")
 PRECONDITIONERS = ("auto", "laplace", "none")
-"""``MLM.fit(precondition=)``: :func:`bayesmlm.fastpath.preconditioned.precondition_choice`'s rule, always, never."""
+"""``MLM.fit(precondition=)``: :func:`bayesmlm.design.parameterization.precondition_choice`'s rule, always, never."""
 _FIXED_PRIORS = ("normal", "student_t")
 
 
@@ -315,9 +315,9 @@ def fit_glmm(design: Design, priors: dict[str, Prior], settings: SamplerSettings
         Per grouping factor (:func:`bayesmlm.design.parameterization.choose_parameterization`).
     precondition : {"laplace", "none"}
         ``"laplace"``: sample each centred group's effects through the map of
-        :mod:`bayesmlm.fastpath.preconditioned` (the same posterior; that
-        module's :func:`~bayesmlm.fastpath.preconditioned.precondition_choice`
-        is the rule of when); ``"none"``: the kernel's own coordinates.
+        :mod:`bayesmlm.fastpath.preconditioned` (the same posterior; when:
+        :func:`~bayesmlm.design.parameterization.precondition_choice`);
+        ``"none"``: the kernel's own coordinates.
 
     Returns
     -------

@@ -47,11 +47,9 @@ from numba import types
 
 from . import glmm_kernel as kernel
 
-__all__ = ["PRECONDITION_MAX_KAPPA", "precondition_choice", "PreconditionedPlan", "laplace_point",
+__all__ = ["PreconditionedPlan", "laplace_point",
            "preconditioned_plan", "logp_grad", "expand", "logp_cfunc", "expand_cfunc"]
 
-PRECONDITION_MAX_KAPPA = 50.0
-"""The rule's threshold on the median kappa of a factor's groups (see :func:`precondition_choice`)."""
 
 _SECTION = 3  # per mapped block in the section: the kernel's block row, o_lam (J q q), o_lv (J q)
 _OPTIONS = {"cache": True, "error_model": "numpy", "nogil": True, "fastmath": {"nsz", "arcp", "contract", "afn", "reassoc"}}
@@ -77,66 +75,6 @@ def _drop_stale_cache() -> None:
 
 
 _drop_stale_cache()
-
-
-def precondition_choice(design, priors, requested, chosen: dict[str, str], precondition: str = "auto"):
-    """The rule of this module: which factors the kernel samples through the map, built centred.
-
-    A factor is mapped (and so built centred: the map turns the centred form
-    into the partially centred one that suits each group) in a bernoulli,
-    binomial or poisson model unless the user fixed its parameterisation
-    (``requested`` names it) or, with ``precondition="auto"``, the median kappa
-    of its groups (:func:`bayesmlm.design.parameterization.group_information`,
-    the data's precision about u_j over the prior's, at the prior's median
-    SDs) is above :data:`PRECONDITION_MAX_KAPPA`: there the data pin every
-    v_j, the centred form is already uncoupled from the SDs, and the map
-    would cost its per-gradient work for nothing. The prior's SDs are much
-    wider than fitted ones, so kappa at the posterior's SDs is far smaller
-    (about 0.7 for the slopes of ``bench_big_binary --quick``, 3.5 at the prior's).
-
-    Parameters
-    ----------
-    design, priors :
-        The model's.
-    requested : str or dict
-        ``MLM.fit(parameterization=)`` as the user gave it.
-    chosen : dict of str to str
-        The parameterisation :func:`~bayesmlm.design.parameterization.choose_parameterization` chose.
-    precondition : {"auto", "laplace", "none"}
-
-    Returns
-    -------
-    (dict of str to str, str or None)
-        The parameterisation to build, and why nothing is mapped (None: the centred blocks are).
-
-    Examples
-    --------
-    >>> import bayesmlm
-    >>> m = bayesmlm.MLM("incidence ~ period + (1 | herd)", bayesmlm.datasets.load("cbpp"), trials="size",
-    ...                  family="binomial")
-    >>> precondition_choice(m.design, m.prior_dict, "auto", {"herd": "non-centred"})
-    ({'herd': 'centred'}, None)
-    >>> precondition_choice(m.design, m.prior_dict, "non-centred", {"herd": "non-centred"})
-    ({'herd': 'non-centred'}, 'the parameterisation of every factor was fixed by the call')
-    """
-    from ..design.parameterization import group_information
-
-    family = design.spec.family.name
-    if precondition == "none":
-        return chosen, "not asked for"
-    if family not in ("bernoulli", "binomial", "poisson"):
-        return chosen, f"family '{family}' (the map is for bernoulli, binomial and poisson)"
-    fixed = set(chosen) if isinstance(requested, str) and requested != "auto" else \
-        {f for f, v in (requested or {}).items() if v != "auto"} if isinstance(requested, dict) else set()
-    free = [f for f in chosen if f not in fixed]
-    if not free:
-        return chosen, "the parameterisation of every factor was fixed by the call"
-    if precondition == "auto":
-        kappa = group_information(design, priors)
-        free = [f for f in free if np.median(kappa[f]) <= PRECONDITION_MAX_KAPPA]
-        if not free:
-            return chosen, f"every factor's median kappa is above {PRECONDITION_MAX_KAPPA:g} (data-dominated)"
-    return {f: "centred" if f in free else v for f, v in chosen.items()}, None
 
 
 def _layout(plan):
