@@ -34,9 +34,8 @@ from ..sample.nuts import SamplerSettings
 from ..schema import FIXED, FIXED_DIM, THRESHOLD_DIM, THRESHOLDS, cor_var, sd_var, u_var, variable_dims
 from .prior_density import POSITIVE, prior_row, support_point
 
-CENTRED = 2  # glmm_kernel.CENTRED (the kernel is imported where it is used: Numba loads its callbacks on import)
-
-__all__ = ["FAMILIES", "PRECONDITIONERS", "kernel_problem", "GlmmPlan", "glmm_plan", "prior_problem", "unit_arrays", "fit_glmm"]
+__all__ = ["FAMILIES", "PRECONDITIONERS", "kernel_problem", "GlmmPlan", "glmm_plan", "prior_problem", "unit_arrays",
+           "fit_glmm"]
 
 FAMILIES = ("bernoulli", "binomial", "poisson", "cumulative")
 PRECONDITIONERS = ("auto", "laplace", "none")
@@ -172,7 +171,7 @@ class GlmmPlan:
             v[k] = np.zeros((blk.n_levels, blk.q)) if blk.H is None else blk.H @ b
             if blk.parent >= 0:  # centred on its parent: v at its mean, H b + A^-1 P w_parent
                 v[k] = v[k] + w[blk.parent][blk.parent_levels] @ blk.P.T @ np.linalg.inv(blk.A).T
-            w[k] = v[k] @ blk.A.T if blk.kind == CENTRED else v[k]
+            w[k] = v[k] @ blk.A.T  # A = I for a non-centred block
         x = [b] + [v[k].ravel() for k in range(len(self.blocks))]
         for blk, bd in zip(self.blocks, design.blocks):
             if blk.correlated:
@@ -300,7 +299,7 @@ def _nutpie_model(plan, callbacks):
 
 
 def fit_glmm(design: Design, priors: dict[str, Prior], settings: SamplerSettings, cells: Cells | None,
-             parameterization: dict[str, str], precondition: str = "auto"):
+             parameterization: dict[str, str], precondition: str = "none"):
     """Sample a bernoulli, binomial, poisson or cumulative full model on the kernel with nutpie.
 
     Parameters
