@@ -42,33 +42,56 @@ def _split(x: np.ndarray) -> np.ndarray:
     return np.concatenate([x[:, :, :half], x[:, :, x.shape[2] - half:]], axis=1)
 
 
-def _ranks(flat: np.ndarray) -> np.ndarray:
-    """Ranks 1..N along each row, ties given their average rank (scipy's rankdata, method "average")."""
+def _scores(flat: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Normal scores of the ranks along each row (ties given their average rank, Blom's offset), and the sorted rows.
+
+    Without ties every row's scores are the same N numbers in its own order, so
+    they are computed once and placed by the sort; only tied entries (few:
+    folded draws have one pair) take their own ``ndtri``. The numbers equal
+    ``ndtri((rankdata(row) - 3/8) / (N + 1/4))`` exactly.
+    """
     P, N = flat.shape
     order = np.argsort(flat, axis=1)
     s = np.take_along_axis(flat, order, axis=1)
+    denominator = N - 2 * 3 / 8 + 1
+    table = ndtri((np.arange(1.0, N + 1) - 3 / 8) / denominator)
+    by_position = np.broadcast_to(table, (P, N))
     rows, cols = np.nonzero(s[:, 1:] == s[:, :-1])  # links: sorted element cols + 1 ties with cols
-    position = np.broadcast_to(np.arange(1.0, N + 1), (P, N))  # no ties (continuous draws): the rank is the position
-    if rows.size:  # ties are few (folded draws have one pair): average the ranks of each run of links only
-        position = position.copy()
+    if rows.size:  # average the ranks of each run of links only
+        by_position = by_position.copy()
         new = np.ones(rows.size, dtype=bool)
         new[1:] = (rows[1:] != rows[:-1]) | (cols[1:] != cols[:-1] + 1)
         starts = np.flatnonzero(new)
         ends = np.append(starts[1:] - 1, rows.size - 1)
         mean = (cols[starts] + cols[ends] + 1) / 2.0 + 1.0  # of the run's first and last sorted positions, 1-based
-        run = np.cumsum(new) - 1
-        position[rows, cols] = mean[run]
-        position[rows, cols + 1] = mean[run]
-    ranks = np.empty((P, N))
-    np.put_along_axis(ranks, order, position, axis=1)
-    return ranks
+        score = ndtri((mean - 3 / 8) / denominator)[np.cumsum(new) - 1]
+        by_position[rows, cols] = score
+        by_position[rows, cols + 1] = score
+    z = np.empty((P, N))
+    np.put_along_axis(z, order, by_position, axis=1)
+    return z, s
 
 
 def _z_scale(x: np.ndarray) -> np.ndarray:
     """Normal scores of the ranks over each parameter's draws (ties averaged, Blom's offset)."""
-    P = x.shape[0]
-    flat = x.reshape(P, -1)
-    return ndtri((_ranks(flat) - 3 / 8) / (flat.shape[1] - 2 * 3 / 8 + 1)).reshape(x.shape)
+    return _scores(x.reshape(x.shape[0], -1))[0].reshape(x.shape)
+
+
+def _median_of_sorted(s: np.ndarray) -> np.ndarray:
+    """np.median of each row, from rows already sorted."""
+    N = s.shape[1]
+    return s[:, N // 2] if N % 2 else (s[:, N // 2 - 1] + s[:, N // 2]) / 2.0
+
+
+def _quantile_of_sorted(s: np.ndarray, p: float) -> np.ndarray:
+    """np.quantile(row, p) (method "linear") of each row, from rows already sorted: numpy's own interpolation."""
+    virtual = p * (s.shape[1] - 1)
+    lo = int(np.floor(virtual))
+    hi = min(lo + 1, s.shape[1] - 1)
+    t = virtual - lo
+    a, b = s[:, lo], s[:, hi]
+    diff = b - a
+    return np.where(t >= 0.5, b - diff * (1 - t), a + diff * t)
 
 
 def _rhat(x: np.ndarray) -> np.ndarray:
@@ -118,7 +141,7 @@ def _acov(centred: np.ndarray, lags: int) -> np.ndarray:
         return np.fft.irfft(f * np.conjugate(f), n=size, axis=2)[:, :, :n] / n
     out = np.empty(centred.shape[:2] + (lags,))
     for k in range(lags):
-        out[:, :, k] = np.einsum("pct,pct->pc", centred[:, :, :n - k], centred[:, :, k:]) / n
+        out[:, :, k] = np.vecdot(centred[:, :, :n - k], centred[:, :, k:]) / n
     return out
 
 
@@ -261,6 +284,7 @@ def diagnostics_of(x: np.ndarray, tail: bool = True) -> tuple[np.ndarray, np.nda
     """
     chains, draws, P = x.shape
     out = np.full((3, P), np.nan)
+    prob = tail_prob() if tail else 0.0
     step = max(1, _CELLS // max(chains * draws, 1))
 
     def one(a):  # writes columns a .. a + step of out only
@@ -270,12 +294,17 @@ def diagnostics_of(x: np.ndarray, tail: bool = True) -> tuple[np.ndarray, np.nda
             return
         cols = a + ok
         s = _split(part[ok])
-        z = _z_scale(s)
+        z, ordered = _scores(s.reshape(s.shape[0], -1))
+        z = z.reshape(s.shape)
         out[1, cols] = _ess(z)
         if chains >= 2:
-            folded = np.abs(s - np.median(s.reshape(s.shape[0], -1), axis=1)[:, None, None])
+            folded = np.abs(s - _median_of_sorted(ordered)[:, None, None])
             out[0, cols] = np.maximum(_rhat(z), _rhat(_z_scale(folded)))
-        if tail:
+        if tail and draws % 2 == 0:  # the split chains hold every draw: their sorted rows give the quantiles
+            e = [_ess(_split((part[ok] <= _quantile_of_sorted(ordered, p)[:, None, None]).astype(float)))
+                 for p in sorted((prob, 1 - prob))]
+            out[2, cols] = np.minimum(e[0], e[1])
+        elif tail:
             out[2, cols] = ess_tail(part[ok])
 
     starts = range(0, P, step)
