@@ -111,6 +111,60 @@ def test_value_equals_an_independent_laplace():
     assert plan.logp(x)[0] == pytest.approx(total, abs=1e-7)
 
 
+
+def _independent_conditionals(m, x):
+    """Each group's mode u*_j and H_j^-1 from scipy's optimizer and numpy (x: b_centred, log sd0, cor-chol, log sd1
+    of a correlated bernoulli block)."""
+    d = m.design
+    p, q = len(d.fixed_terms), 2
+    eta0 = (d.X - d.x_centre) @ x[:p]
+    y = d.y.astype(float)
+    L = np.array([[np.exp(x[p]), 0.0], [x[p + 1], np.exp(x[p + 2])]])
+    Si = np.linalg.inv(L @ L.T)
+    g, Z = d.factors["g"].index, d.blocks[0].Z
+    modes, covs = [], []
+    for j in range(d.factors["g"].n_levels):
+        rows = g == j
+        Zj, e0, yj = Z[rows], eta0[rows], y[rows]
+
+        def neg(u):
+            e = e0 + Zj @ u
+            return -(np.sum(yj * e - np.logaddexp(0.0, e)) - 0.5 * u @ Si @ u)
+
+        u = minimize(neg, np.zeros(q), method="BFGS", options={"gtol": 1e-10}).x
+        pj = expit(e0 + Zj @ u)
+        modes.append(u)
+        covs.append(np.linalg.inv(Zj.T @ (Zj * (pj * (1 - pj))[:, None]) + Si))
+    return np.array(modes), np.array(covs)
+
+
+@pytest.mark.parametrize("predicted", [False, True])
+def test_effect_draws_are_the_laplace_conditionals(predicted):
+    """group_modes' u*_j and S_j S_j' against scipy's mode and numpy's H_j^-1 (from zero: Newton to convergence, H^-1 one step (< 1e-6) before it;
+    from the predicted starts: one Newton step, B_j at the start, so H^-1 to O(step)); effect_draws' mean and
+    covariance over 6,000 draws at one x against N(u*_j, H_j^-1), the same on one thread as on two."""
+    from bayesmlm.fastpath.laplace_kernel import group_modes
+
+    m = bayesmlm.MLM("y ~ x + w + (1 + x | g)", _data(5, "bernoulli", groups=6, n=40), family="bernoulli")
+    plan = LaplacePlan(m.design, m.prior_dict, aggregate_rows(m.design))
+    x = np.array([0.2, 0.25, -0.3, np.log(0.7), -0.1, np.log(0.4)])
+    if predicted:
+        plan.set_reference(x + 0.003 * np.random.default_rng(1).standard_normal(len(x)))
+    modes, covs = _independent_conditionals(m, x)
+    got, chol = np.empty((6, 2)), np.empty((6, 2, 2))
+    assert group_modes(x, plan.buffer, got, chol) == 0
+    np.testing.assert_allclose(got, modes, atol=1e-7)
+    np.testing.assert_allclose(chol @ np.swapaxes(chol, 1, 2), covs, rtol=1e-3 if predicted else 1e-6, atol=1e-12)
+    S = 6000
+    u = plan.effect_draws(np.tile(x, (S, 1)), 7)
+    np.testing.assert_array_equal(u, plan.effect_draws(np.tile(x, (S, 1)), 7, threads=1))
+    for j in range(6):
+        se = np.sqrt(np.diag(covs[j]) / S)
+        assert np.all(np.abs(u[:, j].mean(0) - modes[j]) < 4 * se)
+        np.testing.assert_allclose(np.cov(u[:, j].T), covs[j], atol=0.1 * np.sqrt(np.outer(np.diag(covs[j]),
+                                                                                           np.diag(covs[j]))).max())
+    assert np.abs(u[:, 0].mean(0) - u[:, 1].mean(0)).max() > 1e-3  # the groups' draws differ
+
 def test_the_predicted_starts_change_the_value_by_rounding_only():
     """With the Newton starts' predictor set at the mode (as fits do), the value and gradient near it are those of
     Newton from zero: within ~1e-8 per group and 1e-4 of the gradient's scale."""

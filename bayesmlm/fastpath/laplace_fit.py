@@ -38,6 +38,7 @@ FAMILIES = ("bernoulli", "binomial", "poisson")
 ROUTE = "laplace"
 _X = "laplace_x"  # the unconstrained draw, stored for the effects' draws and dropped after
 NUTPIE_OPTIONS: dict = {}  # extra keyword arguments of nutpie.sample, for experiments
+_BLOCK = 50  # posterior draws per block of the effects' draws (its normals: 50 x J x q)
 
 
 def laplace_problem(design: Design, priors: dict[str, Prior]) -> str | None:
@@ -165,15 +166,31 @@ class LaplacePlan:
             jac[:, :, k] = (up - down) / (2 * h)
         set_reference(self.buffer, x_ref, modes, jac)
 
-    def effect_draws(self, xs: np.ndarray, seed) -> np.ndarray:
-        """u (S x J x q) drawn from each group's Laplace conditional N(u*_j, H_j^-1) at the draws xs (S x n_dim)."""
+    def effect_draws(self, xs: np.ndarray, seed, threads: int | None = None) -> np.ndarray:
+        """u (S x J x q) drawn from each group's Laplace conditional N(u*_j, H_j^-1) at the draws xs (S x n_dim).
+
+        The draws go in blocks of ``_BLOCK``, each with its own normals (a child of ``seed``'s SeedSequence), on
+        ``threads`` threads (default: the CPUs): the kernel and numpy's normals release the GIL, and the result does
+        not depend on the number of threads.
+        """
+        from concurrent.futures import ThreadPoolExecutor
+
         from .laplace_kernel import conditional_draws
 
         xs = np.ascontiguousarray(xs, dtype=np.float64)
         J, q = int(self.buffer[4]), int(self.buffer[3])
-        normals = np.random.default_rng(seed).standard_normal((len(xs), J, q))
         out = np.empty((len(xs), J, q))
-        failed = conditional_draws(xs, self.buffer, normals, out)
+        starts = range(0, len(xs), _BLOCK)
+        root = seed if isinstance(seed, np.random.SeedSequence) else np.random.SeedSequence(seed)
+        seeds = root.spawn(len(starts))
+
+        def block(k):
+            s = slice(starts[k], starts[k] + _BLOCK)
+            normals = np.random.default_rng(seeds[k]).standard_normal((len(xs[s]), J, q))
+            return conditional_draws(xs[s], self.buffer, normals, out[s])
+
+        with ThreadPoolExecutor(max_workers=threads or os.cpu_count() or 1) as pool:
+            failed = sum(pool.map(block, range(len(starts))))
         if failed:
             raise FloatingPointError(f"The Laplace route's Newton iterations did not converge for {failed} "
                                      "(draw, group) pairs while drawing the random effects.")

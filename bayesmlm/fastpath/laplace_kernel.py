@@ -725,21 +725,62 @@ def group_modes(x, d, modes, chol):
     """Each group's mode u*_j = L z*_j (J x q) and the Cholesky factor of its conditional covariance in u.
 
     ``chol[j]`` (q x q) is S_j = L C_j^-T, with C_j C_j' = B_j, so S_j S_j' = L B_j^-1 L' = H_j^-1. Returns the
-    number of groups whose Newton iterations did not converge."""
-    p, q, J, N, o_starts = int(d[2]), int(d[3]), int(d[4]), int(d[5]), int(d[14])
+    number of groups whose Newton iterations did not converge. The groups are taken as :func:`laplace_logp_grad`
+    takes them: chunks of whole groups, the units' log likelihood and derivatives in one vectorised pass, and where
+    the first Newton step from the predicted start is below ``_SHORTCUT`` the mode is start + step (B_j at the start),
+    otherwise Newton's method one group at a time.
+
+    Examples
+    --------
+    >>> d = pack_buffer(BINOMIAL, [1, 0], [1, 1], [1, 1], [0, 0], np.ones((2, 1)), [0.0], np.ones((2, 1)), [0, 1], 2,
+    ...                 [[0, 0, 2.5, 0]], [[2, 1, 0, 0]], False, 1.0, 0.0, 0)
+    >>> modes, chol = np.empty((2, 1)), np.empty((2, 1, 1))
+    >>> group_modes(np.zeros(2), d, modes, chol), bool(modes[0, 0] > 0.0 > modes[1, 0])
+    (0, True)
+    """
+    owner = np.empty(_modes_scratch(d))
+    return _modes(x, d, modes, chol, owner)
+
+
+@numba.njit(**_OPTIONS)
+def _sizes(d):
+    """The largest group's units and the chunk's size."""
+    J, N, o_starts = int(d[4]), int(d[5]), int(d[14])
     di = d.view(np.int64)
     nmax = 1
     for j in range(J):
         nmax = max(nmax, di[o_starts + j + 1] - di[o_starts + j])
-    owner = np.empty(p + 3 * nmax + 3 * N + 5 * q + 5 * q * q)  # one allocation, views without reference counts
+    return nmax, max(nmax, min(N, _CHUNK))
+
+
+@numba.njit(**_OPTIONS)
+def _modes_scratch(d):
+    """The length of :func:`_modes`' scratch."""
+    p, q, J, N = int(d[2]), int(d[3]), int(d[4]), int(d[5])
+    nmax, size = _sizes(d)
+    return p + 3 * size + 3 * nmax + 3 * N + J * q + 5 * q + 5 * q * q
+
+
+@numba.njit(**_OPTIONS)
+def _modes(x, d, modes, chol, owner):
+    """:func:`group_modes` with its scratch (``owner``, :func:`_modes_scratch` long) given: one allocation for many
+    draws."""
+    p, q, J, N, o_starts = int(d[2]), int(d[3]), int(d[4]), int(d[5]), int(d[14])
+    di = d.view(np.int64)
+    nmax, size = _sizes(d)
     work = _borrowed(owner)
     b, at = _take(work, 0, p)
-    eta0, at = _take(work, at, nmax)
-    eta, at = _take(work, at, nmax)
-    ll, at = _take(work, at, nmax)
+    eta0, at = _take(work, at, size)  # the chunk's
+    eta, at = _take(work, at, size)
+    ll, at = _take(work, at, size)
+    geta0, at = _take(work, at, nmax)  # one group's, for _group_mode
+    geta, at = _take(work, at, nmax)
+    gll, at = _take(work, at, nmax)
     R, at = _take(work, at, N)
     Wa, at = _take(work, at, N)
     Wda, at = _take(work, at, N)
+    zs_, at = _take(work, at, J * q)
+    zs = zs_.reshape((J, q))
     z, at = _take(work, at, q)
     zprev, at = _take(work, at, q)
     zr, at = _take(work, at, q)
@@ -750,59 +791,101 @@ def group_modes(x, d, modes, chol):
     for t in range(p):
         b[t] = x[t]
     _cholesky_factor(x, d, L)
+    predicted = d[int(d[20])] != 0.0
     failed = 0
-    for j in range(J):
-        _, steps, ok = _group_mode(d, j, b, L, eta0, eta, ll, z, zprev, zr, G, B, C, step, u, R, Wa, Wda, _SHORTCUT) \
-            if _start(x, d, j, L, z) else (0.0, 0, False)
-        if not ok:
+    g1 = 0
+    while g1 < J:
+        g0 = g1
+        lo = di[o_starts + g0]
+        while g1 < J and (g1 == g0 or di[o_starts + g1 + 1] - lo <= size):
+            g1 += 1
+        hi = di[o_starts + g1]
+        if predicted:
+            for j in range(g0, g1):
+                _start(x, d, j, L, z)
+                for a in range(q):
+                    zs[j, a] = z[a]
+                    acc = 0.0
+                    for c in range(a + 1):
+                        acc += L[a, c] * z[c]
+                    u[a] = acc
+                _predictor(d, di[o_starts + j], di[o_starts + j + 1], lo, b, u, eta0, eta)
+            _units(d, lo, hi - lo, eta, ll, R, Wa, Wda)
+        for j in range(g0, g1):
+            ok = False
+            steps = 0
+            if predicted:
+                for a in range(q):
+                    z[a] = zs[j, a]
+                F = _sums(d, di[o_starts + j], di[o_starts + j + 1], lo, ll, Wa, R, q, zr, G)
+                if math.isfinite(F):
+                    big = _newton_step(L, z, zr, G, B, C, u, step, q)
+                    if big >= 0.0 and big < _SHORTCUT:
+                        ok, steps = True, -1
+                    elif big >= 0.0:
+                        _, steps, ok = _group_mode(d, j, b, L, geta0, geta, gll, z, zprev, zr, G, B, C, step, u, R,
+                                                   Wa, Wda, 0.0)
+            if not ok:
+                for a in range(q):
+                    z[a] = 0.0
+                _, steps, ok = _group_mode(d, j, b, L, geta0, geta, gll, z, zprev, zr, G, B, C, step, u, R, Wa, Wda,
+                                           0.0)
+            failed += 0 if ok else 1
+            if ok:  # the last Newton step too (below _TOL or _SHORTCUT): z* to O(step^2)
+                for a in range(q):
+                    z[a] += step[a]
             for a in range(q):
-                z[a] = 0.0
-            _, steps, ok = _group_mode(d, j, b, L, eta0, eta, ll, z, zprev, zr, G, B, C, step, u, R, Wa, Wda, 0.0)
-        failed += 0 if ok else 1
-        if steps == -1:
-            for a in range(q):
-                z[a] += step[a]
-        for a in range(q):
-            acc = 0.0
-            for c in range(a + 1):
-                acc += L[a, c] * z[c]
-            modes[j, a] = acc
-        # C^-T (upper): solve C' X = I column by column
-        for c in range(q):
-            for a in range(q - 1, -1, -1):
-                acc = 1.0 if a == c else 0.0
-                for k in range(a + 1, q):
-                    acc -= C[k, a] * Cinvt[k, c]
-                Cinvt[a, c] = acc / C[a, a]
-        for a in range(q):
-            for c in range(q):
                 acc = 0.0
-                for k in range(a + 1):
-                    acc += L[a, k] * Cinvt[k, c]
-                chol[j, a, c] = acc
+                for c in range(a + 1):
+                    acc += L[a, c] * z[c]
+                modes[j, a] = acc
+            # C^-T (upper): solve C' X = I column by column
+            for c in range(q):
+                for a in range(q - 1, -1, -1):
+                    acc = 1.0 if a == c else 0.0
+                    for k in range(a + 1, q):
+                        acc -= C[k, a] * Cinvt[k, c]
+                    Cinvt[a, c] = acc / C[a, a]
+            for a in range(q):
+                for c in range(q):
+                    acc = 0.0
+                    for k in range(a + 1):
+                        acc += L[a, k] * Cinvt[k, c]
+                    chol[j, a, c] = acc
     owner[0] = 0.0  # alive to here: the views above are into it
     return failed
 
 
-@numba.njit(**_OPTIONS, parallel=True)
+@numba.njit(**_OPTIONS)
 def conditional_draws(xs, d, normals, out):
     """u draws (S x J x q): at each unconstrained draw xs[s], u_j = u*_j + S_j e_j with e = normals[s] ~ N(0, I).
 
-    Returns the number of (draw, group) pairs whose Newton iterations did not converge."""
+    One thread (it releases the GIL: the fit runs blocks of draws on several). Returns the number of (draw, group)
+    pairs whose Newton iterations did not converge.
+
+    Examples
+    --------
+    >>> d = pack_buffer(BINOMIAL, [1, 0], [1, 1], [1, 1], [0, 0], np.ones((2, 1)), [0.0], np.ones((2, 1)), [0, 1], 2,
+    ...                 [[0, 0, 2.5, 0]], [[2, 1, 0, 0]], False, 1.0, 0.0, 0)
+    >>> out = np.empty((1, 2, 1))
+    >>> conditional_draws(np.zeros((1, 2)), d, np.zeros((1, 2, 1)), out), bool(out[0, 0, 0] > 0.0 > out[0, 1, 0])
+    (0, True)
+    """
     S = xs.shape[0]
     q, J = int(d[3]), int(d[4])
-    failed = np.zeros(S, np.int64)
-    for s in numba.prange(S):
-        modes = np.empty((J, q))
-        chol = np.empty((J, q, q))
-        failed[s] = group_modes(xs[s], d, modes, chol)
+    owner = np.empty(_modes_scratch(d))
+    modes = np.empty((J, q))
+    chol = np.empty((J, q, q))
+    failed = 0
+    for s in range(S):
+        failed += _modes(xs[s], d, modes, chol, owner)
         for j in range(J):
             for a in range(q):
                 acc = modes[j, a]
                 for c in range(q):
                     acc += chol[j, a, c] * normals[s, j, c]
                 out[s, j, a] = acc
-    return failed.sum()
+    return failed
 
 
 @numba.njit(**_OPTIONS)
