@@ -839,6 +839,14 @@ def _modes(x, d, modes, chol, owner):
                 for c in range(a + 1):
                     acc += L[a, c] * z[c]
                 modes[j, a] = acc
+            if q == 2:  # S_j = L C^-T in closed form
+                i00, i11 = 1.0 / C[0, 0], 1.0 / C[1, 1]
+                i01 = -C[1, 0] * i00 * i11
+                chol[j, 0, 0] = L[0, 0] * i00
+                chol[j, 0, 1] = L[0, 0] * i01
+                chol[j, 1, 0] = L[1, 0] * i00
+                chol[j, 1, 1] = L[1, 0] * i01 + L[1, 1] * i11
+                continue
             # C^-T (upper): solve C' X = I column by column
             for c in range(q):
                 for a in range(q - 1, -1, -1):
