@@ -17,8 +17,8 @@ from .design.data_checks import check_level2_constant
 from .design.equation_forms import Equations
 from .design.equations import model_equations
 from .design.matrices import Design, build_design, group_labels
-from .design.nested_centring import centred_parents
-from .design.parameterization import choose_parameterization, precondition_choice
+from .design.nested_centring import INTEGRATED, centred_parents, integrable_parents
+from .design.parameterization import choose_parameterization, fixed_factors, precondition_choice
 from .design.priors import Prior, priors_table, resolve_priors
 from .design.structure import FactorStructure, check_repeated_labels, factor_structure
 from .errors import ArgumentError, SpecError, UnsupportedModelError
@@ -507,6 +507,9 @@ class MLM:
                 choice, map_note = precondition_choice(self.design, self.prior_dict, parameterization, choice,
                                                        precondition)
                 mapped = "none" if map_note else "laplace"
+                if mapped == "none":  # a parent read only by its child's prior: integrated out (design.nested_centring)
+                    fixed = fixed_factors(parameterization, choice)
+                    choice = {**choice, **dict.fromkeys(integrable_parents(self.design, choice, fixed), INTEGRATED)}
                 idata, seconds_build, seconds_sample = fit_glmm(self.design, self.prior_dict, settings, cells, choice,
                                                                 mapped)
                 map_note = map_note or ""

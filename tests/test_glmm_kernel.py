@@ -267,14 +267,14 @@ def _three_levels(seed: int, schools: int = 30, classes: int = 4, pupils: int = 
     return df, truth
 
 
-def test_recovers_a_three_level_bernoulli_model_centred_on_the_parents():
+def test_recovers_a_three_level_bernoulli_model_its_parent_integrated_out():
     df, truth = _three_levels(5)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", bayesmlm.ConvergenceWarning)
         fit = bayesmlm.MLM("y ~ x + (1 | school/class)", df, family="bernoulli").fit(
             draws=400, tune=400, chains=2, seed=3, progressbar=False)
     assert fit.record.density == "kernel"
-    assert fit.record.parameterization == {"school": "centred", "school:class": "centred on school"}
+    assert fit.record.parameterization == {"school": "integrated", "school:class": "centred on school"}
     post = fit.posterior
     for name, term, value in [(FIXED, "(Intercept)", truth["(Intercept)"]), (FIXED, "x", truth["x"]),
                               (sd_var("school"), "(Intercept)", truth["school"]),

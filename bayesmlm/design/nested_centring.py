@@ -24,7 +24,16 @@ shares at least one term with it (the same term name and the same Z column);
 of several, the one with the most levels (the nearest). A parent block's term
 moves into one child only (two children both reading it would count it twice):
 the child with the most levels takes it. Cumulative models are left alone (their
-located intercept would need the same treatment). Nothing here imports PyMC.
+located intercept would need the same treatment).
+
+Centring leaves the parent's own funnel: its effects w_l, informed only by the
+few children of each level, against its SD. Where the parent's block is one
+term that moved into a one-term child (``(1 | BROOD) + (1 | LOCATION)``), the
+parent can go altogether: its effects enter nothing but the children's prior,
+which is Gaussian, so they integrate out exactly (the children of level l
+jointly N(H b, a I + c 1 1'), :mod:`bayesmlm.fastpath.glmm_kernel`) and are
+drawn from their exact conditional after sampling. :func:`integrable_parents`
+says where. Nothing here imports PyMC.
 """
 
 from __future__ import annotations
@@ -35,7 +44,10 @@ import numpy as np
 
 from .matrices import Design
 
-__all__ = ["ParentLink", "centred_parents", "parent_levels"]
+__all__ = ["ParentLink", "centred_parents", "parent_levels", "integrable_parents", "INTEGRATED"]
+
+INTEGRATED = "integrated"
+"""The parameterisation of a parent factor integrated out of its child's prior (:func:`integrable_parents`)."""
 
 
 @dataclass(frozen=True, eq=False)
@@ -123,3 +135,34 @@ def centred_parents(design: Design, parameterization: dict[str, str]) -> dict[st
             taken.add((parent.label, t))
         out[child.label] = ParentLink(child.label, parent.label, parent.group, levels, P)
     return {b.label: out[b.label] for b in design.blocks if b.label in out}
+
+
+def integrable_parents(design: Design, parameterization: dict[str, str], fixed: set | frozenset = frozenset()) -> dict[str, str]:
+    """Per parent factor whose effects can be integrated out of its one child's prior, that child's block label.
+
+    A parent qualifies when its factor has one block, of one term, all of which
+    moved into a child of one term (so the likelihood reads none of it), it is
+    not itself centred on a parent, and the user did not fix its
+    parameterisation (``fixed`` names the factors they did). The model is the
+    same; what the sampler sees is not.
+
+    Examples
+    --------
+    >>> import bayesmlm
+    >>> m = bayesmlm.MLM("TICKS ~ YEAR + (1 | BROOD) + (1 | LOCATION)", bayesmlm.datasets.load("grouseticks"),
+    ...                  family="poisson")
+    >>> integrable_parents(m.design, {"BROOD": "centred", "LOCATION": "non-centred"})
+    {'LOCATION': 'BROOD'}
+    >>> integrable_parents(m.design, {"BROOD": "centred", "LOCATION": "non-centred"}, fixed={"LOCATION"})
+    {}
+    """
+    links = centred_parents(design, parameterization)
+    by_label = {b.label: b for b in design.blocks}
+    out = {}
+    for ln in links.values():
+        parent, child = by_label[ln.parent], by_label[ln.child]
+        own = [b for b in design.blocks if b.group == parent.group]
+        if (len(own) == 1 and parent.q == 1 and child.q == 1 and ln.shared.all() and ln.parent not in links
+                and parent.group not in fixed):
+            out[parent.group] = ln.child
+    return out

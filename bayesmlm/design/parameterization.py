@@ -39,7 +39,7 @@ from .matrices import Design
 from .priors import Prior, sd_name
 
 __all__ = ["PARAMETERIZATIONS", "CENTRED_MIN_KAPPA", "CENTRED_SHARE", "prior_median", "group_information",
-           "parent_information", "choose_parameterization",
+           "parent_information", "choose_parameterization", "fixed_factors",
            "PRECONDITION_MAX_KAPPA", "precondition_choice"]
 
 PARAMETERIZATIONS = ("centred", "non-centred")
@@ -214,6 +214,19 @@ def choose_parameterization(design: Design, priors: dict[str, Prior], requested:
     return choice
 
 
+def fixed_factors(requested, factors) -> set[str]:
+    """The factors whose parameterisation ``MLM.fit(parameterization=)`` fixed (not ``"auto"``).
+
+    Examples
+    --------
+    >>> sorted(fixed_factors({"a": "centred", "b": "auto"}, ["a", "b"])), sorted(fixed_factors("auto", ["a", "b"]))
+    (['a'], [])
+    """
+    if isinstance(requested, str):
+        return set(factors) if requested != "auto" else set()
+    return {f for f, v in (requested or {}).items() if v != "auto"} if isinstance(requested, dict) else set()
+
+
 PRECONDITION_MAX_KAPPA = 50.0
 """The rule's threshold on the median kappa of a factor's groups (see :func:`precondition_choice`)."""
 
@@ -263,8 +276,7 @@ def precondition_choice(design, priors, requested, chosen: dict[str, str], preco
         return chosen, "not asked for"
     if family not in ("bernoulli", "binomial", "poisson"):
         return chosen, f"family '{family}' (the map is for bernoulli, binomial and poisson)"
-    fixed = set(chosen) if isinstance(requested, str) and requested != "auto" else \
-        {f for f, v in (requested or {}).items() if v != "auto"} if isinstance(requested, dict) else set()
+    fixed = fixed_factors(requested, chosen)
     free = [f for f in chosen if f not in fixed]
     if not free:
         return chosen, "the parameterisation of every factor was fixed by the call"

@@ -27,7 +27,7 @@ from ..build.full import centred_basis, centred_fixed_terms, model_coords
 from ..design.aggregate import Cells
 from ..design.block_means import block_means
 from ..design.matrices import Design
-from ..design.nested_centring import centred_parents
+from ..design.nested_centring import INTEGRATED, centred_parents
 from ..design.priors import Prior, cor_name, sd_name
 from ..sample.draws import nutpie_posterior
 from ..sample.nuts import SamplerSettings
@@ -100,7 +100,14 @@ class GlmmPlan:
     ----------
     design : Design
     parameterization : dict of str to str
-        ``"centred"`` or ``"non-centred"`` per grouping factor.
+        ``"centred"``, ``"non-centred"`` or ``"integrated"`` per grouping factor (integrated: out of its one
+        child's prior, :func:`bayesmlm.design.nested_centring.integrable_parents`; no block of the kernel).
+    blocks : list of KernelBlock
+        The kernel's blocks: the design's, without the integrated parents.
+    block_labels : list of str
+        Their labels.
+    integrated : dict of str to ParentLink
+        Per integrated parent's block label, its child's link (:mod:`bayesmlm.fastpath.parent_draws` draws its effects).
     buffer : ndarray
         :func:`bayesmlm.fastpath.glmm_kernel.pack_buffer`.
     n_dim : int
@@ -118,24 +125,36 @@ class GlmmPlan:
         rows = slice(None) if cells is None else cells.first
         means = block_means(design, self.parameterization)
         self.parents = centred_parents(design, self.parameterization)
-        labels = [b.label for b in design.blocks]
+        integrated = {b.label for b in design.blocks if self.parameterization.get(b.group) == INTEGRATED}
+        self.integrated = {ln.parent: ln for ln in self.parents.values() if ln.parent in integrated}
+        if integrated - set(self.integrated):
+            raise ValueError(f"Factors integrated out without a centred child that takes them: {sorted(integrated)}.")
+        kept = [b for b in design.blocks if b.label not in integrated]
+        labels = self.block_labels = [b.label for b in kept]
+        by_label = {b.label: b for b in design.blocks}
         shared = {}  # per parent block, its terms that moved into a child: zero in its Z (the child reads them)
         for ln in self.parents.values():
             shared[ln.parent] = shared.get(ln.parent, np.zeros(len(ln.shared), bool)) | ln.shared
         blocks = []
-        for b in design.blocks:
+        for b in kept:
             centred = self.parameterization.get(b.group, "non-centred") == "centred"
             f = design.factors[b.group]
             eta = priors[cor_name(b.label)].kwargs["eta"] if b.correlated else 1.0
             ln = self.parents.get(b.label)
+            marginal = ln is not None and ln.parent in integrated
+            kind = kernel.CENTRED_MARGINAL if marginal else kernel.CENTRED if centred else kernel.NON_CENTRED
+            rows_of = [prior_row(priors[sd_name(b.label, t)]) for t in b.terms]
+            if marginal:  # then the parent's SD prior
+                rows_of += [prior_row(priors[sd_name(ln.parent, t)]) for t in by_label[ln.parent].terms]
             Z = b.Z[rows]
             blocks.append(kernel.KernelBlock(
-                kernel.CENTRED if centred else kernel.NON_CENTRED, b.correlated, f.index[rows],
-                np.where(shared[b.label], 0.0, Z) if b.label in shared else Z,
-                [prior_row(priors[sd_name(b.label, t)]) for t in b.terms], eta, f.n_levels,
+                kind, b.correlated, f.index[rows], np.where(shared[b.label], 0.0, Z) if b.label in shared else Z,
+                rows_of, eta, f.n_levels,
                 H=means[b.label].H if centred else None, A=np.linalg.inv(centred_basis(b)) if centred else None,
-                parent=-1 if ln is None else labels.index(ln.parent), parent_levels=None if ln is None else ln.levels,
-                P=None if ln is None else ln.P, Z_absorbed=Z if b.label in shared else None))
+                parent=-1 if ln is None or marginal else labels.index(ln.parent),
+                parent_levels=None if ln is None else ln.levels, P=None if ln is None or marginal else ln.P,
+                Z_absorbed=Z if b.label in shared else None,
+                n_parent=design.factors[by_label[ln.parent].group].n_levels if marginal else 0))
         self.blocks = blocks
         fixed_rows = np.array([prior_row(priors[t]) for t in design.fixed_terms]).reshape(-1, 4)
         intercept = design.fixed_terms.index("(Intercept)") if design.has_intercept else -1
@@ -147,13 +166,17 @@ class GlmmPlan:
             self.buffer = kernel.pack_buffer(family, y, trials, weights, offset, design.X[rows], design.x_centre,
                                              fixed_rows, blocks, constant, intercept)
         self.n_dim = int(self.buffer[1])
-        self.dims = {FIXED: (FIXED_DIM,)}
-        for b in design.blocks:
+        self.dims = {FIXED: (FIXED_DIM,)}  # in expand's order
+        for b in kept:
             block_dims = variable_dims(b.label, b.group, b.correlated)
             self.dims[sd_var(b.label)] = block_dims[sd_var(b.label)]
             if b.correlated:
                 self.dims[cor_var(b.label)] = block_dims[cor_var(b.label)]
             self.dims[u_var(b.label)] = block_dims[u_var(b.label)]
+            ln = self.parents.get(b.label)
+            if ln is not None and ln.parent in integrated:
+                parent = by_label[ln.parent]
+                self.dims[sd_var(parent.label)] = variable_dims(parent.label, parent.group, False)[sd_var(parent.label)]
         if design.categories is not None:
             self.dims[THRESHOLDS] = (THRESHOLD_DIM,)
 
@@ -173,11 +196,17 @@ class GlmmPlan:
                 v[k] = v[k] + w[blk.parent][blk.parent_levels] @ blk.P.T @ np.linalg.inv(blk.A).T
             w[k] = v[k] @ blk.A.T  # A = I for a non-centred block
         x = [b] + [v[k].ravel() for k in range(len(self.blocks))]
-        for blk, bd in zip(self.blocks, design.blocks):
+        by_label = {b.label: b for b in design.blocks}
+        for blk, label in zip(self.blocks, self.block_labels):
+            bd = by_label[label]
             if blk.correlated:
                 x.append(np.zeros(blk.n_sd))
-            else:
-                x.append(np.log([support_point(priors[sd_name(bd.label, t)]) for t in bd.terms]))
+                continue
+            terms = [sd_name(bd.label, t) for t in bd.terms]
+            if blk.kind == 3:  # CENTRED_MARGINAL: then the integrated parent's SD
+                parent = by_label[self.parents[label].parent]
+                terms += [sd_name(parent.label, t) for t in parent.terms]
+            x.append(np.log([support_point(priors[t]) for t in terms]))
         if design.categories is not None:  # PyMC's initval, linspace(-1.5, 1.5, K - 1), through the ordered transform
             c = np.linspace(-1.5, 1.5, len(design.categories) - 1)
             x.append(np.concatenate([c[:1], np.log(np.diff(c))]))
@@ -354,6 +383,10 @@ def fit_glmm(design: Design, priors: dict[str, Prior], settings: SamplerSettings
                           seed=s.seed, progress_bar=s.progressbar, save_warmup=False, target_accept=s.target_accept)
     seconds_sample = time.perf_counter() - start
     posterior = nutpie_posterior(trace, plan.dims, coords)
+    if getattr(plan, "integrated", None):
+        from .parent_draws import draw_parents
+
+        posterior = draw_parents(posterior, design, plan.integrated, coords, s.seed)
     sampling_time = trace["posterior"].attrs.get("sampling_time", seconds_sample)
     posterior.attrs.update({"compile_seconds": 0.0, "sampling_time": float(sampling_time),
                             "method": "full", "density": "kernel"})

@@ -42,7 +42,19 @@ u_j = A (v_j - H_j b) - P w_parent[parent(j)], with w_parent what the parent's p
 parent's shared columns are zero in its Z (the child's A v_j carries them), its mean is still absorbed
 from the full Z (``Z_absorbed``), and the child's prior gradient P' (L L')^-1 u_j joins the parent's
 likelihood gradient in w before the parent's own density chains it into z or v. The per-unit loop is
-unchanged; the block table's last three fields hold the parent, its level per child level and P.
+unchanged; the block table's fields 14 to 16 hold the parent, its level per child level and P.
+
+A centred block's parent may instead be integrated out of its prior (:data:`CENTRED_MARGINAL`, where
+:func:`bayesmlm.design.nested_centring.integrable_parents` allows it: one term in each block, the parent
+read by nothing else). The parent is then no block of the kernel: with r_j = v_j - H_j b, a = sd_child^2 and
+c = sd_parent^2, the n_l children of parent level l are jointly N(0, a I + c 1 1'), so per level
+
+    log p = -n_l/2 log 2 pi - 1/2 [(n_l - 1) log a + log(a + n_l c) + (SS_l - S_l^2 / n_l) / a + S_l^2 / (n_l (a + n_l c))]
+
+with S_l and SS_l the sum and the sum of squares of its children's r_j. The child's SD parameters are its
+own then the parent's (its prior row after the child's), field 17 holds the parent's number of levels, and
+expand writes the child's r_j as its u and the parent's SD after them; the parent's effects are drawn from
+their exact conditional after sampling (:mod:`bayesmlm.fastpath.parent_draws`).
 
 Everything the kernel reads is one float64 buffer (:func:`pack_buffer`);
 index arrays are stored as int64 bit patterns. The kernel is the same for every
@@ -61,15 +73,15 @@ from . import cumulative_kernel as cumulative
 from .branchless_math import exp_clamped, log1p_unit
 from .prior_density import prior_logp, sd_block_logp
 
-__all__ = ["HEAD", "BLOCK_FIELDS", "NON_CENTRED", "CENTRED", "BINOMIAL", "POISSON", "KernelBlock", "reduced_design", "pack_buffer",
+__all__ = ["HEAD", "BLOCK_FIELDS", "NON_CENTRED", "CENTRED", "CENTRED_MARGINAL", "BINOMIAL", "POISSON", "KernelBlock", "reduced_design", "pack_buffer",
            "logp_grad", "expand", "logp_cfunc", "expand_cfunc"]
 
-NON_CENTRED, CENTRED = 1, 2
+NON_CENTRED, CENTRED, CENTRED_MARGINAL = 1, 2, 3
 BINOMIAL, POISSON = 0, 1
 HEAD = 17  # d[0] length, n_dim, p, K, N, family, n_expanded, constant, intercept, o_blocks, o_units, o_fixed, o_xc,
 #           o_X (the reduced design), its number of columns, o_cols (their indices in b), the family's section
 #           (cumulative_kernel.SECTION_SLOT; 0 without)
-BLOCK_FIELDS = 17
+BLOCK_FIELDS = 18
 _OPTIONS = {"cache": True, "error_model": "numpy", "nogil": True, "fastmath": {"nsz", "arcp", "contract", "afn", "reassoc"}}
 _LOG_2PI = math.log(2.0 * math.pi)
 _CHUNK = 1024  # units per chunk: eta and r stay in L1
@@ -81,13 +93,13 @@ class KernelBlock:
     Attributes
     ----------
     kind : int
-        :data:`NON_CENTRED` or :data:`CENTRED`.
+        :data:`NON_CENTRED`, :data:`CENTRED` or :data:`CENTRED_MARGINAL` (centred, its parent integrated out).
     correlated : bool
     index : ndarray (N,) of int
         Each unit's level.
     Z : ndarray (N, q)
-    priors : ndarray (q, 4)
-        The SD prior of each term (:func:`bayesmlm.fastpath.prior_density.prior_row`).
+    priors : ndarray (q, 4), or (q + 1, 4) for CENTRED_MARGINAL
+        The SD prior of each term (:func:`bayesmlm.fastpath.prior_density.prior_row`), then the integrated parent's.
     eta : float
         The LKJ shape (correlated blocks).
     n_levels : int
@@ -99,19 +111,27 @@ class KernelBlock:
         The block (its position in the list) a centred block is centred on, -1 for none
         (:mod:`bayesmlm.design.nested_centring`): u_j = A (v_j - H_j b) - P w_parent[parent_levels[j]].
     parent_levels : ndarray (J,) of int
+        Each level's parent level (a child centred on its parent, or CENTRED_MARGINAL).
     P : ndarray (q, q_parent)
     Z_absorbed : ndarray (N, q) or None
         A parent's Z before its shared columns moved to its children (zero in ``Z``): what its mean absorbs from
         the fixed design (:func:`reduced_design`). None: ``Z``.
+    n_parent : int
+        CENTRED_MARGINAL: the integrated parent's number of levels.
     """
 
     def __init__(self, kind, correlated, index, Z, priors, eta, n_levels, H=None, A=None, parent=-1, parent_levels=None,
-                 P=None, Z_absorbed=None):
+                 P=None, Z_absorbed=None, n_parent=0):
         self.kind, self.correlated, self.eta, self.n_levels = int(kind), bool(correlated), float(eta), int(n_levels)
         self.index = np.asarray(index, dtype=np.int64)
         self.Z = np.ascontiguousarray(Z, dtype=np.float64)
         self.q = self.Z.shape[1]
-        self.priors = np.asarray(priors, dtype=np.float64).reshape(self.q, 4)
+        self.priors = np.asarray(priors, dtype=np.float64).reshape(-1, 4)
+        self.n_parent = int(n_parent)
+        if (self.kind == CENTRED_MARGINAL) != (len(self.priors) == self.q + 1) or (self.kind == CENTRED_MARGINAL
+                                                                                      and self.q != 1):
+            raise ValueError("A CENTRED_MARGINAL block has one term and two prior rows (its own, its parent's); "
+                             "other blocks one prior row per term.")
         self.H = None if H is None or not np.any(H) else np.ascontiguousarray(H, dtype=np.float64)
         self.A = np.eye(self.q) if A is None else np.asarray(A, dtype=np.float64)
         self.parent = int(parent)
@@ -121,8 +141,8 @@ class KernelBlock:
 
     @property
     def n_sd(self) -> int:
-        """The SD parameters in x: q log SDs, or the q (q + 1) / 2 packed Cholesky entries."""
-        return self.q * (self.q + 1) // 2 if self.correlated else self.q
+        """The SD parameters in x: q log SDs, or the q (q + 1) / 2 packed Cholesky entries (and the integrated parent's)."""
+        return self.q * (self.q + 1) // 2 if self.correlated else self.q + (self.kind == CENTRED_MARGINAL)
 
 
 def reduced_design(Xc: np.ndarray, blocks) -> tuple[np.ndarray, np.ndarray]:
@@ -145,7 +165,7 @@ def reduced_design(Xc: np.ndarray, blocks) -> tuple[np.ndarray, np.ndarray]:
     Xr = np.array(Xc, dtype=np.float64)
     scale = np.abs(Xr).max(axis=0, initial=0.0)
     for b in blocks:
-        if b.kind == CENTRED and b.H is not None:
+        if b.kind in (CENTRED, CENTRED_MARGINAL) and b.H is not None:
             ZA = b.Z_absorbed @ b.A
             for lo in range(0, len(Xr), 1 << 20):  # in chunks: H by unit is N x q x p
                 part = slice(lo, lo + (1 << 20))
@@ -206,10 +226,11 @@ def pack_buffer(family, y, trials, weights, offset, X, x_centre, fixed_priors, b
         parts += arrays
         end = int(starts[-1])
         table.append([b.kind, b.q, b.n_levels, int(b.correlated), e_at, x_at, b.eta, starts[0], starts[1], starts[2],
-                      starts[6] if b.H is not None else -1, starts[3], out_at, 0, b.parent, starts[4], starts[5]])
+                      starts[6] if b.H is not None else -1, starts[3], out_at, 0, b.parent, starts[4], starts[5],
+                      b.n_parent])
         e_at += b.n_levels * b.q
         x_at += b.n_sd
-        out_at += b.q + (b.q * (b.q - 1) // 2 if b.correlated else 0) + b.n_levels * b.q
+        out_at += b.q + (b.q * (b.q - 1) // 2 if b.correlated else 0) + b.n_levels * b.q + (b.kind == CENTRED_MARGINAL)
     head = [0.0, n_dim, p, K, N, family, out_at, constant, intercept, o_blocks, o_units, o_fixed, o_xc, o_X, len(cols),
             o_cols, 0.0]
     assert len(head) == HEAD and cumulative.SECTION_SLOT == HEAD - 1
@@ -252,7 +273,7 @@ def _effects(x, d, r, L, u, mean):
     for j in range(J):
         for a in range(q):
             e[a] = x[e_at + j * q + a]
-        if kind == 2 and h_at >= 0 and mean != 0.0:
+        if kind >= 2 and h_at >= 0 and mean != 0.0:
             for a in range(q):
                 m = 0.0
                 for t in range(p):
@@ -329,10 +350,57 @@ def _sd_prior(x, d, r, L, dL, grad):
 
 
 @numba.njit(**_OPTIONS)
+def _marginal_density(x, d, r, L, u, gu, dL, grad):
+    """A CENTRED_MARGINAL block's prior with its parent integrated out (the module's docstring), chained into x.
+
+    Fills dL (the child's SD) as :func:`_block_density` does and adds the parent's SD prior itself."""
+    J, e_at, sd_at, h_at, prior_at = int(d[r + 2]), int(d[r + 4]), int(d[r + 5]), int(d[r + 10]), int(d[r + 7])
+    lv_at, Jp, p = int(d[r + 15]), int(d[r + 17]), int(d[2])
+    di = d.view(np.int64)
+    a = L[0, 0] * L[0, 0]
+    s_parent = math.exp(x[sd_at + 1])
+    c = s_parent * s_parent
+    S = np.zeros(Jp)
+    SS = np.zeros(Jp)
+    n = np.zeros(Jp)
+    for j in range(J):
+        lv = di[lv_at + j]
+        S[lv] += u[j]
+        SS[lv] += u[j] * u[j]
+        n[lv] += 1.0
+    lp = -0.5 * J * _LOG_2PI
+    da, dc = 0.0, 0.0
+    for lv in range(Jp):
+        if n[lv] == 0.0:  # a parent level without children: its effect integrates to 1
+            continue
+        tau = a + n[lv] * c
+        within = SS[lv] - S[lv] * S[lv] / n[lv]
+        between = S[lv] * S[lv] / n[lv]
+        lp -= 0.5 * ((n[lv] - 1.0) * math.log(a) + math.log(tau) + within / a + between / tau)
+        da += 0.5 * (within / (a * a) + between / (tau * tau) - (n[lv] - 1.0) / a - 1.0 / tau)
+        dc += 0.5 * (S[lv] * S[lv] / (tau * tau) - n[lv] / tau)
+        S[lv] = c * S[lv] / tau  # from here: the parent's conditional mean
+    for j in range(J):  # (the covariance)^-1 r: g_j = (r_j - E[w_parent | r]) / a
+        g = (u[j] - S[di[lv_at + j]]) / a
+        grad[e_at + j] += gu[j] - g  # d/dv_j: the likelihood's part (A = 1) and the prior's
+        if h_at >= 0:  # the prior's part reaches b through -H_j
+            for s in range(p):
+                grad[s] += d[h_at + j * p + s] * g
+    dL[0, 0] = 2.0 * L[0, 0] * da
+    Lp = np.empty((1, 1))
+    dLp = np.empty((1, 1))
+    Lp[0, 0] = s_parent
+    dLp[0, 0] = 2.0 * s_parent * dc
+    return lp + sd_block_logp(x, d, 1, False, sd_at + 1, 1.0, prior_at + 4, Lp, dLp, grad)
+
+
+@numba.njit(**_OPTIONS)
 def _block_density(x, d, r, L, u, gu, dL, grad):
     """The effects' own density of block row r and the likelihood's gradient gu chained into x; fills dL."""
     kind, q, J, e_at, h_at, a_at = int(d[r]), int(d[r + 1]), int(d[r + 2]), int(d[r + 4]), int(d[r + 10]), int(d[r + 11])
     p, loc = int(d[2]), int(d[r + cumulative.LOCATION_FIELD])
+    if kind == 3:
+        return _marginal_density(x, d, r, L, u, gu, dL, grad)
     g_loc = 0.0
     for a in range(q):
         for c in range(q):
@@ -522,7 +590,7 @@ def logp_grad(x, d, grad):
         kq[k], kat[k], kix[k], kzs[k] = int(d[r + 1]), at, int(d[r + 8]), int(d[r + 9])
         _cholesky_factor(x, d, r, Ls[k])
         _effects(x, d, r, Ls[k], u[at:], 1.0)
-        if int(d[r]) == 2 and int(d[r + 10]) >= 0:
+        if int(d[r]) >= 2 and int(d[r + 10]) >= 0:
             _effects(x, d, r, Ls[k], w[at:], 0.0)
         else:
             for c in range(kq[k] * int(d[r + 2])):
@@ -612,6 +680,8 @@ def expand(x, d, out):
             wp = np.empty(qp * int(d[rp + 2]))
             _effects(x, d, rp, Lp, wp, 0.0)
             _subtract_parent(d, r, out[at:at + J * q], wp)
+        if int(d[r]) == 3:  # the integrated parent's SD (its effects: drawn after sampling)
+            out[at + J * q] = math.exp(x[int(d[r + 5]) + 1])
     if int(d[5]) == cumulative.CUMULATIVE:
         cumulative.expand_thresholds(x, d, out)
     return 0
