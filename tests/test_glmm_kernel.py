@@ -274,7 +274,7 @@ def test_recovers_a_three_level_bernoulli_model_its_parent_integrated_out():
         fit = bayesmlm.MLM("y ~ x + (1 | school/class)", df, family="bernoulli").fit(
             draws=400, tune=400, chains=2, seed=3, progressbar=False)
     assert fit.record.density == "kernel"
-    assert fit.record.parameterization == {"school": "integrated", "school:class": "centred on school"}
+    assert fit.record.parameterization == {"school": "collapsed", "school:class": "centred on school"}
     post = fit.posterior
     for name, term, value in [(FIXED, "(Intercept)", truth["(Intercept)"]), (FIXED, "x", truth["x"]),
                               (sd_var("school"), "(Intercept)", truth["school"]),

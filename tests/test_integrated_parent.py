@@ -49,7 +49,7 @@ def test_density_is_the_full_models_integrated_over_the_parent(family, aggregate
     m = bayesmlm.MLM("y ~ x + (1 | c) + (1 | s)", _nested(2, family, 2000 if aggregate else 400), family=family)
     cells, _ = m._full_options(aggregate, "auto")
     full = glmm_plan(m.design, m.prior_dict, cells, {"c": "centred", "s": "non-centred"})
-    marginal = glmm_plan(m.design, m.prior_dict, cells, {"c": "centred", "s": "integrated"})
+    marginal = glmm_plan(m.design, m.prior_dict, cells, {"c": "centred", "s": "collapsed"})
     p, J, Jp = len(m.design.fixed_terms), 30, 8
     assert [b.kind for b in marginal.blocks] == [3] and marginal.n_dim == full.n_dim - Jp
     levels = marginal.integrated["s"].levels
@@ -74,7 +74,7 @@ def test_density_is_the_full_models_integrated_over_the_parent(family, aggregate
 
 def test_parent_draws_have_the_gaussian_conditional_moments():
     m = bayesmlm.MLM("y ~ x + (1 | c) + (1 | s)", _nested(4, "poisson", 400), family="poisson")
-    plan = glmm_plan(m.design, m.prior_dict, None, {"c": "centred", "s": "integrated"})
+    plan = glmm_plan(m.design, m.prior_dict, None, {"c": "centred", "s": "collapsed"})
     link = plan.integrated["s"]
     J, Jp, D = 30, 8, 20000
     rng = np.random.default_rng(0)
@@ -110,7 +110,7 @@ def grouse_fit(fit_cache):
 
 def test_grouseticks_converges_at_defaults_and_matches_glmer(grouse_fit):
     fit, ref = grouse_fit, reference("grouseticks")
-    assert fit.record.parameterization == {"BROOD": "centred on LOCATION", "LOCATION": "integrated"}
+    assert fit.record.parameterization == {"BROOD": "centred on LOCATION", "LOCATION": "collapsed"}
     diag = fit.record.diagnostics
     assert diag.max_rhat < 1.01 and diag.min_ess_bulk > 400 and diag.divergences == 0
     fe = fit.fixef()

@@ -46,8 +46,9 @@ from .matrices import Design
 
 __all__ = ["ParentLink", "centred_parents", "parent_levels", "integrable_parents", "INTEGRATED"]
 
-INTEGRATED = "integrated"
-"""The parameterisation of a parent factor integrated out of its child's prior (:func:`integrable_parents`)."""
+INTEGRATED = "collapsed"
+"""The parameterisation of a parent factor integrated out of its child's prior (:func:`integrable_parents`): "collapsed",
+as the crossed route says of the factors it integrates out."""
 
 
 @dataclass(frozen=True, eq=False)

@@ -100,7 +100,7 @@ class GlmmPlan:
     ----------
     design : Design
     parameterization : dict of str to str
-        ``"centred"``, ``"non-centred"`` or ``"integrated"`` per grouping factor (integrated: out of its one
+        ``"centred"``, ``"non-centred"`` or ``"collapsed"`` per grouping factor (collapsed: integrated out of its one
         child's prior, :func:`bayesmlm.design.nested_centring.integrable_parents`; no block of the kernel).
     blocks : list of KernelBlock
         The kernel's blocks: the design's, without the integrated parents.
