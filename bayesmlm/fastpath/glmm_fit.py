@@ -383,7 +383,7 @@ def fit_glmm(design: Design, priors: dict[str, Prior], settings: SamplerSettings
                           seed=s.seed, progress_bar=s.progressbar, save_warmup=False, target_accept=s.target_accept)
     seconds_sample = time.perf_counter() - start
     posterior = nutpie_posterior(trace, plan.dims, coords)
-    if getattr(plan, "integrated", None):
+    if plan.integrated:
         from .parent_draws import draw_parents
 
         posterior = draw_parents(posterior, design, plan.integrated, coords, s.seed)
