@@ -228,7 +228,7 @@ class PreconditionedPlan:
     ----------
     base : GlmmPlan
         :class:`bayesmlm.fastpath.glmm_fit.GlmmPlan`.
-    design, dims :
+    design, dims, integrated :
         The base plan's.
     x_hat : ndarray
         The optimum (:func:`laplace_point`), in the kernel's coordinates.
@@ -241,6 +241,7 @@ class PreconditionedPlan:
 
     def __init__(self, base, x_hat: np.ndarray, approx: dict):
         self.base, self.x_hat, self.n_dim, self.dims, self.design = base, x_hat, base.n_dim, base.dims, base.design
+        self.integrated = base.integrated
         self.mapped = sorted(approx)
         layout = _layout(base)
         n0 = len(base.buffer)
