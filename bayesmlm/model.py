@@ -6,7 +6,7 @@ the composition of lFormula, mkLmerDevfun, optimizeLmer and mkMerMod).
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import pandas as pd
@@ -33,6 +33,7 @@ from .results.record import FitRecord
 from .sample.initial import INITS, frequentist_start, initial_values
 from .sample.nuts import (
     FIT_METHODS,
+    GRAPH_TUNE,
     START_SAMPLERS,
     SamplerSettings,
     check_convergence,
@@ -355,7 +356,7 @@ class MLM:
         self.design.require_rows("A prior predictive simulation")
         return prior_predictive(self, draws=draws, seed=seed)
 
-    def fit(self, draws: int = 1000, tune: int = 1000, chains: int = 4, seed: int | None = None, sampler: str = "nutpie",
+    def fit(self, draws: int = 1000, tune: int | None = None, chains: int = 4, seed: int | None = None, sampler: str = "nutpie",
             target_accept: float = 0.9, progressbar: bool = True, method: str = "auto", *, aggregate: bool = True,
             parameterization: str | dict = "auto", init: str = "sampler", precondition: str = "none") -> Fit:
         """Sample the posterior with NUTS and return a :class:`~bayesmlm.Fit`.
@@ -363,7 +364,11 @@ class MLM:
         Parameters
         ----------
         draws, tune, chains : int
-            Draws kept per chain, tuning steps per chain, chains.
+            Draws kept per chain, tuning steps per chain, chains. ``tune=None``
+            (default) is 400 with nutpie, whose mass-matrix adaptation settles
+            sooner (``benchmarks/tune_results.md``), except on a compiled PyMC
+            graph (``fit.record.density == "pytensor"``), and PyMC's 1000 with
+            the other samplers; ``fit.record.settings.tune`` says what ran.
         seed : int, optional
             The same seed gives the same draws. Without one, a seed is drawn
             and recorded in ``fit.record.settings.seed``.
@@ -516,6 +521,8 @@ class MLM:
                 seconds_build += seconds_cells
             else:
                 density = "pytensor"
+                if tune is None:  # the graph keeps the longer default warm-up (sample.nuts.GRAPH_TUNE)
+                    settings = replace(settings, tune=max(settings.tune, GRAPH_TUNE))
                 pmodel = build_full_model(self.design, self.prior_dict, cells=cells, parameterization=choice)
                 seconds_build = time.perf_counter() - start
                 if init == "frequentist":

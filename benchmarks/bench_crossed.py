@@ -1,7 +1,7 @@
 """The crossed route (issue #12) at default fit settings, beside lmer in the same run.
 
 Two crossed gaussian models, each fitted with ``MLM(...).fit(seed=...)`` at its
-defaults (4 chains x 1000 draws after 1000 tuning steps, nutpie), which takes
+defaults (4 chains x 1000 draws after the default warm-up, 400 steps with nutpie), which takes
 the crossed route (``fit.record.route == "crossed"``):
 
 - penicillin: ``diameter ~ 1 + (1 | plate) + (1 | sample)`` (144 rows);

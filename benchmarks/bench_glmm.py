@@ -4,7 +4,7 @@ wvs7_sim with a binary outcome ``hi = tech >= 8``, ``hi ~ smu + (1 + smu | count
 family="bernoulli":
 
 - all 91,175 rows at bayesmlm's default fit settings (4 chains x 1000 draws
-  after 1000 tuning steps), converged meaning R-hat <= 1.01, bulk and tail
+  after the default warm-up, 400 steps with nutpie), converged meaning R-hat <= 1.01, bulk and tail
   ESS >= 400 and no divergences; glmer on the same rows, timed in the same run
   with Rscript (when R and lme4 are present);
 - a 1,934-row subsample (pandas seed 7) at 2 chains x 500 draws (500 tuning

@@ -223,7 +223,7 @@ def main() -> None:
     lines.append("")
     lines.append(markdown(vc, index=False))
     lines.append("\nPastes:\n\n" + markdown(pastes_fit.varcorr()[["group", "mean", "sd"]].round(3), index=False))
-    lines.append("\nNUTS: 4 chains x 1000 draws after 1000 tuning steps, nutpie, seed 2024. "
+    lines.append("\nNUTS: 4 chains x 1000 draws after the default warm-up (400 steps with nutpie), seed 2024. "
                  f"Python {sys.version.split()[0]}; timings are wall-clock under the load above.")
     text = "\n".join(lines) + "\n"
     Path(args.out).write_text(text)

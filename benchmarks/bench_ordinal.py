@@ -2,8 +2,8 @@
 
 ``tech ~ smu + (1 + smu | country)``, family="cumulative", on all 91,175 rows
 (tech 1-10 as ordered categories, a random slope of smu by country), at
-bayesmlm's default fit settings (4 chains x 1000 draws after 1000 tuning
-steps); converged means R-hat <= 1.01, bulk and tail ESS >= 400 and no
+bayesmlm's default fit settings (4 chains x 1000 draws after the default
+warm-up, 400 steps with nutpie); converged means R-hat <= 1.01, bulk and tail ESS >= 400 and no
 divergences. The rows aggregate exactly into country x smu cells of
 category counts (:mod:`bayesmlm.design.aggregate`), 320 cells of 10 counts.
 The anchor, R's ``ordinal::clmm`` on the same rows, is timed in the same run

@@ -1,7 +1,7 @@
 """Small real generalized data sets with several grouping factors at default fit settings, beside glmer (issue #12).
 
 Each model is fitted with ``MLM(...).fit(seed=s)`` at its defaults (4 chains x
-1000 draws after 1000 tuning steps, nutpie; a full model on the GLMM kernel),
+1000 draws after the default warm-up, 400 steps with nutpie; a full model on the GLMM kernel),
 for seeds 1, 2 and 3; target: converged (R-hat <= 1.01, bulk and tail ESS >= 400,
 no divergences) in under 5 s warm (the first fit of the process loads Numba's
 cached kernels and is not counted).

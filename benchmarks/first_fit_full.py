@@ -2,8 +2,8 @@
 
 The full model (random effects sampled: generalized families, several
 factors) is a PyTensor graph that the sampler compiles. Each row is a fresh
-process at ``MLM.fit``'s defaults (4 chains x 1000 draws after 1000 tuning
-steps, seed 1):
+process at ``MLM.fit``'s defaults (4 chains x 1000 draws after the default
+warm-up, 400 steps with nutpie, seed 1):
 
 - ``empty caches``: NUMBA_CACHE_DIR, PyTensor's base_compiledir (its C and
   Numba caches) and BAYESMLM_CACHE point at new empty folders, as on a fresh

@@ -18,6 +18,7 @@ from conftest import reference
 
 import bayesmlm
 from bayesmlm.results.fit import COLUMNS
+from bayesmlm.sample.nuts import SamplerSettings
 
 
 def check_fixed_within_half_sd(fit, ref):
@@ -231,6 +232,20 @@ def test_fit_arguments_are_checked_first(kwargs, words):
     m = bayesmlm.MLM("Reaction ~ Days + (1 | Subject)", bayesmlm.datasets.load("sleepstudy"))
     with pytest.raises(bayesmlm.ArgumentError, match=words):
         m.fit(**kwargs)
+
+
+def test_default_warm_up_is_the_samplers_and_is_recorded():
+    # tune=None: 400 steps with nutpie (benchmarks/tune_results.md), 1000 where nutpie samples a PyMC graph and with
+    # PyMC's own sampler; an explicit tune is kept as given, 0 included
+    m = bayesmlm.MLM("Reaction ~ Days + (1 | Subject)", bayesmlm.datasets.load("sleepstudy"))
+    fit = m.fit(draws=50, chains=1, seed=1, progressbar=False)
+    assert fit.record.settings.tune == 400
+    graph = m.fit(draws=20, chains=1, seed=1, progressbar=False, method="full")  # a PyMC graph keeps 1000
+    assert (graph.record.density, graph.record.settings.tune) == ("pytensor", 1000)
+    assert m.fit(draws=20, tune=30, chains=1, seed=1, progressbar=False, method="full").record.settings.tune == 30
+    assert SamplerSettings(sampler="pymc").resolved().tune == 1000
+    assert SamplerSettings(tune=0).resolved().tune == 0
+    assert SamplerSettings(tune=250, sampler="pymc").resolved().tune == 250
 
 
 @pytest.mark.parametrize("sampler", ["numpyro", "blackjax"])

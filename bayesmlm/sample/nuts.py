@@ -21,7 +21,7 @@ from ..arguments import check_count, check_flag, check_probability, check_seed
 from ..errors import ArgumentError, ConvergenceWarning
 from .convergence import dataset_diagnostics
 
-__all__ = ["FIT_METHODS", "START_SAMPLERS", "SamplerSettings", "Diagnostics", "sample_model", "diagnose", "check_convergence",
+__all__ = ["DEFAULT_TUNE", "GRAPH_TUNE", "FIT_METHODS", "START_SAMPLERS", "SamplerSettings", "Diagnostics", "sample_model", "diagnose", "check_convergence",
            "RHAT_MAX", "ESS_MIN"]
 
 RHAT_MAX = 1.01
@@ -29,6 +29,11 @@ ESS_MIN = 400
 SAMPLERS = ("nutpie", "pymc", "numpyro", "blackjax")
 _NEEDS = {"nutpie": ("nutpie",), "pymc": (), "numpyro": ("jax", "numpyro"), "blackjax": ("jax", "blackjax")}  # importable modules
 START_SAMPLERS = ("nutpie", "pymc")  # samplers that take a start of ours (per-chain noise included)
+DEFAULT_TUNE = {"nutpie": 400, "pymc": 1000, "numpyro": 1000, "blackjax": 1000}  # tune=None: warm-up steps per
+# sampler. nutpie adapts its mass matrix from gradients as well as draws and settles sooner (400 is its own default);
+# benchmarks/tune_results.md measures 400 against 1000 on every route. The others keep PyMC's 1000.
+GRAPH_TUNE = 1000  # tune=None where nutpie samples a compiled PyMC graph (density "pytensor"): the one route that
+# diverged more often at 400 (gaussian full, sleepstudy: 9 of 10 seeds against 6 of 10; bench_tune.py)
 FIT_METHODS = ("auto", "full", "collapsed", "laplace")  # MLM.fit(method=): the random effects sampled, integrated out
 # exactly, or integrated out by a Laplace approximation (approximate; never chosen by "auto")
 
@@ -37,12 +42,14 @@ FIT_METHODS = ("auto", "full", "collapsed", "laplace")  # MLM.fit(method=): the 
 class SamplerSettings:
     """What the sampler was asked to do.
 
-    ``seed`` is never None once settings are resolved: a fit drawn without a
-    seed records the one it used, so that it can be repeated.
+    ``seed`` and ``tune`` are never None once settings are resolved: a fit
+    drawn without a seed records the one it used, so that it can be
+    repeated, and ``tune=None`` becomes the sampler's default warm-up
+    (``DEFAULT_TUNE``: 400 steps for nutpie, 1000 for the others).
     """
 
     draws: int = 1000
-    tune: int = 1000
+    tune: int | None = None
     chains: int = 4
     seed: int | None = None
     sampler: str = "nutpie"
@@ -56,6 +63,8 @@ class SamplerSettings:
         --------
         >>> SamplerSettings(seed=None).resolved().seed is not None
         True
+        >>> SamplerSettings(sampler="nutpie").resolved().tune, SamplerSettings(sampler="pymc").resolved().tune
+        (400, 1000)
         """
         if not isinstance(self.sampler, str) or self.sampler not in SAMPLERS:
             raise ArgumentError(f"Unknown sampler {self.sampler!r}. Valid samplers: {', '.join(SAMPLERS)}.")
@@ -64,7 +73,7 @@ class SamplerSettings:
             raise ArgumentError(f"sampler='{self.sampler}' needs {' and '.join(missing)}, which {'is' if len(missing) == 1 else 'are'} "
                                 f"not installed: pip install {' '.join(missing)}, or use sampler='nutpie' (the default).")
         draws, chains = check_count(self.draws, "draws"), check_count(self.chains, "chains")
-        tune = check_count(self.tune, "tune", minimum=0)
+        tune = DEFAULT_TUNE[self.sampler] if self.tune is None else check_count(self.tune, "tune", minimum=0)
         target_accept = check_probability(self.target_accept, "target_accept")
         seed = check_seed(self.seed)
         seed = seed if seed is not None else int(np.random.SeedSequence().entropy % (2**31 - 1))
