@@ -522,7 +522,7 @@ class MLM:
             else:
                 density = "pytensor"
                 if tune is None:  # the graph keeps the longer default warm-up (sample.nuts.GRAPH_TUNE)
-                    settings = replace(settings, tune=max(settings.tune, GRAPH_TUNE))
+                    settings = replace(settings, tune=GRAPH_TUNE)
                 pmodel = build_full_model(self.design, self.prior_dict, cells=cells, parameterization=choice)
                 seconds_build = time.perf_counter() - start
                 if init == "frequentist":

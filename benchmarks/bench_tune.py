@@ -98,16 +98,21 @@ def fit_once(formula, data, options, fit_options, tune, seed):
     return fit, time.perf_counter() - start
 
 
-def failure_rate(name: str, seeds: int, tunes: tuple[int, ...]) -> None:
+def seed_diagnostics(name: str, seeds, tunes):
+    """(tune, the diagnostics of one fit per seed) for each warm-up, the model built once."""
     formula, data, options, fit_options = MODELS[name][1]()
     fit_once(formula, data, options, fit_options, 20, 0)  # caches warm
     for tune in tunes:
-        start = time.perf_counter()
-        diags = [fit_once(formula, data, options, fit_options, tune, s)[0].diagnostics for s in range(101, 101 + seeds)]
+        yield tune, [fit_once(formula, data, options, fit_options, tune, s)[0].diagnostics for s in seeds]
+
+
+def failure_rate(name: str, seeds: int, tunes: tuple[int, ...]) -> None:
+    start = time.perf_counter()
+    for tune, diags in seed_diagnostics(name, range(101, 101 + seeds), tunes):
         print(f"{name} tune {tune}: {seeds} seeds, not converged {sum(not d.converged for d in diags)}, with a divergence "
               f"{sum(d.divergences > 0 for d in diags)} ({sum(d.divergences for d in diags)} divergences in all), "
               f"min ESS {min(min(d.min_ess_bulk, d.min_ess_tail) for d in diags):.0f}, "
-              f"max R-hat {max(d.max_rhat for d in diags):.3f}; {time.perf_counter() - start:.0f} s", flush=True)
+              f"max R-hat {max(d.max_rhat for d in diags):.3f}; {time.perf_counter() - start:.0f} s so far", flush=True)
 
 
 def main() -> None:
@@ -143,9 +148,7 @@ def main() -> None:
                   "short shows as more failures at 400 than at 1000):", "",
                   "| model | tune | fits not converged | fits with a divergence | min ESS (bulk or tail) |", "|---|---|---|---|---|"]
         for name in rates:
-            formula, data, options, fit_options = MODELS[name][1]()
-            for tune in TUNES:
-                diags = [fit_once(formula, data, options, fit_options, tune, s)[0].diagnostics for s in RATE_SEEDS]
+            for tune, diags in seed_diagnostics(name, RATE_SEEDS, TUNES):
                 lines.append(f"| {name} | {tune} | {sum(not d.converged for d in diags)} | "
                              f"{sum(d.divergences > 0 for d in diags)} | "
                              f"{min(min(d.min_ess_bulk, d.min_ess_tail) for d in diags):.0f} |")
