@@ -23,6 +23,7 @@ import pytest
 from conftest import reference
 
 import bayesmlm
+from bayesmlm.fastpath import glmm_kernel as k
 from bayesmlm.fastpath.glmm_fit import glmm_plan, kernel_problem
 from bayesmlm.schema import FIXED, cor_var, safe_name, sd_var
 
@@ -79,6 +80,8 @@ CASES = [  # family, formula, options, parameterization, aggregate
     ("poisson", "y ~ x + (1 | a) + (1 + x || b)", {"offset": "off"}, "centred", False),
     ("bernoulli", "y ~ x + (1 | a) + (1 | b)", {"weights": "wt"}, "non-centred", False),
     ("poisson", "y ~ x + (1 + x | a)", {"weights": "wt", "offset": "off"}, "centred", True),
+    # rows of one trial, no weights, no offset, random intercepts: every unit-loop shortcut (test_unit_flags)
+    ("bernoulli", "y ~ x + w + (1 | a) + (1 | b)", {}, {"a": "centred", "b": "non-centred"}, False),
 ]
 
 
@@ -184,6 +187,21 @@ def test_log_density_is_the_pymc_models(family, formula, options, par, aggregate
     eps = 1e-6
     fd = np.array([(plan.logp(x + eps * e)[0] - plan.logp(x - eps * e)[0]) / (2 * eps) for e in np.eye(plan.n_dim)])
     np.testing.assert_allclose(grad, fd, rtol=1e-5, atol=1e-5 * max(1.0, np.abs(grad).max()))
+
+
+@pytest.mark.parametrize("family, options, aggregate, flags", [
+    ("bernoulli", {}, False, k.NO_OFFSET | k.UNIT_WEIGHTS | k.ONE_TRIAL),  # rows: one trial each
+    ("bernoulli", {}, True, k.NO_OFFSET | k.UNIT_WEIGHTS),  # cells: several trials
+    ("bernoulli", {"offset": "off", "weights": "wt"}, False, k.ONE_TRIAL),
+    ("poisson", {"offset": "off"}, False, k.UNIT_WEIGHTS | k.ONE_TRIAL),  # its trials are ones, and unread
+])
+def test_unit_flags_say_which_unit_columns_the_loops_may_skip(family, options, aggregate, flags):
+    m = bayesmlm.MLM("y ~ x + (1 | a) + (1 + x | b)", _crossed(1, family, 400), family=family, **options)
+    cells, choice = m._full_options(aggregate, "centred")
+    d = glmm_plan(m.design, m.prior_dict, cells, choice).buffer
+    assert int(d[k.FLAGS_SLOT]) == flags
+    ones = [d[k.HEAD + k.BLOCK_FIELDS * b + k.BLOCK_FIELDS - 1] for b in range(int(d[3]))]
+    assert ones == [1.0, 0.0]  # (1 | a)'s Z is all ones; (1 + x | b) has two terms
 
 
 def test_kernel_problem_names_what_it_cannot_write():

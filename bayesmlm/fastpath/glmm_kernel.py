@@ -57,7 +57,12 @@ expand writes the child's r_j as its u and the parent's SD after them; the paren
 their exact conditional after sampling (:mod:`bayesmlm.fastpath.parent_draws`).
 
 Everything the kernel reads is one float64 buffer (:func:`pack_buffer`);
-index arrays are stored as int64 bit patterns. The kernel is the same for every
+index arrays are stored as int64 bit patterns. Its header's flags (:data:`FLAGS_SLOT`) and each block's last
+field say which unit columns are constant (no offset, unit weights, one trial; a random intercept's Z of ones),
+so that the unit loops neither read them nor keep them in cache: VerbAgg's rows then read 24 bytes each, not 64.
+The unit loops index views (:func:`_units`, :func:`_levels`), never ``d[at + i]``: Numba wraps a signed index
+that may be negative, and AVX2 cannot do that on four int64 lanes at once, so such a loop loads one value at a
+time (on VerbAgg one gradient went from 115 to 61 us on an AVX2 machine, ``benchmarks/glmm_kernel_timing.md``). The kernel is the same for every
 model (nothing is generated), so Numba compiles it once per machine.
 """
 
@@ -73,18 +78,21 @@ from . import cumulative_kernel as cumulative
 from .branchless_math import exp_clamped, log1p_unit
 from .prior_density import prior_logp, sd_block_logp
 
-__all__ = ["HEAD", "BLOCK_FIELDS", "NON_CENTRED", "CENTRED", "CENTRED_MARGINAL", "BINOMIAL", "POISSON", "KernelBlock", "reduced_design", "pack_buffer",
+__all__ = ["HEAD", "BLOCK_FIELDS", "FLAGS_SLOT", "NO_OFFSET", "UNIT_WEIGHTS", "ONE_TRIAL", "NON_CENTRED", "CENTRED", "CENTRED_MARGINAL", "BINOMIAL", "POISSON", "KernelBlock", "reduced_design", "pack_buffer",
            "logp_grad", "expand", "logp_cfunc", "expand_cfunc"]
 
 NON_CENTRED, CENTRED, CENTRED_MARGINAL = 1, 2, 3
 BINOMIAL, POISSON = 0, 1
-HEAD = 17  # d[0] length, n_dim, p, K, N, family, n_expanded, constant, intercept, o_blocks, o_units, o_fixed, o_xc,
+HEAD = 18  # d[0] length, n_dim, p, K, N, family, n_expanded, constant, intercept, o_blocks, o_units, o_fixed, o_xc,
 #           o_X (the reduced design), its number of columns, o_cols (their indices in b), the family's section
-#           (cumulative_kernel.SECTION_SLOT; 0 without)
-BLOCK_FIELDS = 18
+#           (cumulative_kernel.SECTION_SLOT; 0 without), the units' flags (UNIT_FLAGS)
+BLOCK_FIELDS = 19  # the last: 1 where the block's Z is all ones (a random intercept), so the unit loops skip reading it
+FLAGS_SLOT = 17
+NO_OFFSET, UNIT_WEIGHTS, ONE_TRIAL = 1, 2, 4  # d[FLAGS_SLOT]'s bits: every offset 0, every weight 1, every trial 1
 _OPTIONS = {"cache": True, "error_model": "numpy", "nogil": True, "fastmath": {"nsz", "arcp", "contract", "afn", "reassoc"}}
 _LOG_2PI = math.log(2.0 * math.pi)
 _CHUNK = 1024  # units per chunk: eta and r stay in L1
+_ONE = np.uint64(1)
 
 
 class KernelBlock:
@@ -227,14 +235,16 @@ def pack_buffer(family, y, trials, weights, offset, X, x_centre, fixed_priors, b
         end = int(starts[-1])
         table.append([b.kind, b.q, b.n_levels, int(b.correlated), e_at, x_at, b.eta, starts[0], starts[1], starts[2],
                       starts[6] if b.H is not None else -1, starts[3], out_at, 0, b.parent, starts[4], starts[5],
-                      b.n_parent])
+                      b.n_parent, int(b.q == 1 and bool(np.all(b.Z == 1.0)))])
         e_at += b.n_levels * b.q
         x_at += b.n_sd
         out_at += b.q + (b.q * (b.q - 1) // 2 if b.correlated else 0) + b.n_levels * b.q + (b.kind == CENTRED_MARGINAL)
-    head = [0.0, n_dim, p, K, N, family, out_at, constant, intercept, o_blocks, o_units, o_fixed, o_xc, o_X, len(cols),
-            o_cols, 0.0]
-    assert len(head) == HEAD and cumulative.SECTION_SLOT == HEAD - 1
     units = [np.asarray(a, dtype=np.float64).ravel() for a in (y, trials, weights, offset)]
+    flags = (NO_OFFSET * bool(np.all(units[3] == 0.0)) + UNIT_WEIGHTS * bool(np.all(units[2] == 1.0))
+             + ONE_TRIAL * bool(np.all(units[1] == 1.0)))
+    head = [0.0, n_dim, p, K, N, family, out_at, constant, intercept, o_blocks, o_units, o_fixed, o_xc, o_X, len(cols),
+            o_cols, 0.0, flags]
+    assert len(head) == HEAD and cumulative.SECTION_SLOT == 16 and FLAGS_SLOT == 17
     d = np.concatenate([np.asarray(head, dtype=np.float64), np.asarray(table, dtype=np.float64).ravel(), *units,
                         np.asarray(fixed_priors, dtype=np.float64).ravel(), np.asarray(x_centre, dtype=np.float64),
                         bits(cols), Xr.ravel(), *parts])
@@ -269,6 +279,19 @@ def _effects(x, d, r, L, u, mean):
     kind, q, J, e_at, h_at, a_at = int(d[r]), int(d[r + 1]), int(d[r + 2]), int(d[r + 4]), int(d[r + 10]), int(d[r + 11])
     p, loc = int(d[2]), int(d[r + cumulative.LOCATION_FIELD])
     shift = cumulative.threshold_mean(x, d) if loc > 0 else 0.0  # a cumulative model's intercept, centred on -mean(c)
+    if q == 1 and loc == 0:  # one term, the common case: a loop without the q x q inner loops
+        v, scale = _units(x, e_at, J), L[0, 0] if kind == 1 else d[a_at]
+        if kind >= 2 and h_at >= 0 and mean != 0.0:
+            H = _units(d, h_at, J * p)
+            for j in range(J):
+                m = 0.0
+                for t in range(p):
+                    m += H[j * p + t] * x[t]
+                u[j] = scale * (v[j] - m)
+        else:
+            for j in range(J):
+                u[j] = scale * v[j]
+        return
     e = np.empty(q)
     for j in range(J):
         for a in range(q):
@@ -395,6 +418,37 @@ def _marginal_density(x, d, r, L, u, gu, dL, grad):
 
 
 @numba.njit(**_OPTIONS)
+def _block_density_one(x, d, r, sd, u, gu, dL, grad):
+    """:func:`_block_density` of a one-term block (q = 1, not cumulative's location), without its constant."""
+    kind, J, e_at, h_at, p = int(d[r]), int(d[r + 2]), int(d[r + 4]), int(d[r + 10]), int(d[2])
+    z, gz = _units(x, e_at, J), _units(grad, e_at, J)
+    lp, dsd = 0.0, 0.0
+    if kind == 1:  # z ~ N(0, 1), u = sd z
+        for j in range(J):
+            lp -= 0.5 * z[j] * z[j]
+            gz[j] += sd * gu[j] - z[j]
+            dsd += gu[j] * z[j]
+        dL[0, 0] = dsd
+        return lp
+    a = d[int(d[r + 11])]  # A (1 x 1)
+    inv = 1.0 / sd
+    for j in range(J):  # centred: w = u / sd, g = w / sd; d/dv = a (gu - g), the prior's -a g to b through -H_j
+        w = u[j] * inv
+        lp -= 0.5 * w * w
+        dsd += w * w * inv
+        gz[j] += a * (gu[j] - w * inv)
+    if h_at >= 0:
+        H = _units(d, h_at, J * p)
+        for s in range(p):
+            acc = 0.0
+            for j in range(J):
+                acc += H[j * p + s] * u[j]
+            grad[s] += a * inv * inv * acc
+    dL[0, 0] = dsd - J * inv
+    return lp - J * math.log(sd)
+
+
+@numba.njit(**_OPTIONS)
 def _block_density(x, d, r, L, u, gu, dL, grad):
     """The effects' own density of block row r and the likelihood's gradient gu chained into x; fills dL."""
     kind, q, J, e_at, h_at, a_at = int(d[r]), int(d[r + 1]), int(d[r + 2]), int(d[r + 4]), int(d[r + 10]), int(d[r + 11])
@@ -406,6 +460,8 @@ def _block_density(x, d, r, L, u, gu, dL, grad):
         for c in range(q):
             dL[a, c] = 0.0
     lp = -0.5 * J * q * _LOG_2PI
+    if q == 1 and loc == 0:
+        return lp + _block_density_one(x, d, r, L[0, 0], u, gu, dL, grad)
     w = np.empty(q)
     g = np.empty(q)
     t = np.empty(q)
@@ -454,95 +510,132 @@ def _block_density(x, d, r, L, u, gu, dL, grad):
 
 
 @numba.njit(**_OPTIONS)
-def _linear_predictor(d, lo, n, b, w, kq, kat, kix, kzs, eta):
+def _linear_predictor(d, lo, n, b, w, kq, kat, kix, kzs, kones, eta):
     """eta[:n] of units lo .. lo + n: the offset, plus Xr b, plus per block Z_k w_k at each unit's level."""
     N, o_units, o_X, pr = int(d[4]), int(d[10]), int(d[13]), len(b)
-    di = d.view(np.int64)
-    off = o_units + 3 * N + lo
-    for i in range(n):
-        eta[i] = d[off + i]
-    for t in range(pr):  # by column: a strided loop that vectorises, where a loop over a row's pr columns does not
-        col, bt = o_X + lo * pr + t, b[t]
+    if int(d[FLAGS_SLOT]) & NO_OFFSET:
         for i in range(n):
-            eta[i] += d[col + i * pr] * bt
+            eta[i] = 0.0
+    else:
+        off = _units(d, o_units + 3 * N + lo, n)
+        for i in range(n):
+            eta[i] = off[i]
+    X = _units(d, o_X + lo * pr, n * pr)
+    for t in range(pr):  # by column: a strided loop that vectorises, where a loop over a row's pr columns does not
+        bt = b[t]
+        for i in range(n):
+            eta[i] += X[i * pr + t] * bt
     for k in range(len(kq)):
-        q, at, ix = kq[k], kat[k], kix[k] + lo
-        zs = kzs[k] + lo * q
-        if q == 1:
+        q = kq[k]
+        level, Z, wk = _levels(d, kix[k] + lo, n), _units(d, kzs[k] + lo * q, n * q), w[kat[k]:]
+        if q == 1 and kones[k]:
             for i in range(n):
-                eta[i] += d[zs + i] * w[at + di[ix + i]]
+                eta[i] += wk[level[i]]
+        elif q == 1:
+            for i in range(n):
+                eta[i] += Z[i] * wk[level[i]]
         elif q == 2:
             for i in range(n):
-                o = at + 2 * di[ix + i]
-                eta[i] += d[zs + 2 * i] * w[o] + d[zs + 2 * i + 1] * w[o + 1]
+                o = level[i] + level[i]  # unsigned: 2 * level would be int64 times uint64, a float in Numba
+                eta[i] += Z[2 * i] * wk[o] + Z[2 * i + 1] * wk[o + _ONE]
         else:
             for i in range(n):
-                o = at + q * di[ix + i]
+                o = int(level[i]) * q
                 e = 0.0
                 for a in range(q):
-                    e += d[zs + i * q + a] * w[o + a]
+                    e += Z[i * q + a] * wk[o + a]
                 eta[i] += e
 
 
 @numba.njit(**_OPTIONS)
-def _scatter(d, lo, n, res, gb, gu, kq, kat, kix, kzs):
+def _scatter(d, lo, n, res, gb, gu, kq, kat, kix, kzs, kones):
     """r of units lo .. lo + n into b's gradient (through Xr) and each block's effects (through Z_k).
 
     Sums are kept in registers, by column for b and over each run of units at one level for an effect: adding into
     memory unit by unit chains each addition to the last one's store when neighbouring units share a level (units
     sorted by a factor, and every unit for b)."""
     o_X, pr = int(d[13]), len(gb)
-    di = d.view(np.int64)
+    X = _units(d, o_X + lo * pr, n * pr)
     for t in range(pr):
-        col, acc = o_X + lo * pr + t, 0.0
+        acc = 0.0
         for i in range(n):
-            acc += res[i] * d[col + i * pr]
+            acc += res[i] * X[i * pr + t]
         gb[t] += acc
     if n == 0:
         return
     for k in range(len(kq)):
-        q, at, ix = kq[k], kat[k], kix[k] + lo
-        zs = kzs[k] + lo * q
-        j = di[ix]
-        if q == 1:
+        q = kq[k]
+        level, Z, gk = _levels(d, kix[k] + lo, n), _units(d, kzs[k] + lo * q, n * q), gu[kat[k]:]
+        j = level[0]
+        if q == 1 and kones[k]:
             acc = 0.0
             for i in range(n):
-                if di[ix + i] != j:
-                    gu[at + j] += acc
-                    j, acc = di[ix + i], 0.0
-                acc += res[i] * d[zs + i]
-            gu[at + j] += acc
+                if level[i] != j:
+                    gk[j] += acc
+                    j, acc = level[i], 0.0
+                acc += res[i]
+            gk[j] += acc
+        elif q == 1:
+            acc = 0.0
+            for i in range(n):
+                if level[i] != j:
+                    gk[j] += acc
+                    j, acc = level[i], 0.0
+                acc += res[i] * Z[i]
+            gk[j] += acc
         elif q == 2:
             acc0, acc1 = 0.0, 0.0
             for i in range(n):
-                if di[ix + i] != j:
-                    gu[at + 2 * j] += acc0
-                    gu[at + 2 * j + 1] += acc1
-                    j, acc0, acc1 = di[ix + i], 0.0, 0.0
-                acc0 += res[i] * d[zs + 2 * i]
-                acc1 += res[i] * d[zs + 2 * i + 1]
-            gu[at + 2 * j] += acc0
-            gu[at + 2 * j + 1] += acc1
+                if level[i] != j:
+                    gk[j + j] += acc0
+                    gk[j + j + _ONE] += acc1
+                    j, acc0, acc1 = level[i], 0.0, 0.0
+                acc0 += res[i] * Z[2 * i]
+                acc1 += res[i] * Z[2 * i + 1]
+            gk[j + j] += acc0
+            gk[j + j + _ONE] += acc1
         else:
             for i in range(n):
-                o = at + q * di[ix + i]
+                o = int(level[i]) * q
                 for a in range(q):
-                    gu[o + a] += res[i] * d[zs + i * q + a]
+                    gk[o + a] += res[i] * Z[i * q + a]
+
+
+@numba.njit(**_OPTIONS)
+def _units(d, at, n):
+    """d[at:at + n], a view: indexed by a loop's counter, LLVM knows each index is in range, where d[at + i] leaves it
+    a signed sum to wrap (Numba's negative indices), which AVX2 cannot do on four int64 lanes at once, so the loop
+    loads one value at a time."""
+    return d[at:at + n]
+
+
+@numba.njit(**_OPTIONS)
+def _levels(d, at, n):
+    """The levels d[at:at + n] (int64 bit patterns) as uint64: an unsigned index is not wrapped (see :func:`_units`),
+    so a gather by it vectorises."""
+    return d.view(np.uint64)[at:at + n]
 
 
 @numba.njit(**_OPTIONS)
 def _binomial_units(d, lo, n, eta, res):
     """sum w_i (y_i eta_i - n_i softplus(eta_i)) over units lo .. lo + n; res[:n] its derivatives in eta."""
     N, o_units = int(d[4]), int(d[10])
-    y, trials, weight = o_units + lo, o_units + N + lo, o_units + 2 * N + lo
+    y, trials, weight = _units(d, o_units + lo, n), _units(d, o_units + N + lo, n), _units(d, o_units + 2 * N + lo, n)
     ll = 0.0
+    if (int(d[FLAGS_SLOT]) & (UNIT_WEIGHTS | ONE_TRIAL)) == (UNIT_WEIGHTS | ONE_TRIAL):  # bernoulli rows: y and eta only
+        for i in range(n):
+            e = eta[i]
+            ex = exp_clamped(-abs(e))
+            ll += y[i] * e - (max(e, 0.0) + log1p_unit(ex))
+            res[i] = y[i] - (1.0 if e > 0.0 else ex) / (1.0 + ex)
+        return ll
     for i in range(n):
         e = eta[i]
         ex = exp_clamped(-abs(e))  # below exp(-708) its floor changes nothing at double precision
         sp = max(e, 0.0) + log1p_unit(ex)
         prob = (1.0 if e > 0.0 else ex) / (1.0 + ex)
-        ll += d[weight + i] * (d[y + i] * e - d[trials + i] * sp)
-        res[i] = d[weight + i] * (d[y + i] - d[trials + i] * prob)
+        ll += weight[i] * (y[i] * e - trials[i] * sp)
+        res[i] = weight[i] * (y[i] - trials[i] * prob)
     return ll
 
 
@@ -584,10 +677,11 @@ def logp_grad(x, d, grad):
     w = np.empty(n_eff)  # what the likelihood reads: u, or A v for a centred block with a mean
     gu = np.zeros(n_eff)
     kq, kat, kix, kzs = np.empty(K, np.int64), np.empty(K, np.int64), np.empty(K, np.int64), np.empty(K, np.int64)
+    kones = np.empty(K, np.bool_)
     for k in range(K):
         r = o_blocks + BLOCK_FIELDS * k
         at = int(d[r + 4]) - p
-        kq[k], kat[k], kix[k], kzs[k] = int(d[r + 1]), at, int(d[r + 8]), int(d[r + 9])
+        kq[k], kat[k], kix[k], kzs[k], kones[k] = int(d[r + 1]), at, int(d[r + 8]), int(d[r + 9]), d[r + 18] != 0.0
         _cholesky_factor(x, d, r, Ls[k])
         _effects(x, d, r, Ls[k], u[at:], 1.0)
         if int(d[r]) >= 2 and int(d[r + 10]) >= 0:
@@ -614,14 +708,14 @@ def logp_grad(x, d, grad):
     ll = 0.0
     for lo in range(0, N, max(size, 1)):
         n = min(size, N - lo)
-        _linear_predictor(d, lo, n, b, w, kq, kat, kix, kzs, eta)
+        _linear_predictor(d, lo, n, b, w, kq, kat, kix, kzs, kones, eta)
         if ordinal:
             ll = cumulative.loglik(x, d, eta, res, grad)
         elif family == 1:
             ll += _poisson_units(d, lo, n, eta, res)
         else:
             ll += _binomial_units(d, lo, n, eta, res)
-        _scatter(d, lo, n, res, gb, gu, kq, kat, kix, kzs)
+        _scatter(d, lo, n, res, gb, gu, kq, kat, kix, kzs, kones)
     for t in range(pr):
         grad[di[o_cols + t]] += gb[t]
     lp += ll
