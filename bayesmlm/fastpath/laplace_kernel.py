@@ -268,16 +268,18 @@ def _binomial_units(d, lo, n, eta, ll, r, Wa, Wda):
     No indirect access and no library calls (exp and log1p from :mod:`branchless_math`), so LLVM vectorises it (the
     outputs are views starting at 0: written at lo + i, the loop stays scalar)."""
     N, o_units = int(d[5]), int(d[11])
-    y, trials, weight = o_units + lo, o_units + N + lo, o_units + 2 * N + lo
+    # views, indexed by the loop's counter: d[at + i] is a signed index that Numba wraps, which keeps an AVX2 loop scalar
+    y, trials, weight = d[o_units + lo:o_units + lo + n], d[o_units + N + lo:o_units + N + lo + n], \
+        d[o_units + 2 * N + lo:o_units + 2 * N + lo + n]
     for i in range(n):
         e = eta[i]
         ex = exp_clamped(-abs(e))  # below exp(-708) its floor changes nothing at double precision
         sp = max(e, 0.0) + log1p_unit(ex)
         prob = (1.0 if e > 0.0 else ex) / (1.0 + ex)
-        w, tr = d[weight + i], d[trials + i]
+        w, tr = weight[i], trials[i]
         W = w * tr * prob * (1.0 - prob)
-        ll[i] = w * (d[y + i] * e - tr * sp)
-        r[i] = w * (d[y + i] - tr * prob)
+        ll[i] = w * (y[i] * e - tr * sp)
+        r[i] = w * (y[i] - tr * prob)
         Wa[i] = W
         Wda[i] = W * (1.0 - 2.0 * prob)
 
@@ -286,13 +288,13 @@ def _binomial_units(d, lo, n, eta, ll, r, Wa, Wda):
 def _poisson_units(d, lo, n, eta, ll, r, Wa, Wda):
     """The poisson case of :func:`_units` over units lo .. lo + n, its outputs from index 0."""
     N, o_units = int(d[5]), int(d[11])
-    y, weight = o_units + lo, o_units + 2 * N + lo
+    y, weight = d[o_units + lo:o_units + lo + n], d[o_units + 2 * N + lo:o_units + 2 * N + lo + n]  # views, as above
     for i in range(n):
         e = eta[i]
         mu = exp_clamped(e) if e < 709.0 else math.inf  # overflows as math.exp does; its floor below -708 is 3e-308
-        w = d[weight + i]
-        ll[i] = w * (d[y + i] * e - mu)
-        r[i] = w * (d[y + i] - mu)
+        w = weight[i]
+        ll[i] = w * (y[i] * e - mu)
+        r[i] = w * (y[i] - mu)
         Wa[i] = w * mu
         Wda[i] = w * mu
 
