@@ -129,7 +129,8 @@ def passes_us(root: Path = ROOT) -> dict[str, float]:
     kat = np.array([int(d[r + 4]) - p for r in rows])
     kix, kzs = np.array([int(d[r + 8]) for r in rows]), np.array([int(d[r + 9]) for r in rows])
     w = np.random.default_rng(1).normal(size=int(sum(int(d[r + 1]) * int(d[r + 2]) for r in rows))) * 0.3
-    gu, b, gb, eta, res = np.zeros(w.size), np.empty(0), np.empty(0), np.empty(1024), np.empty(1024)
+    gu, b, gb, res = np.zeros(w.size), np.empty(0), np.empty(0), np.empty(1024)
+    eta = np.random.default_rng(2).normal(size=1024)  # the units pass reads it: values as a linear predictor has
 
     # the arrays as arguments (globals would be compiled in as constants); a checkout before the Z-of-ones flags
     # (BLOCK_FIELDS 18) has the passes without their kones argument
