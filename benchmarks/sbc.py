@@ -204,6 +204,12 @@ ROUTES = {r.name: r for r in [
     Route("bernoulli_crossed_kernel", "y ~ x + (1 + x | g) + (1 | h)", "bernoulli", "full",
           {**_SLOPES, "sd(h:(Intercept))": "half_normal(1)"},
           Layout(n_groups=12, rows=(20, 40), x_values=(-1.0, 0.0, 1.0), crossed=6), density="kernel"),
+    # The kernel on bernoulli rows that share no cell (x continuous): one trial, unit weights, no offset and random
+    # intercepts, so every unit-loop shortcut of glmm_kernel (its FLAGS_SLOT and Z-of-ones fields) and the sum of
+    # log(1 + s) as the log of a product.
+    Route("bernoulli_rows_kernel", "y ~ x + (1 | g) + (1 | h)", "bernoulli", "full",
+          {"(Intercept)": "normal(0, 2)", "x": "normal(0, 1)", "sd(g:(Intercept))": "half_normal(1)",
+           "sd(h:(Intercept))": "half_normal(1)"}, Layout(n_groups=12, rows=(20, 40), crossed=6), density="kernel"),
     # Classes nested in schools on the kernel, both centred: the class effects centred on their school's
     # (bayesmlm.design.nested_centring), the school's intercept reaching the data through its classes' prior only.
     Route("poisson_nested_centred", "y ~ x + (1 | g) + (1 | g:c)", "poisson", "full",
@@ -235,7 +241,7 @@ ROUTES = {r.name: r for r in [
 DEFAULT_SIMS = {"gaussian_collapsed": 200, "gaussian_full": 40, "bernoulli_full": 40, "binomial_full": 40,
                 "binomial_trials_full": 0, "poisson_offset_full": 40, "bernoulli_aggregated_centred": 40, "gaussian_crossed_full": 40,
                 "bernoulli_crossed_centred": 40, "gaussian_nested_collapsed": 40, "bernoulli_crossed_kernel": 40,
-                "bernoulli_preconditioned_kernel": 40, "gaussian_crossed_collapsed": 40, "poisson_nested_centred": 40,
+                "bernoulli_rows_kernel": 40, "bernoulli_preconditioned_kernel": 40, "gaussian_crossed_collapsed": 40, "poisson_nested_centred": 40,
                 "poisson_nested_integrated": 100, "bernoulli_laplace": 100}
 
 
