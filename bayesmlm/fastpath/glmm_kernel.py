@@ -62,7 +62,8 @@ field say which unit columns are constant (no offset, unit weights, one trial; a
 so that the unit loops neither read them nor keep them in cache: VerbAgg's rows then read 24 bytes each, not 64.
 The unit loops index views (:func:`_units`, :func:`_levels`), never ``d[at + i]``: Numba wraps a signed index
 that may be negative, and AVX2 cannot do that on four int64 lanes at once, so such a loop loads one value at a
-time (on VerbAgg one gradient went from 115 to 61 us on an AVX2 machine, ``benchmarks/glmm_kernel_timing.md``). The kernel is the same for every
+time. On bernoulli rows (one trial, unit weights) the sum of log(1 + s_i) is the log of their product, one log per
+256 units. On VerbAgg, on an AVX2 machine, one gradient went from 112 to 42 us (``benchmarks/glmm_kernel_timing.md``). The kernel is the same for every
 model (nothing is generated), so Numba compiles it once per machine.
 """
 
