@@ -63,8 +63,8 @@ so that the unit loops neither read them nor keep them in cache: VerbAgg's rows 
 The unit loops index views (:func:`_units`, :func:`_levels`), never ``d[at + i]``: Numba wraps a signed index
 that may be negative, and AVX2 cannot do that on four int64 lanes at once, so such a loop loads one value at a
 time. On bernoulli rows (one trial, unit weights) the sum of log(1 + s_i) is the log of their product, one log per
-256 units. On VerbAgg, on an AVX2 machine, one gradient went from 112 to 42 us (``benchmarks/glmm_kernel_timing.md``). The kernel is the same for every
-model (nothing is generated), so Numba compiles it once per machine.
+256 units. On VerbAgg, on an AVX2 machine, one gradient went from 112 to 42 us (``benchmarks/glmm_kernel_timing.md``).
+The kernel is the same for every model (nothing is generated), so Numba compiles it once per machine.
 """
 
 from __future__ import annotations
@@ -79,14 +79,15 @@ from . import cumulative_kernel as cumulative
 from .branchless_math import exp_clamped, log1p_unit
 from .prior_density import prior_logp, sd_block_logp
 
-__all__ = ["HEAD", "BLOCK_FIELDS", "FLAGS_SLOT", "NO_OFFSET", "UNIT_WEIGHTS", "ONE_TRIAL", "NON_CENTRED", "CENTRED", "CENTRED_MARGINAL", "BINOMIAL", "POISSON", "KernelBlock", "reduced_design", "pack_buffer",
+__all__ = ["HEAD", "BLOCK_FIELDS", "FLAGS_SLOT", "NO_OFFSET", "UNIT_WEIGHTS", "ONE_TRIAL", "NON_CENTRED", "CENTRED",
+           "CENTRED_MARGINAL", "BINOMIAL", "POISSON", "KernelBlock", "reduced_design", "pack_buffer",
            "logp_grad", "expand", "logp_cfunc", "expand_cfunc"]
 
 NON_CENTRED, CENTRED, CENTRED_MARGINAL = 1, 2, 3
 BINOMIAL, POISSON = 0, 1
 HEAD = 18  # d[0] length, n_dim, p, K, N, family, n_expanded, constant, intercept, o_blocks, o_units, o_fixed, o_xc,
 #           o_X (the reduced design), its number of columns, o_cols (their indices in b), the family's section
-#           (cumulative_kernel.SECTION_SLOT; 0 without), the units' flags (UNIT_FLAGS)
+#           (cumulative_kernel.SECTION_SLOT; 0 without), the units' flags (FLAGS_SLOT)
 BLOCK_FIELDS = 19  # the last: 1 where the block's Z is all ones (a random intercept), so the unit loops skip reading it
 FLAGS_SLOT = 17
 NO_OFFSET, UNIT_WEIGHTS, ONE_TRIAL = 1, 2, 4  # d[FLAGS_SLOT]'s bits: every offset 0, every weight 1, every trial 1
@@ -627,7 +628,7 @@ def _binomial_units(d, lo, n, eta, res):
     if (int(d[FLAGS_SLOT]) & (UNIT_WEIGHTS | ONE_TRIAL)) == (UNIT_WEIGHTS | ONE_TRIAL):  # bernoulli rows: y and eta only
         # sum log(1 + s_i) as the log of their product, one log per run of _PRODUCT units (each factor in (1, 2], so
         # a run's product stays below 2^256 however LLVM splits it into lanes): a multiply a unit, not log1p's
-        # polynomial and division; the sum is within ~1e-13 relatively of the sum of logs
+        # polynomial and division; the sum is within about 1e-15 relatively of the sum of logs
         for lo_run in range(0, n, _PRODUCT):
             prod = 1.0
             for i in range(lo_run, min(lo_run + _PRODUCT, n)):
