@@ -142,8 +142,9 @@ def main() -> None:
             folder = Path(tempfile.mkdtemp(prefix=f"bayesmlm-fresh-{name}-{sampler}-"))
             env = dict(os.environ, PYTHONPATH=path, NUMBA_CACHE_DIR=str(folder / "numba"),
                        BAYESMLM_CACHE=str(folder / "bayesmlm"), PYTENSOR_FLAGS=f"base_compiledir={folder / 'pytensor'}")
-            for caches, resample, second in (("empty", "0", "0"), ("warm", "0", "0"), ("warm, same process, second fit", "0", "1"),
-                                             ("warm, new data", "1", "0")):
+            rows = (("empty", "0", "0"), ("warm", "0", "0"), ("warm, same process, second fit", "0", "1"),
+                    ("warm, new data", "1", "0"))
+            for caches, resample, second in rows:
                 r = _run([name, sampler, resample, second], env)
                 ratio = f"{r['wall'] / g:.1f}" if g else "-"
                 lines.append(f"| {name} | {sampler}, density {r['density']} | {caches} | {r['wall']:.1f} | {ratio} | "

@@ -168,7 +168,8 @@ def passes_us(root: Path = ROOT) -> dict[str, float]:
 
     empty = d.copy()
     empty[4] = 0  # no units: the blocks' densities and the priors alone
-    return {"gradient": _least_us(lambda: k.logp_grad(x, d, grad)), "eta (gathers)": _least_us(lambda: gathers(d, b, w, kq, kat, kix, kzs, kones, eta, N)),
+    return {"gradient": _least_us(lambda: k.logp_grad(x, d, grad)),
+            "eta (gathers)": _least_us(lambda: gathers(d, b, w, kq, kat, kix, kzs, kones, eta, N)),
             "binomial units": _least_us(lambda: units(d, eta, res, N)),
             "scatter": _least_us(lambda: scatter(d, res, gb, gu, kq, kat, kix, kzs, kones, N)),
             "blocks and priors": _least_us(lambda: k.logp_grad(x, empty, grad))}
