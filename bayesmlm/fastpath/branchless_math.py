@@ -6,7 +6,8 @@ installed here), so a loop that calls them stays scalar. These are the usual
 Cody-Waite reduction and a polynomial, with selects in place of branches:
 within about 2 ulp of the exact values on their domains, and inlined into the
 caller. They are compiled without ``reassoc``: reassociation would fold the
-two-part ln 2 of the reduction into one and lose its precision.
+two-part ln 2 of the reduction into one and lose its precision, and fold the
+rounding shifter's ``(v + S) - S`` into ``v``.
 
 Examples
 --------

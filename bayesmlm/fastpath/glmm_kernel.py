@@ -60,7 +60,7 @@ Everything the kernel reads is one float64 buffer (:func:`pack_buffer`);
 index arrays are stored as int64 bit patterns. Its header's flags (:data:`FLAGS_SLOT`) and each block's last
 field say which unit columns are constant (no offset, unit weights, one trial; a random intercept's Z of ones),
 so that the unit loops neither read them nor keep them in cache: VerbAgg's rows then read 24 bytes each, not 64.
-The unit loops index views (:func:`_units`, :func:`_levels`), never ``d[at + i]``: Numba wraps a signed index
+The unit loops index views (:func:`_view`, :func:`_levels`), never ``d[at + i]``: Numba wraps a signed index
 that may be negative, and AVX2 cannot do that on four int64 lanes at once, so such a loop loads one value at a
 time. On bernoulli rows (one trial, unit weights) the sum of log(1 + s_i) is the log of their product, one log per
 256 units. On VerbAgg, on an AVX2 machine, one gradient went from 112 to 42 us (``benchmarks/glmm_kernel_timing.md``).
@@ -283,9 +283,9 @@ def _effects(x, d, r, L, u, mean):
     p, loc = int(d[2]), int(d[r + cumulative.LOCATION_FIELD])
     shift = cumulative.threshold_mean(x, d) if loc > 0 else 0.0  # a cumulative model's intercept, centred on -mean(c)
     if q == 1 and loc == 0:  # one term, the common case: a loop without the q x q inner loops
-        v, scale = _units(x, e_at, J), L[0, 0] if kind == 1 else d[a_at]
+        v, scale = _view(x, e_at, J), L[0, 0] if kind == 1 else d[a_at]
         if kind >= 2 and h_at >= 0 and mean != 0.0:
-            H = _units(d, h_at, J * p)
+            H = _view(d, h_at, J * p)
             for j in range(J):
                 m = 0.0
                 for t in range(p):
@@ -424,7 +424,7 @@ def _marginal_density(x, d, r, L, u, gu, dL, grad):
 def _block_density_one(x, d, r, sd, u, gu, dL, grad):
     """:func:`_block_density` of a one-term block (q = 1, not cumulative's location), without its constant."""
     kind, J, e_at, h_at, p = int(d[r]), int(d[r + 2]), int(d[r + 4]), int(d[r + 10]), int(d[2])
-    z, gz = _units(x, e_at, J), _units(grad, e_at, J)
+    z, gz = _view(x, e_at, J), _view(grad, e_at, J)
     lp, dsd = 0.0, 0.0
     if kind == 1:  # z ~ N(0, 1), u = sd z
         for j in range(J):
@@ -441,7 +441,7 @@ def _block_density_one(x, d, r, sd, u, gu, dL, grad):
         dsd += w * w * inv
         gz[j] += a * (gu[j] - w * inv)
     if h_at >= 0:
-        H = _units(d, h_at, J * p)
+        H = _view(d, h_at, J * p)
         for s in range(p):
             acc = 0.0
             for j in range(J):
@@ -520,17 +520,17 @@ def _linear_predictor(d, lo, n, b, w, kq, kat, kix, kzs, kones, eta):
         for i in range(n):
             eta[i] = 0.0
     else:
-        off = _units(d, o_units + 3 * N + lo, n)
+        off = _view(d, o_units + 3 * N + lo, n)
         for i in range(n):
             eta[i] = off[i]
-    X = _units(d, o_X + lo * pr, n * pr)
+    X = _view(d, o_X + lo * pr, n * pr)
     for t in range(pr):  # by column: a strided loop that vectorises, where a loop over a row's pr columns does not
         bt = b[t]
         for i in range(n):
             eta[i] += X[i * pr + t] * bt
     for k in range(len(kq)):
         q = kq[k]
-        level, Z, wk = _levels(d, kix[k] + lo, n), _units(d, kzs[k] + lo * q, n * q), w[kat[k]:]
+        level, Z, wk = _levels(d, kix[k] + lo, n), _view(d, kzs[k] + lo * q, n * q), w[kat[k]:]
         if q == 1 and kones[k]:
             for i in range(n):
                 eta[i] += wk[level[i]]
@@ -558,7 +558,7 @@ def _scatter(d, lo, n, res, gb, gu, kq, kat, kix, kzs, kones):
     memory unit by unit chains each addition to the last one's store when neighbouring units share a level (units
     sorted by a factor, and every unit for b)."""
     o_X, pr = int(d[13]), len(gb)
-    X = _units(d, o_X + lo * pr, n * pr)
+    X = _view(d, o_X + lo * pr, n * pr)
     for t in range(pr):
         acc = 0.0
         for i in range(n):
@@ -568,7 +568,7 @@ def _scatter(d, lo, n, res, gb, gu, kq, kat, kix, kzs, kones):
         return
     for k in range(len(kq)):
         q = kq[k]
-        level, Z, gk = _levels(d, kix[k] + lo, n), _units(d, kzs[k] + lo * q, n * q), gu[kat[k]:]
+        level, Z, gk = _levels(d, kix[k] + lo, n), _view(d, kzs[k] + lo * q, n * q), gu[kat[k]:]
         j = level[0]
         if q == 1 and kones[k]:
             acc = 0.0
@@ -605,16 +605,16 @@ def _scatter(d, lo, n, res, gb, gu, kq, kat, kix, kzs, kones):
 
 
 @numba.njit(**_OPTIONS)
-def _units(d, at, n):
-    """d[at:at + n], a view: indexed by a loop's counter, LLVM knows each index is in range, where d[at + i] leaves it
-    a signed sum to wrap (Numba's negative indices), which AVX2 cannot do on four int64 lanes at once, so the loop
-    loads one value at a time."""
+def _view(d, at, n):
+    """d[at:at + n], a view (of the buffer, x or the gradient): indexed by a loop's counter, LLVM knows each index is in
+    range, where d[at + i] leaves it a signed sum to wrap (Numba's negative indices), which AVX2 cannot do on four
+    int64 lanes at once, so the loop loads one value at a time."""
     return d[at:at + n]
 
 
 @numba.njit(**_OPTIONS)
 def _levels(d, at, n):
-    """The levels d[at:at + n] (int64 bit patterns) as uint64: an unsigned index is not wrapped (see :func:`_units`),
+    """The levels d[at:at + n] (int64 bit patterns) as uint64: an unsigned index is not wrapped (see :func:`_view`),
     so a gather by it vectorises."""
     return d.view(np.uint64)[at:at + n]
 
@@ -623,7 +623,7 @@ def _levels(d, at, n):
 def _binomial_units(d, lo, n, eta, res):
     """sum w_i (y_i eta_i - n_i softplus(eta_i)) over units lo .. lo + n; res[:n] its derivatives in eta."""
     N, o_units = int(d[4]), int(d[10])
-    y, trials, weight = _units(d, o_units + lo, n), _units(d, o_units + N + lo, n), _units(d, o_units + 2 * N + lo, n)
+    y, trials, weight = _view(d, o_units + lo, n), _view(d, o_units + N + lo, n), _view(d, o_units + 2 * N + lo, n)
     ll = 0.0
     if (int(d[FLAGS_SLOT]) & (UNIT_WEIGHTS | ONE_TRIAL)) == (UNIT_WEIGHTS | ONE_TRIAL):  # bernoulli rows: y and eta only
         # sum log(1 + s_i) as the log of their product, one log per run of _PRODUCT units (each factor in (1, 2], so
@@ -654,13 +654,13 @@ def _binomial_units(d, lo, n, eta, res):
 def _poisson_units(d, lo, n, eta, res):
     """sum w_i (y_i eta_i - exp(eta_i)) over units lo .. lo + n; res[:n] its derivatives in eta."""
     N, o_units = int(d[4]), int(d[10])
-    y, weight = o_units + lo, o_units + 2 * N + lo
+    y, weight = _view(d, o_units + lo, n), _view(d, o_units + 2 * N + lo, n)
     ll = 0.0
     for i in range(n):
         e = eta[i]
         mu = exp_clamped(e) if e < 709.0 else math.inf  # overflows as math.exp does; its floor below -708 is 3e-308
-        ll += d[weight + i] * (d[y + i] * e - mu)
-        res[i] = d[weight + i] * (d[y + i] - mu)
+        ll += weight[i] * (y[i] * e - mu)
+        res[i] = weight[i] * (y[i] - mu)
     return ll
 
 
